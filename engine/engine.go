@@ -1,0 +1,102 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Job is one unit of work handed to an engine.
+type Job struct {
+	ID     string
+	Model  string
+	Task   Task
+	Source ModelSource
+	// Files maps each file of Source to its verified local path, filled in
+	// by the model store before the engine runs.
+	Files map[FileRole]string
+}
+
+// Result is what an engine produced: either bytes with an extension (image,
+// audio, video; delivered by multipart upload) or a JSON document (llm, stt;
+// delivered by completeJson).
+type Result struct {
+	Bytes []byte
+	Ext   string
+	JSON  json.RawMessage
+	// Stats for the UI: tokens generated, tokens per second, images made.
+	Stats Stats
+}
+
+// Stats are the figures a donor sees on the Jobs page.
+type Stats struct {
+	PromptTokens     int
+	CompletionTokens int
+	TokensPerSecond  float64
+	Images           int
+}
+
+// Phase names the stage a running job is in.
+type Phase string
+
+const (
+	PhaseDownload Phase = "download"
+	PhaseLoad     Phase = "load"
+	PhaseGenerate Phase = "generate"
+)
+
+// Progress is reported while a job runs. Total 0 means unknown.
+type Progress struct {
+	Phase Phase
+	Done  int64
+	Total int64
+}
+
+// ProgressFunc receives progress; it must be cheap and must not block.
+type ProgressFunc func(Progress)
+
+// Engine runs jobs of some kinds. The interface is deliberately narrow so
+// that an engine can later live in a supervised child process without its
+// callers changing.
+type Engine interface {
+	// Name is the modelSource.engine value this engine serves.
+	Name() EngineName
+	// Kinds lists the task kinds it can run right now (empty when its native
+	// library did not load).
+	Kinds() []TaskKind
+	// Run executes the job. It honours ctx cancellation and reports progress.
+	Run(ctx context.Context, job Job, progress ProgressFunc) (Result, error)
+	// Release frees whatever the engine keeps resident (a loaded model).
+	Release() error
+	// ResidentVRAMBytes is what releasing would give back (0 when nothing
+	// is loaded or unknown).
+	ResidentVRAMBytes() uint64
+}
+
+// CannotServeError says this worker can never run the job: a retry on the
+// same machine cannot succeed, so the studio must not send it back here.
+type CannotServeError struct {
+	Engine string
+	Kind   TaskKind
+	Reason string // optional extra words
+}
+
+func (e *CannotServeError) Error() string {
+	msg := fmt.Sprintf("%s engine cannot serve %s tasks", e.Engine, e.Kind)
+	if e.Reason != "" {
+		msg += ": " + e.Reason
+	}
+	return msg
+}
+
+// IsCannotServe applies the protocol's rule: the typed error anywhere in the
+// chain, or the words "cannot serve" in the message.
+func IsCannotServe(err error) bool {
+	if err == nil {
+		return false
+	}
+	var cs *CannotServeError
+	return errors.As(err, &cs) || strings.Contains(err.Error(), "cannot serve")
+}

@@ -1,0 +1,95 @@
+package studio
+
+import (
+	"time"
+
+	"github.com/minisgg/studio-worker/engine"
+)
+
+// WorkerState is the one word the tray and the Status page show.
+type WorkerState string
+
+const (
+	StateStarting        WorkerState = "starting"
+	StateRegistering     WorkerState = "registering"      // register-request not yet accepted
+	StateWaitingApproval WorkerState = "waiting-approval" // pending, polling every 30 s
+	StateRejected        WorkerState = "rejected"         // the studio said no; Reason says why
+	StateConnecting      WorkerState = "connecting"       // approved, no welcome yet
+	StateIdle            WorkerState = "idle"             // connected, waiting for an offer
+	StateWorking         WorkerState = "working"
+	StatePaused          WorkerState = "paused"
+	StateStopped         WorkerState = "stopped" // session ended for good (401, 4003, error frame…)
+)
+
+// SessionState is the state of the WebSocket session.
+type SessionState string
+
+const (
+	SessionOffline    SessionState = "offline" // no credentials yet
+	SessionConnecting SessionState = "connecting"
+	SessionConnected  SessionState = "connected"
+	SessionRetrying   SessionState = "retrying" // waiting out the backoff
+	SessionStopped    SessionState = "stopped"  // fatal; StopReason says why
+)
+
+// Registration is where the register-and-approve handshake stands.
+type Registration struct {
+	State     string // "none", "pending", "approved", "rejected"
+	RequestID string
+	WorkerID  string
+	Reason    string // rejection reason
+}
+
+// JobInfo describes one job for the Status and Jobs pages.
+type JobInfo struct {
+	ID       string
+	Kind     engine.TaskKind
+	Model    string
+	Phase    engine.Phase
+	Done     int64 // progress within Phase
+	Total    int64 // 0 = unknown
+	Started  time.Time
+	Finished time.Time // zero while running
+	Outcome  string    // "running", "done", "failed", "lost"
+	Error    string    // in words a donor understands
+	Stats    engine.Stats
+	Ext      string
+	// Thumbnail is a small PNG of an image result, for the Jobs page.
+	Thumbnail []byte
+}
+
+// Counters add up over the life of the process.
+type Counters struct {
+	Offered, Accepted, Rejected, Done, Failed int
+}
+
+// VRAM is what the Status page shows about GPU memory.
+type VRAM struct {
+	Known      bool   // false: the probe could not tell
+	TotalBytes uint64 // all devices
+	FreeBytes  uint64
+	InUseBytes uint64 // held by our resident model
+	BudgetGB   float64
+}
+
+// Snapshot is an immutable picture of the worker, published on every change.
+type Snapshot struct {
+	State         WorkerState
+	Paused        bool
+	PauseAfterJob bool // "finish the current job, then pause" is armed
+	Session       SessionState
+	SessionDetail string        // e.g. "studio unreachable, retrying in 8 s"
+	RetryIn       time.Duration // when Session == SessionRetrying
+	StopReason    string        // why the session stopped for good
+	Registration  Registration
+	Current       *JobInfo
+	Recent        []JobInfo // newest first, bounded
+	Counters      Counters
+	IdleReason    string // why the worker is idle, in words
+	LastReject    string // the last offer it turned down and why
+	LastHeartbeat time.Time
+	VRAM          VRAM
+	Kinds         []engine.TaskKind // what it advertises now
+	StudioURL     string
+	Version       string
+}
