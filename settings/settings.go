@@ -1,0 +1,222 @@
+// Package settings holds what the donor chooses (studio URL, VRAM budget,
+// models folder, threads, start-up habits) and the credentials the studio
+// hands out. It is a leaf: it imports neither the app, the studio session nor
+// the engines, so both the desktop and the headless entry can use it.
+package settings
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/adrg/xdg"
+)
+
+// AppDirName is the folder name used under the config and state homes.
+const AppDirName = "studio-worker"
+
+// DefaultStudioURL is the hosted studio an installed app talks to.
+const DefaultStudioURL = "https://studio.minis.gg/"
+
+// DefaultVRAMBudgetGB matches the reference worker's vram_threshold_gb.
+const DefaultVRAMBudgetGB = 12.0
+
+// Settings is what the donor can change. The TOML keys are the file format;
+// keep them stable.
+type Settings struct {
+	StudioURL      string  `toml:"studio_url"`
+	VRAMBudgetGB   float64 `toml:"vram_budget_gb"`
+	ModelsDir      string  `toml:"models_dir"`
+	Threads        int     `toml:"threads"` // 0 = auto: max(1, cores-1)
+	StartAtLogin   bool    `toml:"start_at_login"`
+	StartMinimised bool    `toml:"start_minimised"`
+	LlamaLibDir    string  `toml:"llama_lib_dir"`
+	SDLibPath      string  `toml:"sd_lib_path"`
+	InstallID      string  `toml:"install_id"`
+}
+
+// Field names used in FieldError; they are the TOML keys so the UI and the
+// file agree on what a field is called.
+const (
+	FieldStudioURL    = "studio_url"
+	FieldVRAMBudgetGB = "vram_budget_gb"
+	FieldModelsDir    = "models_dir"
+	FieldThreads      = "threads"
+	FieldLlamaLibDir  = "llama_lib_dir"
+	FieldSDLibPath    = "sd_lib_path"
+)
+
+// Default returns the settings of a fresh install. InstallID is left empty;
+// Store.Load generates and persists it once.
+func Default() Settings {
+	return Settings{
+		StudioURL:    DefaultStudioURL,
+		VRAMBudgetGB: DefaultVRAMBudgetGB,
+		ModelsDir:    defaultModelsDir(),
+	}
+}
+
+func defaultModelsDir() string {
+	if home, err := os.UserHomeDir(); err == nil && home != "" {
+		return filepath.Join(home, "models")
+	}
+	// Without a home folder the state home is the next best stable place.
+	return filepath.Join(xdg.DataHome, AppDirName, "models")
+}
+
+// EffectiveThreads resolves Threads = 0 to max(1, cores-1), leaving one core
+// for the donor.
+func (s Settings) EffectiveThreads() int {
+	if s.Threads > 0 {
+		return s.Threads
+	}
+	return max(1, runtime.NumCPU()-1)
+}
+
+// FieldError says which setting is wrong and why, in words a donor
+// understands.
+type FieldError struct {
+	Field  string // one of the Field* constants
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	return fieldLabel(e.Field) + ": " + e.Reason
+}
+
+func fieldLabel(f string) string {
+	switch f {
+	case FieldStudioURL:
+		return "studio URL"
+	case FieldVRAMBudgetGB:
+		return "VRAM budget"
+	case FieldModelsDir:
+		return "models folder"
+	case FieldThreads:
+		return "threads"
+	case FieldLlamaLibDir:
+		return "llama.cpp library folder"
+	case FieldSDLibPath:
+		return "stable-diffusion library"
+	}
+	return f
+}
+
+// Validate checks every field and returns the first problem as a
+// *FieldError. detectedVRAMGB is the probed total VRAM; 0 means unknown and
+// then the budget is only required to be positive. Validating the models
+// folder creates it (and a temporary file in it), because "can I write
+// there" is only answered by trying.
+func (s Settings) Validate(detectedVRAMGB float64) error {
+	if err := ValidateStudioURL(s.StudioURL); err != nil {
+		return err
+	}
+	switch {
+	case math.IsNaN(s.VRAMBudgetGB) || math.IsInf(s.VRAMBudgetGB, 0):
+		return &FieldError{FieldVRAMBudgetGB, "must be a number of GB"}
+	case s.VRAMBudgetGB <= 0:
+		return &FieldError{FieldVRAMBudgetGB, "must be more than 0 GB"}
+	case detectedVRAMGB > 0 && s.VRAMBudgetGB > detectedVRAMGB:
+		return &FieldError{FieldVRAMBudgetGB, fmt.Sprintf(
+			"%.1f GB is more than this computer's graphics memory (%.1f GB)", s.VRAMBudgetGB, detectedVRAMGB)}
+	}
+	if err := ValidateModelsDir(s.ModelsDir); err != nil {
+		return err
+	}
+	if n := runtime.NumCPU(); s.Threads < 0 || s.Threads > n {
+		return &FieldError{FieldThreads, fmt.Sprintf("must be between 0 (automatic) and %d, the number of CPU cores", n)}
+	}
+	if s.LlamaLibDir != "" {
+		if fi, err := os.Stat(s.LlamaLibDir); err != nil || !fi.IsDir() {
+			return &FieldError{FieldLlamaLibDir, fmt.Sprintf("%q is not a folder", s.LlamaLibDir)}
+		}
+	}
+	if s.SDLibPath != "" {
+		if fi, err := os.Stat(s.SDLibPath); err != nil || fi.IsDir() {
+			return &FieldError{FieldSDLibPath, fmt.Sprintf("%q is not a file", s.SDLibPath)}
+		}
+	}
+	return nil
+}
+
+// ValidateStudioURL accepts an http or https URL with a host.
+func ValidateStudioURL(raw string) error {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return &FieldError{FieldStudioURL, "is empty; enter an address such as " + DefaultStudioURL}
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return &FieldError{FieldStudioURL, fmt.Sprintf("%q is not a web address", raw)}
+	}
+	if s := strings.ToLower(u.Scheme); s != "http" && s != "https" {
+		return &FieldError{FieldStudioURL, fmt.Sprintf("%q must start with https:// (or http:// for a studio on this network)", raw)}
+	}
+	if u.Hostname() == "" {
+		return &FieldError{FieldStudioURL, fmt.Sprintf("%q has no host name", raw)}
+	}
+	return nil
+}
+
+// ValidateModelsDir creates dir when needed and proves it writable by
+// creating and removing a temporary file in it.
+func ValidateModelsDir(dir string) error {
+	if strings.TrimSpace(dir) == "" {
+		return &FieldError{FieldModelsDir, "is empty; choose a folder for downloaded models"}
+	}
+	dir = ExpandHome(dir)
+	if !filepath.IsAbs(dir) {
+		return &FieldError{FieldModelsDir, fmt.Sprintf("%q must be a full path", dir)}
+	}
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return &FieldError{FieldModelsDir, fmt.Sprintf("%q is a file, not a folder", dir)}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return &FieldError{FieldModelsDir, fmt.Sprintf("cannot create %q: %s", dir, plainErr(err))}
+	}
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return &FieldError{FieldModelsDir, fmt.Sprintf("cannot write in %q: %s", dir, plainErr(err))}
+	}
+	name := f.Name()
+	f.Close()
+	os.Remove(name)
+	return nil
+}
+
+// ExpandHome turns a leading "~" into the user's home folder, since donors
+// type paths the way their shell shows them.
+func ExpandHome(p string) string {
+	if p != "~" && !strings.HasPrefix(p, "~/") && !strings.HasPrefix(p, `~\`) {
+		return p
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return p
+	}
+	return filepath.Join(home, p[1:])
+}
+
+// plainErr drops the operation and path prefix of a *PathError, which the
+// caller's message already names.
+func plainErr(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// DefaultDir is where settings and the credentials file live:
+// $XDG_CONFIG_HOME/studio-worker (or the platform's equivalent).
+func DefaultDir() (string, error) {
+	if xdg.ConfigHome == "" {
+		return "", errors.New("settings: no config folder could be found for this user")
+	}
+	return filepath.Join(xdg.ConfigHome, AppDirName), nil
+}
