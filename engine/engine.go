@@ -17,6 +17,9 @@ type Job struct {
 	// Files maps each file of Source to its verified local path, filled in
 	// by the model store before the engine runs.
 	Files map[FileRole]string
+	// VRAMGB is the studio's estimate (claim.vramGbEstimate); the runner
+	// uses it to decide which resident models to release first.
+	VRAMGB float64
 }
 
 // Result is what an engine produced: either bytes with an extension (image,

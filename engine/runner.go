@@ -1,0 +1,260 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// DefaultVRAMCacheTTL is how long a GPU probe result is reused. Probing runs
+// a program (nvidia-smi), so it is done on demand and briefly cached, never
+// in a polling loop.
+const DefaultVRAMCacheTTL = 2 * time.Second
+
+// RunnerConfig wires a Runner.
+type RunnerConfig struct {
+	Store    *Store
+	Engines  []Engine
+	BudgetGB func() float64 // the donor's VRAM budget, read on every admission
+	Probe    GPUProbe       // nil: NewSystemProbe with defaults
+	Log      *slog.Logger
+	// VRAMCacheTTL: 0 means DefaultVRAMCacheTTL.
+	VRAMCacheTTL time.Duration
+	// Now is the clock for the probe cache; nil means time.Now.
+	Now func() time.Time
+}
+
+// Runner is the engine side of the worker: it admits offers against the
+// budget and the GPU, fetches model files through the store, makes room
+// among resident models, and routes each job to its engine. It implements
+// the studio worker's JobRunner.
+type Runner struct {
+	router *Router
+	store  *Store
+	budget func() float64
+	probe  GPUProbe
+	log    *slog.Logger
+	ttl    time.Duration
+	now    func() time.Time
+
+	probeMu  sync.Mutex // one probe at a time; callers share its result
+	cacheMu  sync.Mutex
+	cached   VRAMInfo
+	cachedAt time.Time
+	haveVRAM bool
+
+	estMu     sync.Mutex
+	estimates map[string]float64 // last admitted estimate by engine+model
+}
+
+// NewRunner builds a Runner. Store and BudgetGB are required.
+func NewRunner(cfg RunnerConfig) *Runner {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	probe := cfg.Probe
+	if probe == nil {
+		probe = NewSystemProbe(SystemProbeOptions{Log: log})
+	}
+	ttl := cfg.VRAMCacheTTL
+	if ttl <= 0 {
+		ttl = DefaultVRAMCacheTTL
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	budget := cfg.BudgetGB
+	if budget == nil {
+		budget = func() float64 { return 0 }
+	}
+	return &Runner{
+		router: NewRouter(cfg.Engines...), store: cfg.Store, budget: budget, probe: probe,
+		log: log, ttl: ttl, now: now, estimates: map[string]float64{},
+	}
+}
+
+// Router is the runner's router (for the UI: which engines are loaded).
+func (r *Runner) Router() *Router { return r.router }
+
+// Store is the model store the runner downloads through.
+func (r *Runner) Store() *Store { return r.store }
+
+// Kinds lists the task kinds some loaded engine can run.
+func (r *Runner) Kinds() []TaskKind { return r.router.Kinds() }
+
+// SupportedModels is the advertised per-kind model list.
+func (r *Runner) SupportedModels() map[TaskKind][]string {
+	var local []string
+	if r.store != nil {
+		local = r.store.LocalGGUF()
+	}
+	return r.router.SupportedModels(local)
+}
+
+// VRAM is what is known about GPU memory now (a briefly cached probe).
+func (r *Runner) VRAM() VRAMInfo {
+	r.cacheMu.Lock()
+	if r.haveVRAM && r.now().Sub(r.cachedAt) < r.ttl {
+		v := r.cached
+		r.cacheMu.Unlock()
+		return v
+	}
+	r.cacheMu.Unlock()
+
+	r.probeMu.Lock()
+	defer r.probeMu.Unlock()
+	// Another caller may have probed while this one waited.
+	r.cacheMu.Lock()
+	if r.haveVRAM && r.now().Sub(r.cachedAt) < r.ttl {
+		v := r.cached
+		r.cacheMu.Unlock()
+		return v
+	}
+	r.cacheMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	v := r.probe.Probe(ctx)
+	cancel()
+	r.cacheMu.Lock()
+	r.cached, r.cachedAt, r.haveVRAM = v, r.now(), true
+	r.cacheMu.Unlock()
+	return v
+}
+
+// forgetVRAM drops the cached probe after something changed GPU memory.
+func (r *Runner) forgetVRAM() {
+	r.cacheMu.Lock()
+	r.haveVRAM = false
+	r.cacheMu.Unlock()
+}
+
+func estimateKey(e EngineName, model string) string { return string(e) + "\x00" + model }
+
+// Admit says whether an offer can run here; the error's text is the
+// donor-facing reason (a *CannotServeError, *OverBudgetError or
+// *NotEnoughVRAMError).
+func (r *Runner) Admit(a Admission) error {
+	if _, err := r.router.Route(a.Engine, a.Kind); err != nil {
+		return err
+	}
+	if a.VRAMGB < 0 {
+		return fmt.Errorf("the studio sent a negative memory estimate (%g GB) for %s", a.VRAMGB, a.Model)
+	}
+	if err := checkBudget(a.VRAMGB, r.budget()); err != nil {
+		return err
+	}
+	v := r.VRAM()
+	if !v.Known {
+		r.log.Debug("GPU memory is unknown; admitting on the budget alone", "op", "admit", "model", a.Model, "need_gb", a.VRAMGB)
+	} else if err := checkFree(a.VRAMGB, usableFree(v, a.Kind), r.residentTotal()); err != nil {
+		return err
+	}
+	r.estMu.Lock()
+	r.estimates[estimateKey(a.Engine, a.Model)] = a.VRAMGB
+	r.estMu.Unlock()
+	return nil
+}
+
+func (r *Runner) residentTotal() uint64 {
+	var sum uint64
+	for _, e := range r.router.Engines() {
+		sum += e.ResidentVRAMBytes()
+	}
+	return sum
+}
+
+// Run fetches the job's files, makes room among resident models and runs
+// the job on the engine its modelSource names. A *CannotServeError means a
+// retry here cannot succeed; any other error is worth a retry.
+func (r *Runner) Run(ctx context.Context, job Job, progress ProgressFunc) (res Result, err error) {
+	if progress == nil {
+		progress = func(Progress) {}
+	}
+	eng, err := r.router.Route(job.Source.Engine, job.Task.Kind)
+	if err != nil {
+		return Result{}, err
+	}
+	if r.store == nil {
+		return Result{}, errors.New("the worker has no models folder configured")
+	}
+	release := r.store.Use(job.Model)
+	defer release()
+	log := r.log.With("job", job.ID, "model", job.Model)
+
+	files, err := r.store.EnsureSource(ctx, job.Model, job.Source, progress)
+	if err != nil {
+		return Result{}, err
+	}
+	if _, ok := files[RoleModel]; !ok && len(job.Source.Files) == 0 && eng.Name() == EngineLlamaCpp {
+		// An advertised local GGUF placed straight in the models folder.
+		if p, ok := r.store.LooseGGUF(job.Model); ok {
+			files[RoleModel] = p
+		}
+	}
+	if len(files) == 0 {
+		return Result{}, fmt.Errorf("the offer for %s lists no model files and no such model is stored on this worker", job.Model)
+	}
+	job.Files = files
+
+	r.makeRoom(log, eng, job)
+
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("engine crashed", "op", "run", "engine", eng.Name(), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			res, err = Result{}, fmt.Errorf("the %s engine crashed: %v", eng.Name(), p)
+		}
+		r.forgetVRAM()
+	}()
+	return eng.Run(ctx, job, progress)
+}
+
+// makeRoom releases other engines' resident models when the job would not
+// fit beside them within the budget or the free GPU memory.
+func (r *Runner) makeRoom(log *slog.Logger, eng Engine, job Job) {
+	need := job.VRAMGB
+	if need <= 0 {
+		r.estMu.Lock()
+		need = r.estimates[estimateKey(eng.Name(), job.Model)]
+		r.estMu.Unlock()
+	}
+	var others []Engine
+	for _, e := range r.router.Engines() {
+		if e != eng {
+			others = append(others, e)
+		}
+	}
+	v := r.VRAM()
+	var free uint64
+	if v.Known {
+		free = usableFree(v, job.Task.Kind)
+	}
+	plan := evictionPlan(need, r.budget(), others, v.Known, free, eng.ResidentVRAMBytes())
+	for _, e := range plan {
+		b := e.ResidentVRAMBytes()
+		if err := e.Release(); err != nil {
+			log.Warn("could not release a resident model", "op", "budget", "engine", e.Name(), "err", err)
+			continue
+		}
+		log.Info("released a resident model to make room", "op", "budget", "engine", e.Name(), "freed", FormatGB(b), "need_gb", need)
+	}
+	if len(plan) > 0 {
+		r.forgetVRAM()
+	}
+}
+
+// ReleaseAll frees every engine's resident model (on pause or shutdown).
+func (r *Runner) ReleaseAll() error {
+	var errs []error
+	for _, e := range r.router.Engines() {
+		if err := e.Release(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", e.Name(), err))
+		}
+	}
+	r.forgetVRAM()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,1076 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Names the store keeps beside the model files. Model filenames that could
+// collide with them are refused (see CheckFilename).
+const (
+	partSuffix     = ".part"
+	verifiedSuffix = ".verified"
+	modelMetaFile  = ".studio-model.json"
+)
+
+// DefaultDownloadTimeout bounds one download attempt (protocol §4.6). A
+// slower link still gets there: the next try resumes from the .part file.
+const DefaultDownloadTimeout = 30 * time.Minute
+
+// StoreOptions configure a Store. Zero values are usable.
+type StoreOptions struct {
+	HTTP      *http.Client
+	UserAgent string
+	// FreeSpace reports the free bytes of the file system holding path;
+	// tests inject it. Nil uses the operating system.
+	FreeSpace func(path string) (uint64, error)
+	Log       *slog.Logger
+	// DownloadTimeout bounds one download attempt; 0 means the default.
+	DownloadTimeout time.Duration
+}
+
+// Store keeps model files on disk: one folder per model under root,
+// downloaded over https with resume, verified by size and sha256, and
+// remembered as verified so that a job does not re-hash gigabytes.
+type Store struct {
+	root      string
+	client    *http.Client
+	userAgent string
+	freeSpace func(string) (uint64, error)
+	log       *slog.Logger
+	timeout   time.Duration
+
+	mu      sync.Mutex
+	flights map[string]*flight // by final file path
+	inUse   map[string]int     // by model folder name
+
+	// Test hooks: onHash is called each time a whole file on disk is hashed
+	// for verification; wrapPart wraps the writer of a .part file.
+	onHash   func(path string)
+	wrapPart func(io.Writer) io.Writer
+}
+
+// NewStore returns a store rooted at root (created on first download).
+func NewStore(root string, opts StoreOptions) *Store {
+	client := opts.HTTP
+	if client == nil {
+		client = &http.Client{}
+	}
+	// A redirect must pass the same transport gate as the first URL: an
+	// https link must not bounce the download to plain http off this machine.
+	c := *client
+	prev := c.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if err := CheckModelURL(req.URL.String()); err != nil {
+			return fmt.Errorf("redirect refused: %w", err)
+		}
+		if prev != nil {
+			return prev(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	ua := opts.UserAgent
+	if ua == "" {
+		ua = "studio-worker"
+	}
+	free := opts.FreeSpace
+	if free == nil {
+		free = diskFree
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	timeout := opts.DownloadTimeout
+	if timeout <= 0 {
+		timeout = DefaultDownloadTimeout
+	}
+	return &Store{
+		root: root, client: &c, userAgent: ua, freeSpace: free, log: log, timeout: timeout,
+		flights: map[string]*flight{}, inUse: map[string]int{},
+	}
+}
+
+// Root is the models folder.
+func (s *Store) Root() string { return s.root }
+
+// SanitizeModelID turns a model id into its folder name: characters outside
+// [A-Za-z0-9._-] become "_", and a leading "." becomes "_" (protocol §4.6).
+func SanitizeModelID(id string) string {
+	var b strings.Builder
+	for _, r := range id {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	out := b.String()
+	if strings.HasPrefix(out, ".") {
+		out = "_" + out[1:]
+	}
+	return out
+}
+
+// CheckModelURL applies the transport gate: https, or plain http only to
+// this computer (localhost, 127.0.0.0/8, ::1). It runs before any request.
+func CheckModelURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("model URL %q is not a valid URL", redactURL(raw))
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("model URL %q has no host", redactURL(raw))
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return nil
+	case "http":
+		if isLoopbackHost(u.Hostname()) {
+			return nil
+		}
+		return fmt.Errorf("model URL %q uses plain http; only https is allowed (plain http only to this computer)", redactURL(raw))
+	default:
+		return fmt.Errorf("model URL %q uses %q; only https is allowed", redactURL(raw), u.Scheme)
+	}
+}
+
+func isLoopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// redactURL drops the query and fragment (signed URLs carry secrets there)
+// and any user info, so a URL can go into logs and error messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.IndexAny(raw, "?#"); i >= 0 {
+			return raw[:i]
+		}
+		return raw
+	}
+	u.User = nil
+	u.RawQuery = ""
+	u.Fragment = ""
+	return u.String()
+}
+
+var windowsReserved = map[string]bool{
+	"CON": true, "PRN": true, "AUX": true, "NUL": true,
+	"COM1": true, "COM2": true, "COM3": true, "COM4": true, "COM5": true, "COM6": true, "COM7": true, "COM8": true, "COM9": true,
+	"LPT1": true, "LPT2": true, "LPT3": true, "LPT4": true, "LPT5": true, "LPT6": true, "LPT7": true, "LPT8": true, "LPT9": true,
+}
+
+// CheckFilename requires one plain path part: no separators, no "." or
+// "..", nothing absolute or hidden, nothing the store uses for itself, and
+// no name that Windows reserves.
+func CheckFilename(name string) error {
+	bad := func(why string) error { return fmt.Errorf("model file name %q is not allowed: %s", name, why) }
+	switch {
+	case name == "":
+		return errors.New("model file name is empty")
+	case len(name) > 255:
+		return bad("longer than 255 characters")
+	case name == "." || name == "..":
+		return bad("it is not a file name")
+	case strings.ContainsAny(name, `/\`):
+		return bad("it contains a folder separator")
+	case strings.ContainsAny(name, ":*?\"<>|") || strings.ContainsRune(name, 0):
+		return bad("it contains a character that is not allowed in file names")
+	case strings.HasPrefix(name, "."):
+		return bad("it starts with a dot")
+	case strings.HasSuffix(name, partSuffix) || strings.HasSuffix(name, verifiedSuffix):
+		return bad("the store uses that ending for its own files")
+	case strings.HasSuffix(name, " ") || strings.HasSuffix(name, "."):
+		return bad("it ends with a space or a dot")
+	}
+	for _, r := range name {
+		if r < 0x20 {
+			return bad("it contains a control character")
+		}
+	}
+	stem := strings.ToUpper(name)
+	if i := strings.IndexByte(stem, '.'); i >= 0 {
+		stem = stem[:i]
+	}
+	if windowsReserved[stem] {
+		return bad("Windows reserves that name")
+	}
+	return nil
+}
+
+func checkSHA256(sum string) error {
+	if sum == "" {
+		return nil
+	}
+	if len(sum) != 64 {
+		return fmt.Errorf("the studio's sha256 %q is not 64 hex digits", sum)
+	}
+	if _, err := hex.DecodeString(sum); err != nil {
+		return fmt.Errorf("the studio's sha256 %q is not hex", sum)
+	}
+	return nil
+}
+
+// ModelDir is the folder a model's files live in.
+func (s *Store) ModelDir(modelID string) (string, error) {
+	name := SanitizeModelID(modelID)
+	if name == "" {
+		return "", errors.New("the model has no name")
+	}
+	return filepath.Join(s.root, name), nil
+}
+
+// Use marks a model as in use (a job is running with it) until the returned
+// function is called; Delete refuses it meanwhile.
+func (s *Store) Use(modelID string) (release func()) {
+	key := SanitizeModelID(modelID)
+	s.mu.Lock()
+	s.inUse[key]++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.inUse[key]--; s.inUse[key] <= 0 {
+				delete(s.inUse, key)
+			}
+			s.mu.Unlock()
+		})
+	}
+}
+
+// EnsureSource is Ensure for a whole modelSource; it also records which
+// engine the model belongs to, for the Models page and the advertised list.
+func (s *Store) EnsureSource(ctx context.Context, modelID string, src ModelSource, progress ProgressFunc) (map[FileRole]string, error) {
+	paths, err := s.Ensure(ctx, modelID, src.Files, progress)
+	if err == nil && len(src.Files) > 0 {
+		if merr := s.writeMeta(modelID, src.Engine); merr != nil {
+			s.log.Warn("could not record the model's engine", "op", "store", "model", modelID, "err", merr)
+		}
+	}
+	return paths, err
+}
+
+// Ensure makes every file present and verified in the model's folder,
+// downloading what is missing, and returns the local path of each role.
+// Progress is reported as PhaseDownload with bytes done and total over all
+// files that had to be fetched.
+func (s *Store) Ensure(ctx context.Context, modelID string, files []ModelFile, progress ProgressFunc) (map[FileRole]string, error) {
+	dir, err := s.ModelDir(modelID)
+	if err != nil {
+		return nil, err
+	}
+	// Every gate runs before any request or any file is touched.
+	seen := map[string]bool{}
+	for _, f := range files {
+		if err := CheckFilename(f.Filename); err != nil {
+			return nil, err
+		}
+		if err := CheckModelURL(f.URL); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Filename, err)
+		}
+		if err := checkSHA256(f.SHA256); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Filename, err)
+		}
+		if seen[f.Filename] {
+			return nil, fmt.Errorf("the offer lists the file %q twice", f.Filename)
+		}
+		seen[f.Filename] = true
+	}
+	release := s.Use(modelID)
+	defer release()
+	if len(files) > 0 {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("could not create the model folder %s: %w", dir, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, modelMetaFile)); errors.Is(err, fs.ErrNotExist) {
+			if err := s.writeMeta(modelID, ""); err != nil {
+				s.log.Warn("could not record the model id", "op", "store", "model", modelID, "err", err)
+			}
+		}
+	}
+
+	agg := newAggregate(len(files), progress)
+	out := make(map[FileRole]string, len(files))
+	for i, f := range files {
+		if f.ApproxBytes > 0 {
+			agg.set(i, 0, int64(f.ApproxBytes))
+		}
+	}
+	for i, f := range files {
+		final := filepath.Join(dir, f.Filename)
+		err := s.ensureFile(ctx, modelID, final, f, func(done, total int64) { agg.set(i, done, total) })
+		if err != nil {
+			return nil, err
+		}
+		out[f.Role] = final
+	}
+	return out, nil
+}
+
+// aggregate sums per-file progress into one figure for the job.
+type aggregate struct {
+	mu          sync.Mutex
+	done, total []int64
+	fn          ProgressFunc
+}
+
+func newAggregate(n int, fn ProgressFunc) *aggregate {
+	return &aggregate{done: make([]int64, n), total: make([]int64, n), fn: fn}
+}
+
+func (a *aggregate) set(i int, done, total int64) {
+	if a.fn == nil {
+		return
+	}
+	a.mu.Lock()
+	a.done[i] = done
+	if total > 0 {
+		a.total[i] = total
+	}
+	var d, t int64
+	for j := range a.done {
+		d += a.done[j]
+		t += max(a.total[j], a.done[j])
+	}
+	a.mu.Unlock()
+	a.fn(Progress{Phase: PhaseDownload, Done: d, Total: t})
+}
+
+// flight is one check-or-download of one file, shared by every job that
+// needs the file at the same time. It runs on its own context and stops
+// only when every job waiting for it has gone.
+type flight struct {
+	done    chan struct{}
+	err     error
+	cancel  context.CancelFunc
+	waiters int
+	stopped bool // cancelled because nobody waits any more
+	subs    map[int]func(done, total int64)
+	nextSub int
+	last    [2]int64
+}
+
+func (s *Store) ensureFile(ctx context.Context, modelID, final string, f ModelFile, report func(done, total int64)) error {
+	s.mu.Lock()
+	fl := s.flights[final]
+	if fl == nil || fl.stopped {
+		prev := fl
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+		fl = &flight{done: make(chan struct{}), cancel: cancel, subs: map[int]func(int64, int64){}}
+		s.flights[final] = fl
+		go s.runFlight(fctx, prev, fl, modelID, final, f)
+	}
+	fl.waiters++
+	id := fl.nextSub
+	fl.nextSub++
+	fl.subs[id] = report
+	last := fl.last
+	s.mu.Unlock()
+	if last[0] > 0 || last[1] > 0 {
+		report(last[0], last[1])
+	}
+
+	select {
+	case <-fl.done:
+		return fl.err
+	case <-ctx.Done():
+	}
+	select {
+	case <-fl.done: // finished at the same moment: the file is there
+		return fl.err
+	default:
+	}
+	s.mu.Lock()
+	delete(fl.subs, id)
+	fl.waiters--
+	lastOne := fl.waiters == 0
+	if lastOne {
+		fl.stopped = true
+		fl.cancel()
+	}
+	s.mu.Unlock()
+	if lastOne {
+		// Nobody else wants the file: wait until the download has really
+		// stopped writing, so that the caller sees a settled .part file.
+		<-fl.done
+	}
+	return fmt.Errorf("download of %s stopped: %w", f.Filename, ctx.Err())
+}
+
+func (s *Store) runFlight(ctx context.Context, prev, fl *flight, modelID, final string, f ModelFile) {
+	defer fl.cancel()
+	if prev != nil {
+		<-prev.done // a cancelled download of the same file may still be closing its .part
+	}
+	report := func(done, total int64) {
+		s.mu.Lock()
+		fl.last = [2]int64{done, total}
+		subs := make([]func(int64, int64), 0, len(fl.subs))
+		for _, fn := range fl.subs {
+			subs = append(subs, fn)
+		}
+		s.mu.Unlock()
+		for _, fn := range subs {
+			fn(done, total)
+		}
+	}
+	err := s.checkOrFetch(ctx, modelID, final, f, report)
+	s.mu.Lock()
+	fl.err = err
+	if s.flights[final] == fl {
+		delete(s.flights, final)
+	}
+	s.mu.Unlock()
+	close(fl.done)
+}
+
+// verifiedRecord is the sidecar that says a file was verified, so that it is
+// not hashed again while its size and modification time stay the same.
+type verifiedRecord struct {
+	Size     int64  `json:"size"`
+	ModTime  int64  `json:"mtimeUnixNano"`
+	SHA256   string `json:"sha256"`
+	Verified string `json:"verifiedAt"`
+}
+
+func readRecord(final string) (verifiedRecord, bool) {
+	var rec verifiedRecord
+	b, err := os.ReadFile(final + verifiedSuffix)
+	if err != nil || json.Unmarshal(b, &rec) != nil || rec.SHA256 == "" {
+		return verifiedRecord{}, false
+	}
+	return rec, true
+}
+
+func writeRecord(final, sum string) error {
+	st, err := os.Stat(final)
+	if err != nil {
+		return err
+	}
+	rec := verifiedRecord{Size: st.Size(), ModTime: st.ModTime().UnixNano(), SHA256: strings.ToLower(sum),
+		Verified: time.Now().UTC().Format(time.RFC3339)}
+	b, _ := json.Marshal(rec)
+	return writeFileAtomic(final+verifiedSuffix, b)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.Write(data)
+	cerr := tmp.Close()
+	if werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), path)
+	}
+	if werr != nil {
+		os.Remove(tmp.Name())
+	}
+	return werr
+}
+
+// checkOrFetch uses the file on disk when it is verified (or verifies it
+// once), and downloads it otherwise.
+func (s *Store) checkOrFetch(ctx context.Context, modelID, final string, f ModelFile, report func(done, total int64)) error {
+	log := s.log.With("op", "download", "model", modelID, "file", f.Filename)
+	st, err := os.Stat(final)
+	if err == nil && st.Mode().IsRegular() {
+		rec, hasRec := readRecord(final)
+		want := strings.ToLower(f.SHA256)
+		if hasRec && rec.Size == st.Size() && rec.ModTime == st.ModTime().UnixNano() && (want == "" || rec.SHA256 == want) {
+			report(st.Size(), st.Size())
+			return nil
+		}
+		// Changed on disk since it was verified (or never verified): hash it
+		// against the studio's sum, or failing that against our own record.
+		if want == "" && hasRec {
+			want = rec.SHA256
+		}
+		log.Info("checking a model file on disk", "bytes", st.Size())
+		sum, herr := s.hashFile(ctx, final)
+		if herr != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("check of %s stopped: %w", f.Filename, ctx.Err())
+			}
+			return fmt.Errorf("could not read the model file %s: %w", final, herr)
+		}
+		if want == "" || sum == want {
+			if err := writeRecord(final, sum); err != nil {
+				log.Warn("could not record the verified file", "err", err)
+			}
+			report(st.Size(), st.Size())
+			return nil
+		}
+		log.Warn("model file on disk does not match its sha256; downloading it again", "have", sum, "want", want)
+		os.Remove(final + verifiedSuffix)
+		if err := os.Remove(final); err != nil {
+			return fmt.Errorf("the model file %s is corrupt and could not be removed: %w", final, err)
+		}
+	} else if err == nil {
+		return fmt.Errorf("%s exists but is not a regular file", final)
+	}
+	return s.download(ctx, log, final, f, report)
+}
+
+func (s *Store) hashFile(ctx context.Context, path string) (string, error) {
+	if s.onHash != nil {
+		s.onHash(path)
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer fh.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, ctxReader{ctx, fh}, make([]byte, 1<<20)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// errRestart asks download to start the file over from byte zero.
+var errRestart = errors.New("restart download")
+
+func (s *Store) download(ctx context.Context, log *slog.Logger, final string, f ModelFile, report func(done, total int64)) error {
+	part := final + partSuffix
+	if err := s.preflight(final, part, f); err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		err := s.fetchOnce(ctx, log, final, part, f, report)
+		if !errors.Is(err, errRestart) {
+			return err
+		}
+		if attempt >= 2 {
+			return fmt.Errorf("the model server for %s keeps refusing to resume; try again later", f.Filename)
+		}
+		if rerr := os.Remove(part); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return fmt.Errorf("could not remove the partial download %s: %w", part, rerr)
+		}
+	}
+}
+
+// preflight requires approxBytes + 10 % of free space, less what the .part
+// file already holds (those bytes are on the disk already).
+func (s *Store) preflight(final, part string, f ModelFile) error {
+	if f.ApproxBytes == 0 {
+		return nil
+	}
+	need := f.ApproxBytes + f.ApproxBytes/10
+	if st, err := os.Stat(part); err == nil && st.Size() > 0 {
+		have := uint64(st.Size())
+		if have >= need {
+			need = 0
+		} else {
+			need -= have
+		}
+	}
+	free, err := s.freeSpace(filepath.Dir(final))
+	if err != nil {
+		s.log.Debug("could not read free disk space; downloading without the check", "op", "download", "err", err)
+		return nil
+	}
+	if free < need {
+		return fmt.Errorf("not enough disk space for %s: it needs %s (the file plus 10%%), but only %s is free in %s",
+			f.Filename, FormatGB(need), FormatGB(free), filepath.Dir(final))
+	}
+	return nil
+}
+
+// FormatGB writes a byte count in GB (2^30 bytes) for people to read.
+func FormatGB(b uint64) string {
+	return strconv.FormatFloat(float64(b)/float64(1<<30), 'f', 2, 64) + " GB"
+}
+
+// parseContentRange reads "bytes <start>-<end>/<total|*>"; total is -1 when
+// unknown.
+func parseContentRange(v string) (start, end, total int64, ok bool) {
+	v = strings.TrimSpace(v)
+	unit, rest, found := strings.Cut(v, " ")
+	if !found || !strings.EqualFold(unit, "bytes") {
+		return 0, 0, 0, false
+	}
+	rng, tot, found := strings.Cut(strings.TrimSpace(rest), "/")
+	if !found {
+		return 0, 0, 0, false
+	}
+	a, b, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, 0, false
+	}
+	var err error
+	if start, err = strconv.ParseInt(a, 10, 64); err != nil || start < 0 {
+		return 0, 0, 0, false
+	}
+	if end, err = strconv.ParseInt(b, 10, 64); err != nil || end < start {
+		return 0, 0, 0, false
+	}
+	total = -1
+	if tot != "*" {
+		if total, err = strconv.ParseInt(tot, 10, 64); err != nil || total <= end {
+			return 0, 0, 0, false
+		}
+	}
+	return start, end, total, true
+}
+
+func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, final, part string, f ModelFile, report func(done, total int64)) error {
+	var offset int64
+	if st, err := os.Stat(part); err == nil {
+		offset = st.Size()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.URL, nil)
+	if err != nil {
+		return fmt.Errorf("%s: bad model URL %q: %w", f.Filename, redactURL(f.URL), err)
+	}
+	req.Header.Set("User-Agent", s.userAgent)
+	// Byte ranges and the size check only make sense on the raw bytes.
+	req.Header.Set("Accept-Encoding", "identity")
+	if offset > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("download of %s stopped: %w", f.Filename, ctx.Err())
+		}
+		return fmt.Errorf("could not reach the model server for %s (%s): %w", f.Filename, redactURL(f.URL), err)
+	}
+	defer resp.Body.Close()
+
+	var total int64 = -1 // whole file size, when known
+	flags := os.O_WRONLY | os.O_CREATE
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		start, _, tot, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != offset {
+			log.Warn("model server resumed at the wrong place; starting the file over",
+				"have", offset, "content_range", resp.Header.Get("Content-Range"))
+			return errRestart
+		}
+		total = tot
+		if total < 0 && resp.ContentLength >= 0 {
+			total = offset + resp.ContentLength
+		}
+		flags |= os.O_APPEND
+		log.Info("resuming download", "from", offset)
+	case http.StatusRequestedRangeNotSatisfiable:
+		if offset == 0 {
+			return fmt.Errorf("the model server refused to send %s (416 Range Not Satisfiable)", f.Filename)
+		}
+		log.Warn("model server cannot resume (416); starting the file over", "have", offset)
+		return errRestart
+	case http.StatusOK:
+		if offset > 0 {
+			log.Info("model server does not resume downloads; starting the file over", "had", offset)
+		}
+		offset = 0
+		flags |= os.O_TRUNC
+		total = resp.ContentLength
+	default:
+		return fmt.Errorf("the model server answered %q for %s (%s)", resp.Status, f.Filename, redactURL(f.URL))
+	}
+
+	h := sha256.New()
+	if offset > 0 {
+		// The hash covers the whole file, so the prefix already on disk goes
+		// in first.
+		if err := hashPrefix(ctx, h, part, offset); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("download of %s stopped: %w", f.Filename, ctx.Err())
+			}
+			return fmt.Errorf("could not read the partial download %s: %w", part, err)
+		}
+	}
+	fh, err := os.OpenFile(part, flags, 0o644)
+	if err != nil {
+		return fmt.Errorf("could not write %s: %w", part, err)
+	}
+	var w io.Writer = fh
+	if s.wrapPart != nil {
+		w = s.wrapPart(fh)
+	}
+	progressTotal := total
+	if progressTotal < 0 && f.ApproxBytes > 0 {
+		progressTotal = int64(f.ApproxBytes)
+	}
+	report(offset, progressTotal)
+	written, copyErr := copyHashed(w, resp.Body, h, offset, progressTotal, report)
+	syncErr := fh.Sync()
+	closeErr := fh.Close()
+	size := offset + written
+	report(size, max(progressTotal, size))
+
+	if copyErr != nil {
+		var we *writeError
+		switch {
+		case errors.As(copyErr, &we) && isDiskFull(we.err):
+			return fmt.Errorf("the disk holding %s is full after %s of %s; the partial download is kept and resumes once space is freed: %w",
+				filepath.Dir(final), FormatGB(uint64(size)), f.Filename, we.err)
+		case errors.As(copyErr, &we):
+			return fmt.Errorf("could not write %s: %w", part, we.err)
+		case ctx.Err() != nil:
+			return fmt.Errorf("download of %s stopped after %d bytes (the partial file is kept): %w", f.Filename, size, ctx.Err())
+		default:
+			return fmt.Errorf("download of %s broke off after %d bytes; the partial file is kept and the next try resumes it: %w",
+				f.Filename, size, copyErr)
+		}
+	}
+	if syncErr != nil || closeErr != nil {
+		err := errors.Join(syncErr, closeErr)
+		if isDiskFull(err) {
+			return fmt.Errorf("the disk holding %s is full; the partial download of %s is kept: %w", filepath.Dir(final), f.Filename, err)
+		}
+		return fmt.Errorf("could not save %s: %w", part, err)
+	}
+	if resp.ContentLength >= 0 && written != resp.ContentLength {
+		return fmt.Errorf("the model server announced %d bytes of %s but sent %d; the partial file is kept and the next try resumes it",
+			resp.ContentLength, f.Filename, written)
+	}
+	if total >= 0 && size != total {
+		os.Remove(part)
+		return fmt.Errorf("%s came out at %d bytes instead of %d; the partial file was deleted and the next try downloads it again",
+			f.Filename, size, total)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if f.SHA256 != "" && !strings.EqualFold(sum, f.SHA256) {
+		os.Remove(part)
+		return fmt.Errorf("%s was downloaded but its sha256 is %s, not %s as the studio said; the file was deleted and the next try downloads it again",
+			f.Filename, sum, strings.ToLower(f.SHA256))
+	}
+	os.Remove(final + verifiedSuffix)
+	if err := os.Rename(part, final); err != nil {
+		return fmt.Errorf("could not move %s into place: %w", final, err)
+	}
+	syncDir(filepath.Dir(final))
+	if err := writeRecord(final, sum); err != nil {
+		log.Warn("could not record the verified file", "err", err)
+	}
+	log.Info("model file downloaded and verified", "bytes", size, "sha256", sum)
+	return nil
+}
+
+func hashPrefix(ctx context.Context, h hash.Hash, path string, n int64) error {
+	fh, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	got, err := io.CopyBuffer(h, ctxReader{ctx, io.LimitReader(fh, n)}, make([]byte, 1<<20))
+	if err != nil {
+		return err
+	}
+	if got != n {
+		return fmt.Errorf("read %d of %d bytes", got, n)
+	}
+	return nil
+}
+
+// writeError marks an error that came from writing the .part file, so that
+// a full disk is told apart from a broken connection.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+// progressStep is how often download progress is reported.
+const progressStep = 1 << 20
+
+func copyHashed(w io.Writer, r io.Reader, h hash.Hash, offset, total int64, report func(done, total int64)) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var written, lastReport int64
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			nw, werr := w.Write(buf[:n])
+			if nw > 0 {
+				h.Write(buf[:nw])
+				written += int64(nw)
+			}
+			if werr == nil && nw < n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return written, &writeError{werr}
+			}
+			if written-lastReport >= progressStep {
+				lastReport = written
+				report(offset+written, total)
+			}
+		}
+		if rerr == io.EOF {
+			return written, nil
+		}
+		if rerr != nil {
+			return written, rerr
+		}
+	}
+}
+
+// modelMeta records the model id (its folder name is only a sanitised form
+// of it) and the engine that runs it.
+type modelMeta struct {
+	ID     string     `json:"id"`
+	Engine EngineName `json:"engine,omitempty"`
+}
+
+func (s *Store) writeMeta(modelID string, eng EngineName) error {
+	dir, err := s.ModelDir(modelID)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, modelMetaFile)
+	var old modelMeta
+	if b, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(b, &old)
+	}
+	if old.ID == modelID && (eng == "" || old.Engine == eng) {
+		return nil
+	}
+	m := modelMeta{ID: modelID, Engine: eng}
+	if eng == "" {
+		m.Engine = old.Engine
+	}
+	b, _ := json.Marshal(m)
+	return writeFileAtomic(path, b)
+}
+
+// StoredModel is one model folder, for the Models page.
+type StoredModel struct {
+	ID     string     // the model id as the studio named it (folder name if unknown)
+	Dir    string     // its folder
+	Engine EngineName // empty when unknown
+	Bytes  uint64     // all files, partial downloads included
+	Files  []StoredFile
+	InUse  bool
+}
+
+// StoredFile is one file in a model folder.
+type StoredFile struct {
+	Name     string
+	Bytes    uint64
+	Partial  bool // an unfinished download (.part)
+	Verified bool // size and sha256 checked and unchanged since
+	ModTime  time.Time
+}
+
+// List describes every model folder under the root, sorted by id.
+func (s *Store) List() ([]StoredModel, error) {
+	entries, err := os.ReadDir(s.root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("could not read the models folder %s: %w", s.root, err)
+	}
+	var out []StoredModel
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		m, err := s.describe(filepath.Join(s.root, e.Name()))
+		if err != nil {
+			s.log.Warn("could not read a model folder", "op", "store", "dir", e.Name(), "err", err)
+			continue
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (s *Store) describe(dir string) (StoredModel, error) {
+	m := StoredModel{ID: filepath.Base(dir), Dir: dir}
+	if b, err := os.ReadFile(filepath.Join(dir, modelMetaFile)); err == nil {
+		var meta modelMeta
+		if json.Unmarshal(b, &meta) == nil && meta.ID != "" && SanitizeModelID(meta.ID) == filepath.Base(dir) {
+			m.ID, m.Engine = meta.ID, meta.Engine
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return m, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || strings.HasSuffix(name, verifiedSuffix) || !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		sf := StoredFile{Name: name, Bytes: uint64(info.Size()), ModTime: info.ModTime()}
+		if strings.HasSuffix(name, partSuffix) {
+			sf.Partial = true
+		} else if rec, ok := readRecord(filepath.Join(dir, name)); ok {
+			sf.Verified = rec.Size == info.Size() && rec.ModTime == info.ModTime().UnixNano()
+		}
+		m.Bytes += sf.Bytes
+		m.Files = append(m.Files, sf)
+	}
+	s.mu.Lock()
+	m.InUse = s.inUse[filepath.Base(dir)] > 0
+	s.mu.Unlock()
+	return m, nil
+}
+
+// ErrModelInUse is returned by Delete while a job or a download uses the model.
+var ErrModelInUse = errors.New("the model is in use")
+
+// Delete removes a model's folder. It refuses while a job or a download
+// uses the model.
+func (s *Store) Delete(modelID string) error {
+	dir, err := s.ModelDir(modelID)
+	if err != nil {
+		return err
+	}
+	key := filepath.Base(dir)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inUse[key] > 0 {
+		return fmt.Errorf("cannot delete %s while a job uses it; try again when the job has finished: %w", modelID, ErrModelInUse)
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("there is no stored model %s", modelID)
+	}
+	// Holding s.mu keeps a new Ensure of this model from starting meanwhile.
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("could not delete %s: %w", dir, err)
+	}
+	s.log.Info("model deleted", "op", "store", "model", modelID)
+	return nil
+}
+
+// DiskUsage is the number of bytes under the models folder.
+func (s *Store) DiskUsage() (uint64, error) {
+	var total uint64
+	err := filepath.WalkDir(s.root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && path == s.root {
+				return filepath.SkipAll
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				total += uint64(info.Size())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("could not measure the models folder %s: %w", s.root, err)
+	}
+	return total, nil
+}
+
+// FreeSpace is the free space of the disk that holds (or will hold) the
+// models folder.
+func (s *Store) FreeSpace() (uint64, error) {
+	p := s.root
+	for {
+		if _, err := os.Stat(p); err == nil {
+			break
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			break
+		}
+		p = parent
+	}
+	return s.freeSpace(p)
+}
+
+// LocalGGUF lists the GGUF models a llama engine could load without a
+// download: the ids of stored llama-cpp models, and .gguf files placed
+// directly in the models folder (by file name). Sorted.
+func (s *Store) LocalGGUF() []string {
+	var out []string
+	models, _ := s.List()
+	for _, m := range models {
+		if m.Engine != EngineLlamaCpp {
+			continue
+		}
+		for _, f := range m.Files {
+			if !f.Partial && strings.EqualFold(filepath.Ext(f.Name), ".gguf") {
+				out = append(out, m.ID)
+				break
+			}
+		}
+	}
+	entries, _ := os.ReadDir(s.root)
+	for _, e := range entries {
+		if e.Type().IsRegular() && strings.EqualFold(filepath.Ext(e.Name()), ".gguf") && !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return compactStrings(out)
+}
+
+// LooseGGUF returns the path of a .gguf file placed directly in the models
+// folder under that name, if there is one.
+func (s *Store) LooseGGUF(name string) (string, bool) {
+	if CheckFilename(name) != nil || !strings.EqualFold(filepath.Ext(name), ".gguf") {
+		return "", false
+	}
+	p := filepath.Join(s.root, name)
+	if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+		return p, true
+	}
+	return "", false
+}
+
+func compactStrings(in []string) []string {
+	out := in[:0]
+	for i, v := range in {
+		if i == 0 || v != in[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
