@@ -1,0 +1,743 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestSanitizeModelID(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"z-image-turbo-q4_k_m.gguf", "z-image-turbo-q4_k_m.gguf"},
+		{"org/model:v1", "org_model_v1"},
+		{"../../etc", "_._.._etc"},
+		{".hidden", "_hidden"},
+		{"..", "_."},
+		{"a b\\c", "a_b_c"},
+		{"modèle", "mod_le"},
+		{"", ""},
+	} {
+		if got := SanitizeModelID(tc.in); got != tc.want {
+			t.Errorf("SanitizeModelID(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestCheckModelURL(t *testing.T) {
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"https://models.example/x.gguf", true},
+		{"HTTPS://models.example/x.gguf?sig=abc", true},
+		{"http://127.0.0.1:8080/x", true},
+		{"http://127.1.2.3/x", true},
+		{"http://localhost/x", true},
+		{"http://LocalHost:9/x", true},
+		{"http://[::1]:8080/x", true},
+		{"http://models.example/x.gguf", false},
+		{"http://10.0.0.1/x", false},
+		{"http://localhost.evil.example/x", false},
+		{"http://127.0.0.1.evil.example/x", false},
+		{"ftp://models.example/x", false},
+		{"file:///etc/passwd", false},
+		{"https:///nohost", false},
+		{"not a url", false},
+		{"", false},
+	} {
+		err := CheckModelURL(tc.url)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckModelURL(%q) = %v, want ok=%v", tc.url, err, tc.ok)
+		}
+	}
+	err := CheckModelURL("http://models.example/x.gguf?token=SECRET")
+	if err == nil || strings.Contains(err.Error(), "SECRET") {
+		t.Errorf("refusal must not echo the query string: %v", err)
+	}
+}
+
+func TestCheckFilename(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"model.gguf", true},
+		{"z_image_turbo-Q4_K.gguf", true},
+		{"a..b.gguf", true},
+		{"", false},
+		{".", false},
+		{"..", false},
+		{"../x.gguf", false},
+		{"dir/x.gguf", false},
+		{`dir\x.gguf`, false},
+		{"/etc/passwd", false},
+		{`C:\x.gguf`, false},
+		{"C:x.gguf", false},
+		{".hidden", false},
+		{"x.gguf.part", false},
+		{"x.gguf.verified", false},
+		{"CON", false},
+		{"nul.txt", false},
+		{"trail.", false},
+		{"bad\x00name", false},
+		{"tab\tname", false},
+		{strings.Repeat("a", 256), false},
+	} {
+		err := CheckFilename(tc.name)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckFilename(%q) = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+func TestParseContentRange(t *testing.T) {
+	for _, tc := range []struct {
+		in                string
+		start, end, total int64
+		ok                bool
+	}{
+		{"bytes 100-199/200", 100, 199, 200, true},
+		{"bytes 0-0/1", 0, 0, 1, true},
+		{"bytes 5-9/*", 5, 9, -1, true},
+		{"bytes */200", 0, 0, 0, false},
+		{"bytes 10-5/200", 0, 0, 0, false},
+		{"bytes 100-199/150", 0, 0, 0, false},
+		{"items 1-2/3", 0, 0, 0, false},
+		{"", 0, 0, 0, false},
+	} {
+		s, e, tot, ok := parseContentRange(tc.in)
+		if ok != tc.ok || (ok && (s != tc.start || e != tc.end || tot != tc.total)) {
+			t.Errorf("parseContentRange(%q) = %d,%d,%d,%v", tc.in, s, e, tot, ok)
+		}
+	}
+}
+
+// blob is a file the test server serves, with every request recorded.
+type blob struct {
+	data []byte
+	sum  string
+
+	mu     sync.Mutex
+	ranges []string // the Range header of each request, "" when none
+}
+
+func newBlob(n int, seed uint64) *blob {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	s := sha256.Sum256(data)
+	return &blob{data: data, sum: hex.EncodeToString(s[:])}
+}
+
+func (b *blob) record(r *http.Request) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ranges = append(b.ranges, r.Header.Get("Range"))
+	return len(b.ranges)
+}
+
+func (b *blob) requests() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.ranges...)
+}
+
+// serve answers like a good file server: ranges, 206, 416.
+func (b *blob) serve(w http.ResponseWriter, r *http.Request) {
+	http.ServeContent(w, r, "model.gguf", time.Time{}, bytes.NewReader(b.data))
+}
+
+func newServer(t *testing.T, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func newTestStore(t *testing.T, opts StoreOptions) *Store {
+	t.Helper()
+	if opts.FreeSpace == nil {
+		opts.FreeSpace = func(string) (uint64, error) { return 1 << 50, nil }
+	}
+	return NewStore(t.TempDir(), opts)
+}
+
+func modelFile(srv *httptest.Server, b *blob) ModelFile {
+	return ModelFile{Role: RoleModel, URL: srv.URL + "/files/model.gguf", Filename: "model.gguf",
+		ApproxBytes: uint64(len(b.data)), SHA256: strings.ToUpper(b.sum)}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func mustNotExist(t *testing.T, path string) {
+	t.Helper()
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s should not exist (stat err %v)", path, err)
+	}
+}
+
+func partSize(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path + partSuffix)
+	if err != nil {
+		t.Fatalf("the .part file should be kept: %v", err)
+	}
+	return st.Size()
+}
+
+func writePart(t *testing.T, st *Store, model, name string, data []byte) string {
+	t.Helper()
+	dir, _ := st.ModelDir(model)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	final := filepath.Join(dir, name)
+	if err := os.WriteFile(final+partSuffix, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return final
+}
+
+func TestEnsureFullDownload(t *testing.T) {
+	b := newBlob(3<<20+123, 1)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b.record(r)
+		if ua := r.Header.Get("User-Agent"); ua != "studio-worker/9.9" {
+			t.Errorf("User-Agent = %q", ua)
+		}
+		b.serve(w, r)
+	})
+	st := newTestStore(t, StoreOptions{UserAgent: "studio-worker/9.9"})
+	var mu sync.Mutex
+	var last Progress
+	calls := 0
+	paths, err := st.Ensure(context.Background(), "org/Tiny Model", []ModelFile{modelFile(srv, b)}, func(p Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		if p.Phase != PhaseDownload || p.Done < last.Done {
+			t.Errorf("bad progress %+v after %+v", p, last)
+		}
+		last = p
+		calls++
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(st.Root(), "org_Tiny_Model", "model.gguf")
+	if paths[RoleModel] != want {
+		t.Fatalf("path = %q, want %q", paths[RoleModel], want)
+	}
+	if !bytes.Equal(readFile(t, want), b.data) {
+		t.Fatal("downloaded bytes differ")
+	}
+	mustNotExist(t, want+partSuffix)
+	if rec, ok := readRecord(want); !ok || rec.SHA256 != b.sum || rec.Size != int64(len(b.data)) {
+		t.Fatalf("verified record = %+v, %v", rec, ok)
+	}
+	if last.Done != int64(len(b.data)) || last.Total != int64(len(b.data)) || calls < 3 {
+		t.Fatalf("last progress %+v after %d calls", last, calls)
+	}
+	if got := b.requests(); len(got) != 1 || got[0] != "" {
+		t.Fatalf("requests = %q", got)
+	}
+	models, err := st.List()
+	if err != nil || len(models) != 1 || models[0].ID != "org/Tiny Model" || models[0].Bytes != uint64(len(b.data)) ||
+		len(models[0].Files) != 1 || !models[0].Files[0].Verified {
+		t.Fatalf("List = %+v, %v", models, err)
+	}
+	if u, err := st.DiskUsage(); err != nil || u < uint64(len(b.data)) {
+		t.Fatalf("DiskUsage = %d, %v", u, err)
+	}
+}
+
+func TestEnsureResumesWith206(t *testing.T) {
+	b := newBlob(2<<20, 2)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { b.record(r); b.serve(w, r) })
+	st := newTestStore(t, StoreOptions{})
+	half := len(b.data) / 2
+	final := writePart(t, st, "m", "model.gguf", b.data[:half])
+	if _, err := st.Ensure(context.Background(), "m", []ModelFile{modelFile(srv, b)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.requests(); len(got) != 1 || got[0] != fmt.Sprintf("bytes=%d-", half) {
+		t.Fatalf("requests = %q", got)
+	}
+	// The sha256 only matches if the prefix on disk was hashed first.
+	if !bytes.Equal(readFile(t, final), b.data) {
+		t.Fatal("resumed file differs")
+	}
+}
+
+func TestEnsureRestartsOnWrongContentRange(t *testing.T) {
+	b := newBlob(1<<20, 3)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if b.record(r) == 1 {
+			// Claims a range that starts somewhere else than asked.
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", len(b.data)-1, len(b.data)))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(b.data)
+			return
+		}
+		b.serve(w, r)
+	})
+	st := newTestStore(t, StoreOptions{})
+	final := writePart(t, st, "m", "model.gguf", b.data[:1000])
+	if _, err := st.Ensure(context.Background(), "m", []ModelFile{modelFile(srv, b)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.requests(); len(got) != 2 || got[0] != "bytes=1000-" || got[1] != "" {
+		t.Fatalf("requests = %q", got)
+	}
+	if !bytes.Equal(readFile(t, final), b.data) {
+		t.Fatal("file differs")
+	}
+}
+
+func TestEnsureRestartsOn416(t *testing.T) {
+	b := newBlob(1<<20, 4)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b.record(r)
+		if r.Header.Get("Range") != "" {
+			w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+			return
+		}
+		b.serve(w, r)
+	})
+	st := newTestStore(t, StoreOptions{})
+	// A part longer than the file: the server cannot resume it.
+	final := writePart(t, st, "m", "model.gguf", make([]byte, len(b.data)+10))
+	if _, err := st.Ensure(context.Background(), "m", []ModelFile{modelFile(srv, b)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.requests(); len(got) != 2 || got[1] != "" {
+		t.Fatalf("requests = %q", got)
+	}
+	if !bytes.Equal(readFile(t, final), b.data) {
+		t.Fatal("file differs")
+	}
+}
+
+func TestEnsureRewritesOn200(t *testing.T) {
+	b := newBlob(1<<20, 5)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b.record(r)
+		// A server without Range support answers the whole file.
+		w.Header().Set("Content-Length", fmt.Sprint(len(b.data)))
+		w.Write(b.data)
+	})
+	st := newTestStore(t, StoreOptions{})
+	// A prefix that does not match the file: kept, it would spoil the sum.
+	final := writePart(t, st, "m", "model.gguf", bytes.Repeat([]byte{0xAA}, 5000))
+	if _, err := st.Ensure(context.Background(), "m", []ModelFile{modelFile(srv, b)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.requests(); len(got) != 1 || got[0] != "bytes=5000-" {
+		t.Fatalf("requests = %q", got)
+	}
+	if !bytes.Equal(readFile(t, final), b.data) {
+		t.Fatal("file differs")
+	}
+}
+
+func TestEnsureWrongSHA256(t *testing.T) {
+	b := newBlob(300_000, 6)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { b.record(r); b.serve(w, r) })
+	st := newTestStore(t, StoreOptions{})
+	f := modelFile(srv, b)
+	f.SHA256 = strings.Repeat("ab", 32)
+	_, err := st.Ensure(context.Background(), "m", []ModelFile{f}, nil)
+	if err == nil || !strings.Contains(err.Error(), "sha256 is "+b.sum) || !strings.Contains(err.Error(), "deleted") {
+		t.Fatalf("err = %v", err)
+	}
+	if IsCannotServe(err) {
+		t.Fatal("a bad download must stay retryable")
+	}
+	dir, _ := st.ModelDir("m")
+	mustNotExist(t, filepath.Join(dir, "model.gguf"))
+	mustNotExist(t, filepath.Join(dir, "model.gguf"+partSuffix))
+}
+
+func TestEnsureRejectsBadSHA256Text(t *testing.T) {
+	st := newTestStore(t, StoreOptions{})
+	_, err := st.Ensure(context.Background(), "m", []ModelFile{{Role: RoleModel, URL: "https://127.0.0.1:1/x", Filename: "x.gguf", SHA256: "xyz"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "sha256") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEnsureTruncatedBodyKeepsPartThenResumes(t *testing.T) {
+	b := newBlob(2<<20, 7)
+	half := len(b.data) / 2
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if b.record(r) == 1 {
+			// Announce the whole file, send half, and end the handler: the
+			// server has to drop the connection.
+			w.Header().Set("Content-Length", fmt.Sprint(len(b.data)))
+			w.Write(b.data[:half])
+			return
+		}
+		b.serve(w, r)
+	})
+	st := newTestStore(t, StoreOptions{})
+	files := []ModelFile{modelFile(srv, b)}
+	_, err := st.Ensure(context.Background(), "m", files, nil)
+	if err == nil || !strings.Contains(err.Error(), "broke off") {
+		t.Fatalf("err = %v", err)
+	}
+	dir, _ := st.ModelDir("m")
+	final := filepath.Join(dir, "model.gguf")
+	if n := partSize(t, final); n != int64(half) {
+		t.Fatalf("part has %d bytes, want %d", n, half)
+	}
+	if _, err := st.Ensure(context.Background(), "m", files, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.requests(); len(got) != 2 || got[1] != fmt.Sprintf("bytes=%d-", half) {
+		t.Fatalf("requests = %q", got)
+	}
+	if !bytes.Equal(readFile(t, final), b.data) {
+		t.Fatal("file differs")
+	}
+}
+
+func TestEnsureNotEnoughDisk(t *testing.T) {
+	var requests atomic.Int32
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { requests.Add(1) })
+	st := newTestStore(t, StoreOptions{FreeSpace: func(string) (uint64, error) { return 1 << 30, nil }})
+	f := ModelFile{Role: RoleModel, URL: srv.URL + "/big.gguf", Filename: "big.gguf", ApproxBytes: 2 << 30}
+	_, err := st.Ensure(context.Background(), "m", []ModelFile{f}, nil)
+	if err == nil || !strings.Contains(err.Error(), "2.20 GB") || !strings.Contains(err.Error(), "1.00 GB") {
+		t.Fatalf("err = %v", err)
+	}
+	if requests.Load() != 0 {
+		t.Fatal("no request may be made without the disk space")
+	}
+}
+
+func TestEnsureRefusesBeforeAnyRequest(t *testing.T) {
+	var requests atomic.Int32
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { requests.Add(1) })
+	st := newTestStore(t, StoreOptions{})
+	for _, f := range []ModelFile{
+		{Role: RoleModel, URL: "http://models.example/x.gguf", Filename: "x.gguf"},
+		{Role: RoleModel, URL: srv.URL + "/x", Filename: "../x.gguf"},
+		{Role: RoleModel, URL: srv.URL + "/x", Filename: "/tmp/x.gguf"},
+	} {
+		if _, err := st.Ensure(context.Background(), "m", []ModelFile{f}, nil); err == nil {
+			t.Errorf("%+v was accepted", f)
+		}
+	}
+	if requests.Load() != 0 {
+		t.Fatal("refused files must not be requested")
+	}
+	mustNotExist(t, filepath.Join(st.Root(), "m"))
+}
+
+func TestEnsureRefusesRedirectToPlainHTTP(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// 192.0.2.0/24 is reserved for documentation: never contacted,
+		// because the redirect is refused first.
+		http.Redirect(w, r, "http://192.0.2.1/x.gguf", http.StatusFound)
+	}))
+	t.Cleanup(srv.Close)
+	st := newTestStore(t, StoreOptions{HTTP: srv.Client()})
+	_, err := st.Ensure(context.Background(), "m", []ModelFile{{Role: RoleModel, URL: srv.URL + "/x.gguf", Filename: "x.gguf"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "redirect refused") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEnsureHTTPErrorInWords(t *testing.T) {
+	srv := newServer(t, http.NotFound)
+	st := newTestStore(t, StoreOptions{})
+	_, err := st.Ensure(context.Background(), "m", []ModelFile{{Role: RoleModel, URL: srv.URL + "/x.gguf?sig=SECRET", Filename: "x.gguf"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "404 Not Found") || strings.Contains(err.Error(), "SECRET") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEnsureConcurrentJobsDownloadOnce(t *testing.T) {
+	b := newBlob(1<<20, 8)
+	release := make(chan struct{})
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b.record(r)
+		<-release
+		b.serve(w, r)
+	})
+	st := newTestStore(t, StoreOptions{})
+	files := []ModelFile{modelFile(srv, b)}
+
+	started := make(chan struct{})
+	var once1 sync.Once
+	errs := make(chan error, 2)
+	go func() {
+		_, err := st.Ensure(context.Background(), "m", files, func(Progress) { once1.Do(func() { close(started) }) })
+		errs <- err
+	}()
+	<-started // the first job's download exists (its initial 0/total report)
+	joined := make(chan struct{})
+	var once2 sync.Once
+	go func() {
+		// Joining a running download replays its last progress at once.
+		_, err := st.Ensure(context.Background(), "m", files, func(Progress) { once2.Do(func() { close(joined) }) })
+		errs <- err
+	}()
+	<-joined
+	close(release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(b.requests()); n != 1 {
+		t.Fatalf("%d requests, want 1", n)
+	}
+}
+
+func TestEnsureVerifiedFileNotRehashedUntilChanged(t *testing.T) {
+	b := newBlob(500_000, 9)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { b.record(r); b.serve(w, r) })
+	st := newTestStore(t, StoreOptions{})
+	var hashes atomic.Int32
+	st.onHash = func(string) { hashes.Add(1) }
+	files := []ModelFile{modelFile(srv, b)}
+	ensure := func() string {
+		t.Helper()
+		p, err := st.Ensure(context.Background(), "m", files, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p[RoleModel]
+	}
+	final := ensure()
+	for range 3 {
+		ensure()
+	}
+	if hashes.Load() != 0 || len(b.requests()) != 1 {
+		t.Fatalf("cached file: %d hashes, %d requests; want 0 and 1", hashes.Load(), len(b.requests()))
+	}
+
+	// Touched but intact: hashed once, kept, not fetched.
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(final, later, later); err != nil {
+		t.Fatal(err)
+	}
+	ensure()
+	ensure()
+	if hashes.Load() != 1 || len(b.requests()) != 1 {
+		t.Fatalf("touched file: %d hashes, %d requests; want 1 and 1", hashes.Load(), len(b.requests()))
+	}
+
+	// Corrupted in place (same size): hashed, found wrong, fetched again.
+	data := readFile(t, final)
+	data[1234] ^= 0xFF
+	if err := os.WriteFile(final, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ensure()
+	if hashes.Load() != 2 || len(b.requests()) != 2 {
+		t.Fatalf("corrupt file: %d hashes, %d requests; want 2 and 2", hashes.Load(), len(b.requests()))
+	}
+	if !bytes.Equal(readFile(t, final), b.data) {
+		t.Fatal("corrupt file was not replaced")
+	}
+}
+
+func TestEnsureFileWithoutStudioSumComparedWithRecord(t *testing.T) {
+	b := newBlob(100_000, 10)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { b.record(r); b.serve(w, r) })
+	st := newTestStore(t, StoreOptions{})
+	f := modelFile(srv, b)
+	f.SHA256 = "" // legacy rows carry no sum
+	p, err := st.Ensure(context.Background(), "m", []ModelFile{f}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p[RoleModel], []byte("truncated"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Ensure(context.Background(), "m", []ModelFile{f}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.requests()) != 2 || !bytes.Equal(readFile(t, p[RoleModel]), b.data) {
+		t.Fatalf("a file changed since its download must be fetched again (%d requests)", len(b.requests()))
+	}
+}
+
+// fullDisk fails with ENOSPC once limit bytes have been written: the write
+// error a full file system gives, without needing a tiny file system.
+type fullDisk struct {
+	w     io.Writer
+	limit int
+}
+
+func (f *fullDisk) Write(p []byte) (int, error) {
+	if len(p) <= f.limit {
+		f.limit -= len(p)
+		return f.w.Write(p)
+	}
+	n, err := f.w.Write(p[:f.limit])
+	f.limit = 0
+	if err == nil {
+		err = &os.PathError{Op: "write", Path: "model.gguf.part", Err: syscall.ENOSPC}
+	}
+	return n, err
+}
+
+func TestEnsureDiskFullKeepsPart(t *testing.T) {
+	if isDiskFull(syscall.ENOSPC) == false {
+		t.Skip("needs a system whose full-disk error is ENOSPC")
+	}
+	b := newBlob(1<<20, 11)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { b.record(r); b.serve(w, r) })
+	st := newTestStore(t, StoreOptions{})
+	st.wrapPart = func(w io.Writer) io.Writer { return &fullDisk{w: w, limit: 200_000} }
+	files := []ModelFile{modelFile(srv, b)}
+	_, err := st.Ensure(context.Background(), "m", files, nil)
+	if err == nil || !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "is full") || !strings.Contains(err.Error(), "kept") {
+		t.Fatalf("err = %v", err)
+	}
+	dir, _ := st.ModelDir("m")
+	final := filepath.Join(dir, "model.gguf")
+	if n := partSize(t, final); n != 200_000 {
+		t.Fatalf("part has %d bytes", n)
+	}
+	st.wrapPart = nil // space was freed
+	if _, err := st.Ensure(context.Background(), "m", files, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.requests(); len(got) != 2 || got[1] != "bytes=200000-" {
+		t.Fatalf("requests = %q", got)
+	}
+	if !bytes.Equal(readFile(t, final), b.data) {
+		t.Fatal("file differs")
+	}
+}
+
+func TestEnsureCancelKeepsPart(t *testing.T) {
+	b := newBlob(4<<20, 12)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if b.record(r) == 1 {
+			w.Header().Set("Content-Length", fmt.Sprint(len(b.data)))
+			w.Write(b.data[:2<<20])
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // hold the rest until the client goes away
+			return
+		}
+		b.serve(w, r)
+	})
+	st := newTestStore(t, StoreOptions{})
+	files := []ModelFile{modelFile(srv, b)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err := st.Ensure(ctx, "m", files, func(p Progress) {
+		if p.Done >= 1<<20 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	dir, _ := st.ModelDir("m")
+	final := filepath.Join(dir, "model.gguf")
+	kept := partSize(t, final)
+	if kept < 1<<20 {
+		t.Fatalf("part has only %d bytes", kept)
+	}
+	if _, err := st.Ensure(context.Background(), "m", files, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.requests(); len(got) != 2 || got[1] != fmt.Sprintf("bytes=%d-", kept) {
+		t.Fatalf("requests = %q", got)
+	}
+	if !bytes.Equal(readFile(t, final), b.data) {
+		t.Fatal("file differs")
+	}
+}
+
+func TestDeleteRefusedWhileInUse(t *testing.T) {
+	b := newBlob(10_000, 13)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { b.serve(w, r) })
+	st := newTestStore(t, StoreOptions{})
+	if _, err := st.EnsureSource(context.Background(), "org/m", ModelSource{Engine: EngineLlamaCpp, Files: []ModelFile{modelFile(srv, b)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	release := st.Use("org/m")
+	if err := st.Delete("org/m"); !errors.Is(err, ErrModelInUse) {
+		t.Fatalf("Delete in use = %v", err)
+	}
+	models, _ := st.List()
+	if len(models) != 1 || !models[0].InUse || models[0].Engine != EngineLlamaCpp {
+		t.Fatalf("List = %+v", models)
+	}
+	if got := st.LocalGGUF(); len(got) != 1 || got[0] != "org/m" {
+		t.Fatalf("LocalGGUF = %q", got)
+	}
+	release()
+	if err := st.Delete("org/m"); err != nil {
+		t.Fatal(err)
+	}
+	if models, _ := st.List(); len(models) != 0 {
+		t.Fatalf("List after delete = %+v", models)
+	}
+	if err := st.Delete("org/m"); err == nil {
+		t.Fatal("deleting a missing model must say so")
+	}
+}
+
+func TestLocalGGUFIncludesLooseFiles(t *testing.T) {
+	st := newTestStore(t, StoreOptions{})
+	if err := os.MkdirAll(st.Root(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"b.gguf", "a.GGUF", "notes.txt", ".hidden.gguf"} {
+		if err := os.WriteFile(filepath.Join(st.Root(), n), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := st.LocalGGUF(); strings.Join(got, ",") != "a.GGUF,b.gguf" {
+		t.Fatalf("LocalGGUF = %q", got)
+	}
+	if p, ok := st.LooseGGUF("b.gguf"); !ok || p != filepath.Join(st.Root(), "b.gguf") {
+		t.Fatalf("LooseGGUF = %q %v", p, ok)
+	}
+	if _, ok := st.LooseGGUF("../b.gguf"); ok {
+		t.Fatal("LooseGGUF must refuse paths")
+	}
+}
+
+func TestFreeSpaceOfMissingRoot(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "not", "yet")
+	st := NewStore(root, StoreOptions{})
+	free, err := st.FreeSpace()
+	if err != nil || free == 0 {
+		t.Fatalf("FreeSpace = %d, %v", free, err)
+	}
+	if u, err := st.DiskUsage(); err != nil || u != 0 {
+		t.Fatalf("DiskUsage of a missing folder = %d, %v", u, err)
+	}
+}
