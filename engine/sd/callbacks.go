@@ -1,0 +1,113 @@
+package sd
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/minisgg/studio-worker/engine"
+)
+
+// The library has one log callback and one progress callback for the whole
+// process, and purego callbacks are never freed, so both are made once and
+// route through a package-level registry to whichever job is running now
+// (at most one: runSlot serialises them).
+
+// jobSink is where the library's callbacks go while one job runs.
+type jobSink struct {
+	ctx      context.Context
+	log      *slog.Logger
+	progress engine.ProgressFunc
+	phase    atomic.Value // engine.Phase
+	// stop re-asks the library to stop; see onProgress.
+	stop func()
+}
+
+func (s *jobSink) setPhase(p engine.Phase) { s.phase.Store(p) }
+
+var (
+	activeSink  atomic.Pointer[jobSink]
+	fallbackLog atomic.Pointer[slog.Logger]
+
+	callbacksOnce sync.Once
+	logCB         uintptr
+	progressCB    uintptr
+)
+
+// runSlot admits one library call sequence (load, generate, free) at a time
+// in the whole process, because the callbacks above are process-wide.
+var runSlot = make(chan struct{}, 1)
+
+func installCallbacks(l *Library) {
+	callbacksOnce.Do(func() {
+		logCB = newLogCallback()
+		progressCB = newProgressCallback()
+	})
+	l.setLogCallback(logCB, 0)
+	l.setProgressCB(progressCB, 0)
+}
+
+// onLog receives one line of the library's log. It runs on a C thread: it
+// must not panic, and it must not block.
+func onLog(level int32, text *byte) {
+	defer func() { _ = recover() }()
+	msg := strings.TrimRight(goString(text), "\r\n")
+	if msg == "" {
+		return
+	}
+	// Lines come as "file.cpp:123 - message".
+	src := ""
+	if i := strings.Index(msg, " - "); i > 0 && !strings.ContainsAny(msg[:i], " \t") {
+		src, msg = strings.TrimSpace(msg[:i]), msg[i+3:]
+	}
+	lg := fallbackLog.Load()
+	ctx := context.Background()
+	if s := activeSink.Load(); s != nil && s.log != nil {
+		lg = s.log
+	}
+	if lg == nil {
+		return
+	}
+	lvl := slog.LevelInfo
+	switch level {
+	case logDebug:
+		lvl = slog.LevelDebug
+	case logWarn:
+		lvl = slog.LevelWarn
+	case logError:
+		lvl = slog.LevelError
+	}
+	if !lg.Enabled(ctx, lvl) {
+		return
+	}
+	if src != "" {
+		lg.Log(ctx, lvl, msg, "op", "sd-cpp", "src", src)
+	} else {
+		lg.Log(ctx, lvl, msg, "op", "sd-cpp")
+	}
+}
+
+// onProgress receives the library's progress: tensors loaded while a model
+// loads, sampling steps while an image is made.
+func onProgress(step, steps int32) {
+	defer func() { _ = recover() }()
+	s := activeSink.Load()
+	if s == nil {
+		return
+	}
+	// The library clears a pending cancel when a generation starts, so a
+	// cancel that raced with that start is repeated here, at the next step.
+	if s.ctx != nil && s.ctx.Err() != nil && s.stop != nil {
+		s.stop()
+	}
+	if s.progress == nil || steps <= 0 || step < 0 {
+		return
+	}
+	phase, _ := s.phase.Load().(engine.Phase)
+	if phase == "" {
+		phase = engine.PhaseGenerate
+	}
+	s.progress(engine.Progress{Phase: phase, Done: int64(step), Total: int64(steps)})
+}
