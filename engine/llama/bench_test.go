@@ -1,0 +1,225 @@
+package llama
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	yz "github.com/hybridgroup/yzma/pkg/llama"
+
+	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/engine/gguf"
+)
+
+// Benchmarks print `ratio <name> <value>` lines (after all benchmarks ran,
+// from TestMain), each against a baseline measured in the same run.
+var ratios struct {
+	sync.Mutex
+	m map[string]float64
+}
+
+func recordRatio(name string, v float64) {
+	ratios.Lock()
+	defer ratios.Unlock()
+	if ratios.m == nil {
+		ratios.m = map[string]float64{}
+	}
+	ratios.m[name] = v
+}
+
+func printRatios() {
+	ratios.Lock()
+	defer ratios.Unlock()
+	names := make([]string, 0, len(ratios.m))
+	for n := range ratios.m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Printf("ratio %s %.3f\n", n, ratios.m[n])
+	}
+}
+
+// benchThreads: one thread, as in tests — on a shared 2-core machine more
+// threads than free cores makes llama.cpp collapse (see design.md).
+const benchThreads = 1
+
+// smolQ4 returns the SmolLM2-135M-shaped model quantised to Q4_K_M by
+// llama.cpp, making it on first use (the F16 source is removed afterwards).
+func smolQ4(b *testing.B) string {
+	b.Helper()
+	needLibs(b)
+	spec := gguf.SmolLM2Shaped()
+	dir, err := gguf.CacheDir()
+	if err != nil {
+		b.Fatal(err)
+	}
+	dst := filepath.Join(dir, strings.TrimSuffix(spec.FileName(), ".gguf")+"-q4_k_m.gguf")
+	if _, err := os.Stat(dst); err == nil {
+		return dst
+	}
+	t0 := time.Now()
+	src, err := gguf.EnsureIn(dir, spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srcSt, _ := os.Stat(src)
+	t1 := time.Now()
+	if _, err := LoadRuntime("", nil); err != nil {
+		b.Fatal(err)
+	}
+	if err := QuantizeQ4KM(src, dst, benchThreads); err != nil {
+		b.Fatal(err)
+	}
+	dstSt, _ := os.Stat(dst)
+	b.Logf("generated %s (%d bytes, %v), quantised to Q4_K_M (%d bytes, %v)",
+		filepath.Base(src), srcSt.Size(), t1.Sub(t0).Round(time.Millisecond), dstSt.Size(), time.Since(t1).Round(time.Millisecond))
+	os.Remove(src)
+	return dst
+}
+
+const benchTokens = 64
+
+func benchParams() engine.LLMParams {
+	return engine.LLMParams{
+		Messages:  []engine.ChatMessage{{Role: "user", Content: "Tell me a story about the cat and the dog"}},
+		MaxTokens: benchTokens,
+		Seed:      ptr(uint64(1)),
+	}
+}
+
+var benchCli = &engine.CliDefaults{ContextSize: 1024}
+
+// BenchmarkLLMTokensPerSecond compares generation through the engine with a
+// bare yzma decode loop on the same model, prompt, sampler and threads.
+func BenchmarkLLMTokensPerSecond(b *testing.B) {
+	path := smolQ4(b)
+	e := New(Config{Threads: benchThreads})
+	defer e.Release()
+	job := llmJob(path, benchParams(), benchCli)
+	if _, err := e.Run(context.Background(), job, nil); err != nil { // load outside the timing
+		b.Fatal(err)
+	}
+	var engTok, bareTok int
+	var engTime, bareTime time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		res, err := e.Run(context.Background(), job, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		engTok += res.Stats.CompletionTokens
+		engTime += time.Duration(float64(res.Stats.CompletionTokens) / res.Stats.TokensPerSecond * float64(time.Second))
+
+		n, d := bareDecode(b, e, job.Task.LLM)
+		bareTok += n
+		bareTime += d
+	}
+	b.StopTimer()
+	eng := float64(engTok) / engTime.Seconds()
+	bare := float64(bareTok) / bareTime.Seconds()
+	b.ReportMetric(eng, "tok/s")
+	b.ReportMetric(bare, "bare_tok/s")
+	recordRatio("llm_tokens_per_s_engine_vs_bare", eng/bare)
+}
+
+// bareDecode runs the plain llama.cpp loop on the engine's resident model
+// with a context of its own, timing generation only (as the engine's
+// tokens/s does).
+func bareDecode(b *testing.B, e *Engine, p *engine.LLMParams) (int, time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := e.res
+	prompt, _ := e.formatPrompt(p)
+	cp := yz.ContextDefaultParams()
+	cp.NCtx, cp.NBatch, cp.NUbatch, cp.NSeqMax = uint32(r.nCtx), uint32(r.nBatch), uint32(r.nBatch), 1
+	cp.NThreads, cp.NThreadsBatch = benchThreads, benchThreads
+	c, err := yz.InitFromModel(r.model, cp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer yz.Free(c)
+	o, _ := genOptions(p, benchCli)
+	smp := newSampler(o)
+	defer yz.SamplerFree(smp)
+	toks := yz.Tokenize(r.vocab, prompt, true, true)
+	if rc, _ := yz.Decode(c, yz.BatchGetOne(toks)); rc != 0 {
+		b.Fatalf("decode rc %d", rc)
+	}
+	runtime.KeepAlive(toks)
+	start := time.Now()
+	one := make([]yz.Token, 1)
+	piece := make([]byte, 256)
+	n := 0
+	for n < benchTokens {
+		tok := yz.SamplerSample(smp, c, -1)
+		if yz.VocabIsEOG(r.vocab, tok) {
+			break
+		}
+		n++
+		yz.TokenToPiece(r.vocab, tok, piece, 0, false)
+		if n == benchTokens {
+			break
+		}
+		one[0] = tok
+		if rc, _ := yz.Decode(c, yz.BatchGetOne(one)); rc != 0 {
+			b.Fatalf("decode rc %d", rc)
+		}
+	}
+	return n, time.Since(start)
+}
+
+// BenchmarkLLMColdVsWarm times a one-token job on a released engine (the
+// model is loaded again, from the page cache) against the same job warm.
+func BenchmarkLLMColdVsWarm(b *testing.B) {
+	path := smolQ4(b)
+	e := New(Config{Threads: benchThreads})
+	defer e.Release()
+	p := benchParams()
+	p.MaxTokens = 1
+	job := llmJob(path, p, benchCli)
+	var cold, warm time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		e.Release()
+		t0 := time.Now()
+		if _, err := e.Run(context.Background(), job, nil); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := e.Run(context.Background(), job, nil); err != nil {
+			b.Fatal(err)
+		}
+		cold += t1.Sub(t0)
+		warm += time.Since(t1)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(cold.Milliseconds())/float64(b.N), "cold_ms")
+	b.ReportMetric(float64(warm.Milliseconds())/float64(b.N), "warm_ms")
+	recordRatio("llm_warm_vs_cold_job_time", warm.Seconds()/cold.Seconds())
+}
+
+// BenchmarkTinyChat is the whole engine path on the tiny test model.
+func BenchmarkTinyChat(b *testing.B) {
+	needLibs(b)
+	path := modelFile(b, gguf.Tiny())
+	e := New(Config{Threads: benchThreads})
+	defer e.Release()
+	job := llmJob(path, benchParams(), nil)
+	var tps float64
+	for i := 0; i < b.N; i++ {
+		res, err := e.Run(context.Background(), job, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tps += res.Stats.TokensPerSecond
+	}
+	b.ReportMetric(tps/float64(b.N), "tok/s")
+}

@@ -1,0 +1,281 @@
+package llama
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+	yz "github.com/hybridgroup/yzma/pkg/llama"
+)
+
+// LibEnv names the environment variable that points at the folder holding
+// the llama.cpp libraries.
+const LibEnv = "STUDIO_WORKER_LLAMA_LIB"
+
+// Variant is the runtime variant name of this platform's CPU build, as in
+// packaging/runtimes.json and the folder `make runtime` fills.
+func Variant() string {
+	arch := map[string]string{"amd64": "x64", "arm64": "arm64"}[runtime.GOARCH]
+	if arch == "" {
+		arch = runtime.GOARCH
+	}
+	osName := map[string]string{"windows": "win", "darwin": "mac"}[runtime.GOOS]
+	if osName == "" {
+		osName = runtime.GOOS
+	}
+	return osName + "-" + arch
+}
+
+// libFile is the file yzma opens first in a library folder.
+func libFile() string {
+	switch runtime.GOOS {
+	case "windows":
+		return "llama.dll"
+	case "darwin":
+		return "libllama.dylib"
+	}
+	return "libllama.so"
+}
+
+// LibNotFoundError lists every folder that was searched and why each failed.
+type LibNotFoundError struct {
+	Looked []string // "folder (reason)"
+}
+
+func (e *LibNotFoundError) Error() string {
+	if len(e.Looked) == 0 {
+		return "llama.cpp libraries not found: no folder to look in (set " + LibEnv + " or the llama library folder in settings)"
+	}
+	return fmt.Sprintf("llama.cpp libraries (%s) not found; looked in: %s. Run `make runtime`, set %s, or choose the llama library folder in settings",
+		libFile(), strings.Join(e.Looked, "; "), LibEnv)
+}
+
+// FindLibDir returns the folder holding the llama.cpp libraries. It looks,
+// in order, in explicit (the donor's setting), in $STUDIO_WORKER_LLAMA_LIB,
+// and next to the executable (lib/, then runtime/llama/<variant>/). When none
+// has them the error names each folder it tried.
+func FindLibDir(explicit string) (string, error) {
+	type cand struct{ dir, from string }
+	var cands []cand
+	if explicit != "" {
+		cands = append(cands, cand{explicit, "setting"})
+	}
+	if env := os.Getenv(LibEnv); env != "" {
+		cands = append(cands, cand{env, LibEnv})
+	}
+	if exe, err := os.Executable(); err == nil {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = real
+		}
+		dir := filepath.Dir(exe)
+		cands = append(cands,
+			cand{filepath.Join(dir, "lib"), "next to the program"},
+			cand{filepath.Join(dir, "runtime", "llama", Variant()), "next to the program"})
+	}
+	nf := &LibNotFoundError{}
+	for _, c := range cands {
+		st, err := os.Stat(c.dir)
+		switch {
+		case err != nil:
+			nf.Looked = append(nf.Looked, fmt.Sprintf("%s (%s: no such folder)", c.dir, c.from))
+			continue
+		case !st.IsDir():
+			nf.Looked = append(nf.Looked, fmt.Sprintf("%s (%s: not a folder)", c.dir, c.from))
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(c.dir, libFile())); err != nil {
+			nf.Looked = append(nf.Looked, fmt.Sprintf("%s (%s: no %s)", c.dir, c.from, libFile()))
+			continue
+		}
+		abs, err := filepath.Abs(c.dir)
+		if err != nil {
+			abs = c.dir
+		}
+		return abs, nil
+	}
+	return "", nf
+}
+
+// The libraries are process-wide: loaded once, with one log callback.
+var runtimeState struct {
+	mu     sync.Mutex
+	loaded bool
+	dir    string
+}
+
+// LoadRuntime loads the llama.cpp libraries once per process from the
+// folder FindLibDir(dir) finds, initialises the backends found there, and
+// routes llama.cpp's log into slog. A later call with another folder keeps
+// the first one (the libraries cannot be swapped in a running process) and
+// says so in the log.
+func LoadRuntime(dir string, log *slog.Logger) (string, error) {
+	if log != nil {
+		setLogTarget(log)
+	}
+	runtimeState.mu.Lock()
+	defer runtimeState.mu.Unlock()
+	if runtimeState.loaded {
+		if dir != "" && !sameDir(dir, runtimeState.dir) {
+			currentLog().Warn("llama.cpp libraries already loaded from another folder; restart to use the new one",
+				"op", "llama.load", "loaded", runtimeState.dir, "wanted", dir)
+		}
+		return runtimeState.dir, nil
+	}
+	found, err := FindLibDir(dir)
+	if err != nil {
+		return "", err
+	}
+	if dir != "" && !sameDir(dir, found) {
+		currentLog().Warn("the llama library folder in settings has no libraries; using another",
+			"op", "llama.load", "setting", dir, "using", found)
+	}
+	dir = found
+	if err := yz.Load(dir); err != nil {
+		return "", fmt.Errorf("cannot load the llama.cpp libraries from %s (they may be for another platform or version; llama.cpp %s is expected): %w", dir, LlamaCppRelease, err)
+	}
+	installLogCallback()
+	yz.Init()
+	runtimeState.loaded, runtimeState.dir = true, dir
+	currentLog().Info("llama.cpp libraries loaded", "op", "llama.load", "dir", dir,
+		"gpu_offload", yz.SupportsGpuOffload())
+	return dir, nil
+}
+
+// LlamaCppRelease is the llama.cpp build yzma v1.28.0 is bound to.
+const LlamaCppRelease = "v0.5.0"
+
+func sameDir(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && filepath.Clean(aa) == filepath.Clean(bb)
+}
+
+// --- llama.cpp log routing ---------------------------------------------
+
+var logTarget atomic.Pointer[slog.Logger]
+
+func setLogTarget(l *slog.Logger) { logTarget.Store(l) }
+
+func currentLog() *slog.Logger {
+	if l := logTarget.Load(); l != nil {
+		return l
+	}
+	return slog.Default()
+}
+
+// ggml log levels (enum ggml_log_level).
+const (
+	ggmlLogDebug = 1
+	ggmlLogInfo  = 2
+	ggmlLogWarn  = 3
+	ggmlLogError = 4
+	ggmlLogCont  = 5
+)
+
+// logLines assembles llama.cpp's log fragments into lines. llama.cpp sends
+// a line in pieces (the later ones at level CONT) and ends it with "\n".
+type logLines struct {
+	mu     sync.Mutex
+	level  int32
+	buf    strings.Builder
+	errors []string // error lines since the last mark (the first few)
+}
+
+var llamaLog logLines
+
+// mark forgets earlier error lines, before a call whose failure we explain.
+func (l *logLines) mark() {
+	l.mu.Lock()
+	l.errors = nil
+	l.mu.Unlock()
+}
+
+// firstError is the first error llama.cpp logged since the mark — the cause;
+// the lines after it only say that the call failed. The function-name prefix
+// llama.cpp puts on each line is dropped.
+func (l *logLines) firstError() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.errors) == 0 {
+		return ""
+	}
+	line := l.errors[0]
+	if i := strings.LastIndex(line, "error loading model: "); i >= 0 {
+		return line[i+len("error loading model: "):]
+	}
+	if i := strings.Index(line, ": "); i > 0 && !strings.ContainsAny(line[:i], " '") {
+		return line[i+2:]
+	}
+	return line
+}
+
+func (l *logLines) write(level int32, text string) {
+	l.mu.Lock()
+	if level != ggmlLogCont {
+		if l.buf.Len() > 0 { // a line that never got its newline
+			l.emitLocked()
+		}
+		l.level = level
+	}
+	l.buf.WriteString(text)
+	if strings.HasSuffix(text, "\n") {
+		l.emitLocked()
+	}
+	l.mu.Unlock()
+}
+
+func (l *logLines) emitLocked() {
+	line := strings.TrimRight(l.buf.String(), "\n")
+	l.buf.Reset()
+	if strings.TrimSpace(line) == "" {
+		return
+	}
+	var lvl slog.Level
+	switch l.level {
+	case ggmlLogWarn:
+		lvl = slog.LevelWarn
+	case ggmlLogError:
+		lvl = slog.LevelError
+		if len(l.errors) < 8 {
+			l.errors = append(l.errors, line)
+		}
+	default: // debug and info are llama.cpp's chatter
+		lvl = slog.LevelDebug
+	}
+	currentLog().Log(context.Background(), lvl, line, "op", "llama.cpp")
+}
+
+var logCallbackOnce sync.Once
+
+func installLogCallback() {
+	logCallbackOnce.Do(func() {
+		// Callbacks are never freed and limited in number: make exactly one.
+		cb := purego.NewCallback(func(level int32, text *byte, _ unsafe.Pointer) {
+			if text == nil {
+				return
+			}
+			llamaLog.write(level, cString(text))
+		})
+		yz.LogSet(cb)
+	})
+}
+
+func cString(p *byte) string {
+	n := 0
+	for *(*byte)(unsafe.Add(unsafe.Pointer(p), n)) != 0 {
+		n++
+	}
+	return string(unsafe.Slice(p, n))
+}
+
+// errLibsMissing is wrapped by Run when the libraries are not loaded.
+var errLibsMissing = errors.New("llama.cpp libraries are not loaded")
