@@ -1,0 +1,183 @@
+package ui
+
+import (
+	"errors"
+	"fmt"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/dialog"
+	"fyne.io/fyne/v2/theme"
+	"fyne.io/fyne/v2/widget"
+
+	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/studio"
+)
+
+// ModelsPage lists what is in the models folder, with sizes, the model in
+// memory, disk use and free space, and a delete button per model.
+type ModelsPage struct {
+	deps   *Deps
+	parent fyne.Window
+
+	content fyne.CanvasObject
+	folder  *widget.Label
+	usage   *widget.Label
+	problem *widget.Label
+	empty   *widget.Label
+	rows    *fyne.Container
+
+	models   []engine.StoredModel
+	finished int // jobs finished when the list was last read
+}
+
+type modelListing struct {
+	models    []engine.StoredModel
+	used      uint64
+	free      uint64
+	listErr   error
+	usageErr  error
+	freeErr   error
+	loadedID  string
+	folderDir string
+}
+
+func newModelsPage(d *Deps, parent fyne.Window) *ModelsPage {
+	p := &ModelsPage{deps: d, parent: parent, finished: -1}
+	p.folder = widget.NewLabel("")
+	p.folder.Wrapping = fyne.TextWrapWord
+	p.usage = widget.NewLabel("")
+	p.problem = widget.NewLabel("")
+	p.problem.Wrapping = fyne.TextWrapWord
+	p.problem.Importance = widget.DangerImportance
+	p.problem.Hide()
+	p.empty = widget.NewLabel("No models yet. A model is downloaded the first time a job needs it.")
+	p.empty.Wrapping = fyne.TextWrapWord
+	p.rows = container.NewVBox()
+	refresh := widget.NewButtonWithIcon("Refresh", theme.ViewRefreshIcon(), p.Reload)
+	head := container.NewVBox(container.NewBorder(nil, nil, nil, refresh, p.folder), p.usage, p.problem)
+	p.content = container.NewBorder(head, nil, nil, nil, container.NewVScroll(container.NewVBox(p.empty, p.rows)))
+	return p
+}
+
+// Content is the page's root object.
+func (p *ModelsPage) Content() fyne.CanvasObject { return p.content }
+
+// Models returns the models listed now.
+func (p *ModelsPage) Models() []engine.StoredModel { return p.models }
+
+// Render re-reads the folder when a job has finished since the last look
+// (a job may have downloaded a model).
+func (p *ModelsPage) Render(s studio.Snapshot) {
+	n := s.Counters.Done + s.Counters.Failed
+	if n != p.finished {
+		p.finished = n
+		p.Reload()
+	}
+}
+
+// Reload lists the folder off the UI goroutine and shows the result.
+func (p *ModelsPage) Reload() {
+	if p.deps.Models == nil {
+		p.folder.SetText("The models folder is not available.")
+		return
+	}
+	dir := p.deps.Models.Root()
+	p.deps.async(func() {
+		l := modelListing{folderDir: dir}
+		l.models, l.listErr = p.deps.Models.List()
+		l.used, l.usageErr = p.deps.Models.DiskUsage()
+		l.free, l.freeErr = p.deps.Models.FreeSpace()
+		if p.deps.LoadedModel != nil {
+			l.loadedID = p.deps.LoadedModel()
+		}
+		fyne.Do(func() { p.show(l) })
+	})
+}
+
+func (p *ModelsPage) show(l modelListing) {
+	p.models = l.models
+	if l.folderDir != "" {
+		p.folder.SetText("Models folder: " + l.folderDir)
+	} else {
+		p.folder.SetText("Models folder")
+	}
+	usage := ""
+	switch {
+	case l.usageErr != nil:
+		usage = "Disk use unknown"
+	default:
+		usage = formatBytes(l.used) + " used by models"
+	}
+	if l.freeErr == nil {
+		usage += " · " + formatBytes(l.free) + " free on this disk"
+	}
+	p.usage.SetText(usage)
+	if err := errors.Join(l.listErr, l.usageErr, l.freeErr); err != nil {
+		p.problem.SetText(err.Error())
+		p.problem.Show()
+	} else {
+		p.problem.Hide()
+	}
+	objs := make([]fyne.CanvasObject, 0, len(l.models))
+	for _, m := range l.models {
+		objs = append(objs, p.modelRow(m, m.ID == l.loadedID && l.loadedID != ""))
+	}
+	p.rows.Objects = objs
+	p.rows.Refresh()
+	if len(objs) == 0 {
+		p.empty.Show()
+	} else {
+		p.empty.Hide()
+	}
+}
+
+func (p *ModelsPage) modelRow(m engine.StoredModel, loaded bool) fyne.CanvasObject {
+	name := widget.NewLabel(m.ID)
+	name.TextStyle.Bold = true
+	name.Truncation = fyne.TextTruncateEllipsis
+	facts := formatBytes(m.Bytes)
+	if m.Engine != "" {
+		facts += " · " + string(m.Engine)
+	}
+	partial := 0
+	for _, f := range m.Files {
+		if f.Partial {
+			partial++
+		}
+	}
+	if partial > 0 {
+		facts += fmt.Sprintf(" · %d unfinished download(s)", partial)
+	}
+	switch {
+	case loaded:
+		facts += " · loaded in memory"
+	case m.InUse:
+		facts += " · in use by a job"
+	}
+	info := widget.NewLabel(facts)
+	del := widget.NewButtonWithIcon("Delete", theme.DeleteIcon(), func() { p.confirmDelete(m.ID) })
+	del.Importance = widget.DangerImportance
+	if m.InUse {
+		del.Disable()
+	}
+	return container.NewVBox(container.NewBorder(nil, nil, nil, del, container.NewVBox(name, info)), widget.NewSeparator())
+}
+
+func (p *ModelsPage) confirmDelete(id string) {
+	dialog.ShowConfirm("Delete "+id+"?",
+		"Its files are removed from the models folder. A job that needs it later downloads it again.",
+		func(ok bool) {
+			if ok {
+				p.delete(id)
+			}
+		}, p.parent)
+}
+
+func (p *ModelsPage) delete(id string) {
+	if err := p.deps.Models.Delete(id); err != nil {
+		p.deps.log().Warn("could not delete model "+id+": "+err.Error(), "op", "models", "model", id)
+		dialog.ShowError(err, p.parent)
+	}
+	p.Reload()
+}

@@ -1,0 +1,362 @@
+package ui
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/dialog"
+	"fyne.io/fyne/v2/storage"
+	"fyne.io/fyne/v2/theme"
+	"fyne.io/fyne/v2/widget"
+
+	"github.com/minisgg/studio-worker/settings"
+	"github.com/minisgg/studio-worker/studio"
+)
+
+// Budget slider bounds when the graphics memory is unknown: large enough
+// for any consumer card, and never below what the donor already chose.
+const (
+	unknownBudgetMaxGB = 48
+	budgetStepGB       = 0.5
+	budgetMinGB        = 0.5
+)
+
+// SettingsPage edits the donor's settings. Invalid values are refused in
+// place, next to the field, with the reason.
+type SettingsPage struct {
+	deps   *Deps
+	parent fyne.Window
+
+	content fyne.CanvasObject
+
+	url        *widget.Entry
+	urlErr     *widget.Label
+	budget     *widget.Slider
+	budgetVal  *widget.Label
+	budgetNote *widget.Label
+	budgetErr  *widget.Label
+	dir        *widget.Entry
+	dirErr     *widget.Label
+	choose     *widget.Button
+	threads    *widget.Entry
+	threadsErr *widget.Label
+	login      *widget.Check
+	minimised  *widget.Check
+	save       *widget.Button
+	revert     *widget.Button
+	result     *widget.Label
+
+	workerID *widget.Label
+	logout   *widget.Button
+
+	vram      studio.VRAM
+	vramShown bool
+}
+
+func errLabel() *widget.Label {
+	l := widget.NewLabel("")
+	l.Importance = widget.DangerImportance
+	l.Wrapping = fyne.TextWrapWord
+	l.Hide()
+	return l
+}
+
+func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
+	p := &SettingsPage{deps: d, parent: parent}
+	p.url = widget.NewEntry()
+	p.url.SetPlaceHolder(settings.DefaultStudioURL)
+	p.url.Validator = func(s string) error {
+		if err := settings.ValidateStudioURL(s); err != nil {
+			return errors.New(reasonOf(err))
+		}
+		return nil
+	}
+	p.urlErr = errLabel()
+
+	p.budget = widget.NewSlider(budgetMinGB, unknownBudgetMaxGB)
+	p.budget.Step = budgetStepGB
+	p.budgetVal = widget.NewLabel("")
+	p.budget.OnChanged = func(float64) { p.showBudget() }
+	p.budgetNote = widget.NewLabel("")
+	p.budgetNote.Wrapping = fyne.TextWrapWord
+	p.budgetErr = errLabel()
+
+	p.dir = widget.NewEntry()
+	p.dirErr = errLabel()
+	p.choose = widget.NewButtonWithIcon("Choose…", theme.FolderOpenIcon(), p.chooseFolder)
+
+	p.threads = widget.NewEntry()
+	p.threads.Validator = func(s string) error {
+		_, err := parseThreads(s)
+		return err
+	}
+	p.threadsErr = errLabel()
+
+	p.login = widget.NewCheck("Start Studio Worker when I log in", nil)
+	p.minimised = widget.NewCheck("Start minimised to the tray", nil)
+
+	p.save = widget.NewButtonWithIcon("Save", theme.DocumentSaveIcon(), p.Save)
+	p.save.Importance = widget.HighImportance
+	p.revert = widget.NewButton("Undo changes", p.Load)
+	p.result = widget.NewLabel("")
+	p.result.Wrapping = fyne.TextWrapWord
+
+	p.workerID = widget.NewLabel("")
+	p.workerID.Wrapping = fyne.TextWrapWord
+	p.logout = widget.NewButtonWithIcon("Log out / reset…", theme.LogoutIcon(), p.confirmLogout)
+
+	cores := fmt.Sprintf("Threads for text jobs (0 = automatic, %d on this computer; at most %d)",
+		settings.Settings{}.EffectiveThreads(), maxThreads())
+	form := container.NewVBox(
+		widget.NewLabelWithStyle("Studio address", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
+		p.url, p.urlErr,
+		widget.NewLabelWithStyle("Graphics memory the studio may use", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
+		container.NewBorder(nil, nil, nil, p.budgetVal, p.budget), p.budgetNote, p.budgetErr,
+		widget.NewLabelWithStyle("Models folder", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
+		container.NewBorder(nil, nil, nil, p.choose, p.dir), p.dirErr,
+		widget.NewLabelWithStyle(cores, fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
+		p.threads, p.threadsErr,
+		p.login, p.minimised,
+		container.NewHBox(p.save, p.revert),
+		p.result,
+		widget.NewSeparator(),
+		widget.NewLabelWithStyle("Account", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
+		p.workerID,
+		container.NewHBox(p.logout),
+	)
+	p.content = container.NewVScroll(form)
+	p.configureBudget()
+	p.Load()
+	return p
+}
+
+// Content is the page's root object.
+func (p *SettingsPage) Content() fyne.CanvasObject { return p.content }
+
+// Load fills the form from the saved settings.
+func (p *SettingsPage) Load() {
+	s := p.deps.Settings.Current()
+	p.url.SetText(s.StudioURL)
+	p.setBudget(s.VRAMBudgetGB)
+	p.dir.SetText(s.ModelsDir)
+	p.threads.SetText(strconv.Itoa(s.Threads))
+	p.login.SetChecked(s.StartAtLogin)
+	p.minimised.SetChecked(s.StartMinimised)
+	p.clearErrors()
+	p.result.SetText("")
+}
+
+// Render follows the detected graphics memory and the account.
+func (p *SettingsPage) Render(s studio.Snapshot) {
+	if !p.vramShown || s.VRAM.Known != p.vram.Known || s.VRAM.TotalBytes != p.vram.TotalBytes {
+		p.vram = s.VRAM
+		p.vramShown = true
+		v := p.budget.Value
+		p.configureBudget()
+		p.setBudget(v)
+	}
+	switch {
+	case s.Registration.WorkerID != "":
+		p.workerID.SetText("This computer is worker " + s.Registration.WorkerID + " at " + orStudio(s.StudioURL) + ". Logging out forgets its credentials; it must then be approved again.")
+	case s.Registration.State == "pending":
+		p.workerID.SetText("Waiting for the studio to approve request " + s.Registration.RequestID + ".")
+	default:
+		p.workerID.SetText("Not registered with a studio yet.")
+	}
+}
+
+func orStudio(u string) string {
+	if u == "" {
+		return "the studio"
+	}
+	return u
+}
+
+// detectedGB is the detected total graphics memory; 0 = unknown.
+func (p *SettingsPage) detectedGB() float64 {
+	if !p.vram.Known || p.vram.TotalBytes == 0 {
+		return 0
+	}
+	return bytesToGB(p.vram.TotalBytes)
+}
+
+// BudgetMax is the slider's upper bound.
+func (p *SettingsPage) BudgetMax() float64 { return p.budget.Max }
+
+// configureBudget bounds the slider by the detected memory, or explains
+// that it is unknown.
+func (p *SettingsPage) configureBudget() {
+	if gb := p.detectedGB(); gb > 0 {
+		p.budget.Max = max(budgetMinGB, math.Floor(gb/budgetStepGB)*budgetStepGB)
+		p.budgetNote.SetText(fmt.Sprintf("This computer has %s of graphics memory; the studio only sends jobs that fit in the budget.", formatGB(gb)))
+	} else {
+		p.budget.Max = unknownBudgetMaxGB
+		p.budgetNote.SetText("The graphics memory of this computer could not be detected (no supported GPU driver answered). Set the budget to at most what your card has: jobs that need more than the card holds will fail.")
+	}
+	p.budget.Refresh()
+}
+
+func (p *SettingsPage) setBudget(v float64) {
+	if p.detectedGB() == 0 && v > p.budget.Max {
+		// Unknown memory: never cut a budget the donor chose.
+		p.budget.Max = math.Ceil(v)
+	}
+	clamped := min(max(v, p.budget.Min), p.budget.Max)
+	p.budget.SetValue(clamped)
+	p.showBudget()
+	if clamped < v {
+		p.budgetErr.SetText(fmt.Sprintf("Your saved budget of %s is more than this computer has; Save to lower it to %s.", formatGB(v), formatGB(clamped)))
+		p.budgetErr.Show()
+	}
+}
+
+func (p *SettingsPage) showBudget() {
+	p.budgetVal.SetText(formatGB(p.budget.Value))
+}
+
+func (p *SettingsPage) chooseFolder() {
+	d := dialog.NewFolderOpen(func(u fyne.ListableURI, err error) {
+		if err != nil {
+			p.showFieldError(&settings.FieldError{Field: settings.FieldModelsDir, Reason: err.Error()})
+			return
+		}
+		if u == nil {
+			return // cancelled
+		}
+		p.dir.SetText(u.Path())
+	}, p.parent)
+	if st, err := os.Stat(settings.ExpandHome(p.dir.Text)); err == nil && st.IsDir() {
+		if l, err := storage.ListerForURI(storage.NewFileURI(settings.ExpandHome(p.dir.Text))); err == nil {
+			d.SetLocation(l)
+		}
+	}
+	d.Resize(fyne.NewSize(760, 520))
+	d.Show()
+}
+
+func maxThreads() int { return settings.Settings{}.EffectiveThreads() + 1 }
+
+func parseThreads(s string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return 0, errors.New("must be a whole number: 0 for automatic, or how many CPU threads to use")
+	}
+	if n < 0 {
+		return 0, errors.New("cannot be negative; 0 means automatic")
+	}
+	return n, nil
+}
+
+// Form reads the settings the form describes, on top of the saved ones
+// (fields the page does not show are kept).
+func (p *SettingsPage) Form() (settings.Settings, error) {
+	s := p.deps.Settings.Current()
+	s.StudioURL = strings.TrimSpace(p.url.Text)
+	s.VRAMBudgetGB = p.budget.Value
+	s.ModelsDir = strings.TrimSpace(p.dir.Text)
+	n, err := parseThreads(p.threads.Text)
+	if err != nil {
+		return s, &settings.FieldError{Field: settings.FieldThreads, Reason: err.Error()}
+	}
+	s.Threads = n
+	s.StartAtLogin = p.login.Checked
+	s.StartMinimised = p.minimised.Checked
+	return s, nil
+}
+
+// Save validates the form, refuses an invalid value next to its field, and
+// otherwise saves and applies the settings.
+func (p *SettingsPage) Save() {
+	p.clearErrors()
+	p.result.SetText("")
+	s, err := p.Form()
+	if err == nil {
+		err = s.Validate(p.detectedGB())
+	}
+	if err != nil {
+		p.showFieldError(err)
+		p.result.SetText("Not saved: fix the field marked above.")
+		return
+	}
+	note, err := p.deps.Settings.Save(s)
+	if err != nil {
+		p.deps.log().Warn("settings not saved: "+err.Error(), "op", "settings")
+		p.showFieldError(err)
+		p.result.SetText("Not saved: " + err.Error())
+		return
+	}
+	p.deps.log().Info("settings saved", "op", "settings")
+	msg := "Saved. The changes are in effect."
+	if note != "" {
+		msg = "Saved. " + note
+	}
+	p.result.SetText(msg)
+}
+
+func (p *SettingsPage) clearErrors() {
+	for _, l := range []*widget.Label{p.urlErr, p.budgetErr, p.dirErr, p.threadsErr} {
+		l.SetText("")
+		l.Hide()
+	}
+}
+
+// FieldError returns the error shown next to a field ("" = none).
+func (p *SettingsPage) FieldError(field string) string {
+	if l := p.errLabelFor(field); l != nil && l.Visible() {
+		return l.Text
+	}
+	return ""
+}
+
+func (p *SettingsPage) errLabelFor(field string) *widget.Label {
+	switch field {
+	case settings.FieldStudioURL:
+		return p.urlErr
+	case settings.FieldVRAMBudgetGB:
+		return p.budgetErr
+	case settings.FieldModelsDir:
+		return p.dirErr
+	case settings.FieldThreads:
+		return p.threadsErr
+	}
+	return nil
+}
+
+func (p *SettingsPage) showFieldError(err error) {
+	var fe *settings.FieldError
+	if !errors.As(err, &fe) {
+		return
+	}
+	if l := p.errLabelFor(fe.Field); l != nil {
+		l.SetText(titleCase(fe.Reason) + ".")
+		l.Show()
+	}
+}
+
+// reasonOf is a FieldError's reason alone, for an entry's own error icon.
+func reasonOf(err error) string {
+	var fe *settings.FieldError
+	if errors.As(err, &fe) {
+		return fe.Reason
+	}
+	return err.Error()
+}
+
+func (p *SettingsPage) confirmLogout() {
+	dialog.ShowConfirm("Log out of the studio?",
+		"This computer forgets its worker credentials and sends a new registration request, which the studio's operator must approve again.",
+		func(ok bool) {
+			if !ok {
+				return
+			}
+			if err := p.deps.Backend.StartOver(); err != nil {
+				dialog.ShowError(err, p.parent)
+			}
+		}, p.parent)
+}

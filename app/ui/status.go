@@ -1,0 +1,303 @@
+package ui
+
+import (
+	"fmt"
+	"time"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/canvas"
+	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/layout"
+	"fyne.io/fyne/v2/theme"
+	"fyne.io/fyne/v2/widget"
+
+	"github.com/minisgg/studio-worker/assets"
+	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/studio"
+)
+
+// StatusPage is the first page: what the worker is doing and the big
+// Start / Pause button.
+type StatusPage struct {
+	deps *Deps
+	now  func() time.Time
+
+	content fyne.CanvasObject
+
+	icon      *canvas.Image
+	headline  *widget.Label
+	reason    *widget.Label
+	startStop *widget.Button
+	after     *widget.Button
+	afterNote *widget.Label
+
+	login *LoginPanel
+
+	jobCard  *widget.Card
+	jobTitle *widget.Label
+	phase    *widget.Label
+	bar      *widget.ProgressBar
+	spinner  *widget.ProgressBarInfinite
+	elapsed  *widget.Label
+
+	connection *widget.Label
+	heartbeat  *widget.Label
+	vram       *widget.Label
+	counters   *widget.Label
+
+	last     studio.Snapshot
+	trayLook assets.TrayState
+}
+
+func newStatusPage(d *Deps, parent fyne.Window) *StatusPage {
+	p := &StatusPage{deps: d, now: time.Now}
+	p.icon = canvas.NewImageFromResource(trayResource(assets.TrayDisconnected))
+	p.icon.FillMode = canvas.ImageFillContain
+	p.icon.SetMinSize(fyne.NewSize(56, 56))
+	p.headline = widget.NewLabel("Starting")
+	p.headline.SizeName = theme.SizeNameHeadingText
+	p.headline.TextStyle.Bold = true
+	p.reason = widget.NewLabel("")
+	p.reason.Wrapping = fyne.TextWrapWord
+
+	p.startStop = widget.NewButtonWithIcon("Pause", theme.MediaPauseIcon(), p.toggle)
+	p.startStop.Importance = widget.HighImportance
+	p.after = widget.NewButton("Finish current job, then pause", func() { p.deps.Backend.PauseAfterCurrent() })
+	p.afterNote = widget.NewLabel("")
+	p.afterNote.Hide()
+
+	p.login = newLoginPanel(d, parent)
+
+	p.jobTitle = widget.NewLabel("")
+	p.jobTitle.TextStyle.Bold = true
+	p.phase = widget.NewLabel("")
+	p.bar = widget.NewProgressBar()
+	p.spinner = widget.NewProgressBarInfinite()
+	p.spinner.Stop()
+	p.spinner.Hide()
+	p.elapsed = widget.NewLabel("")
+	p.jobCard = widget.NewCard("Current job", "", container.NewVBox(p.jobTitle, p.phase, p.bar, p.spinner, p.elapsed))
+	p.jobCard.Hide()
+
+	p.connection = widget.NewLabel("")
+	p.connection.Wrapping = fyne.TextWrapWord
+	p.heartbeat = widget.NewLabel("")
+	p.vram = widget.NewLabel("")
+	p.vram.Wrapping = fyne.TextWrapWord
+	p.counters = widget.NewLabel("")
+
+	bigButton := container.NewGridWrap(fyne.NewSize(200, 56), p.startStop)
+	head := container.NewBorder(nil, nil, p.icon, nil, container.NewVBox(p.headline, p.reason))
+	controls := container.NewHBox(bigButton, container.NewVBox(layout.NewSpacer(), p.after, p.afterNote, layout.NewSpacer()))
+	p.content = container.NewVScroll(container.NewVBox(
+		head,
+		controls,
+		p.login.Content(),
+		p.jobCard,
+		widget.NewCard("Studio", "", container.NewVBox(p.connection, p.heartbeat)),
+		widget.NewCard("Graphics memory", "", p.vram),
+		p.counters,
+	))
+	return p
+}
+
+// Content is the page's root object.
+func (p *StatusPage) Content() fyne.CanvasObject { return p.content }
+
+func (p *StatusPage) toggle() {
+	if p.last.Paused {
+		p.deps.Backend.Resume()
+	} else {
+		p.deps.Backend.Pause()
+	}
+}
+
+// Render shows s. It runs on the UI goroutine.
+func (p *StatusPage) Render(s studio.Snapshot) {
+	p.last = s
+	look, _ := TrayLook(s)
+	if look != p.trayLook {
+		p.trayLook = look
+		p.icon.Resource = trayResource(look)
+		p.icon.Refresh()
+	}
+	p.headline.SetText(Headline(s))
+	p.reason.SetText(reasonLine(s))
+
+	if s.Paused {
+		p.startStop.SetText("Start")
+		p.startStop.SetIcon(theme.MediaPlayIcon())
+	} else {
+		p.startStop.SetText("Pause")
+		p.startStop.SetIcon(theme.MediaPauseIcon())
+	}
+	switch {
+	case s.Current != nil && s.PauseAfterJob:
+		p.after.Hide()
+		p.afterNote.SetText("Will pause when this job is done.")
+		p.afterNote.Show()
+	case s.Current != nil && !s.Paused:
+		p.after.Show()
+		p.afterNote.Hide()
+	default:
+		p.after.Hide()
+		p.afterNote.Hide()
+	}
+
+	p.login.Render(s)
+	p.renderJob(s.Current)
+	p.connection.SetText(connectionLine(s))
+	if s.LastHeartbeat.IsZero() {
+		p.heartbeat.SetText("No heartbeat acknowledged yet.")
+	} else {
+		p.heartbeat.SetText("Last heartbeat acknowledged at " + s.LastHeartbeat.Local().Format("15:04:05") + ".")
+	}
+	p.vram.SetText(vramLine(s.VRAM))
+	c := s.Counters
+	p.counters.SetText(fmt.Sprintf("Since start: %d done, %d failed, %d offers turned down.", c.Done, c.Failed, c.Rejected))
+}
+
+func (p *StatusPage) renderJob(j *studio.JobInfo) {
+	if j == nil {
+		p.jobCard.Hide()
+		p.spinner.Stop()
+		return
+	}
+	p.jobCard.Show()
+	p.jobTitle.SetText(titleCase(jobTitle(*j)))
+	p.phase.SetText(progressLine(*j))
+	if j.Total > 0 {
+		p.spinner.Stop()
+		p.spinner.Hide()
+		p.bar.Max = float64(j.Total)
+		p.bar.SetValue(float64(min(j.Done, j.Total)))
+		p.bar.Show()
+	} else {
+		p.bar.Hide()
+		p.spinner.Show()
+		if !p.spinner.Running() {
+			p.spinner.Start()
+		}
+	}
+	p.tick()
+}
+
+// tick refreshes the elapsed time of the running job.
+func (p *StatusPage) tick() {
+	if j := p.last.Current; j != nil && !j.Started.IsZero() {
+		p.elapsed.SetText("Elapsed " + formatDuration(p.now().Sub(j.Started).Truncate(time.Second)))
+	}
+}
+
+// reasonLine is the one line under the headline: why the worker is idle,
+// or what it waits for.
+func reasonLine(s studio.Snapshot) string {
+	switch {
+	case s.State == studio.StateWorking:
+		if s.Current != nil {
+			return titleCase(jobTitle(*s.Current)) + "."
+		}
+		return ""
+	case s.IdleReason != "":
+		return titleCase(s.IdleReason) + "."
+	}
+	return ""
+}
+
+func connectionLine(s studio.Snapshot) string {
+	url := s.StudioURL
+	if url == "" {
+		url = "the studio"
+	}
+	who := ""
+	if s.Registration.WorkerID != "" {
+		who = " as worker " + s.Registration.WorkerID
+	}
+	switch s.Session {
+	case studio.SessionConnected:
+		return "Connected to " + url + who + "."
+	case studio.SessionConnecting:
+		return "Connecting to " + url + who + "…"
+	case studio.SessionRetrying:
+		if s.SessionDetail != "" {
+			return titleCase(s.SessionDetail) + " (" + url + ")."
+		}
+		return fmt.Sprintf("Studio unreachable, retrying in %d s (%s).", int(s.RetryIn.Round(time.Second)/time.Second), url)
+	case studio.SessionStopped:
+		r := s.StopReason
+		if r == "" {
+			r = "stopped"
+		}
+		return "Disconnected from " + url + ": " + r + "."
+	}
+	return "Not connected to " + url + " yet."
+}
+
+func vramLine(v studio.VRAM) string {
+	inUse := "nothing loaded"
+	if v.InUseBytes > 0 {
+		inUse = formatGB(bytesToGB(v.InUseBytes)) + " in use by Studio Worker"
+	}
+	budget := "budget " + formatGB(v.BudgetGB)
+	if !v.Known {
+		return inUse + " · " + budget + " · total unknown: this computer's graphics memory could not be detected, so the budget is taken as you set it."
+	}
+	line := inUse + " · " + budget + " · " + formatGB(bytesToGB(v.TotalBytes)) + " total"
+	if v.FreeBytes > 0 {
+		line += ", " + formatGB(bytesToGB(v.FreeBytes)) + " free"
+	}
+	return line
+}
+
+func progressLine(j studio.JobInfo) string {
+	head := phaseWord(j.Phase)
+	switch {
+	case j.Phase == engine.PhaseDownload && j.Total > 0:
+		return fmt.Sprintf("%s: %s of %s (%d%%)", head, formatBytes(uint64(j.Done)), formatBytes(uint64(j.Total)), j.Done*100/j.Total)
+	case j.Phase == engine.PhaseDownload && j.Done > 0:
+		return fmt.Sprintf("%s: %s so far", head, formatBytes(uint64(j.Done)))
+	case j.Phase == engine.PhaseGenerate:
+		unit := "steps"
+		if j.Kind == engine.KindLLM {
+			unit = "tokens"
+		}
+		if j.Total > 0 {
+			return fmt.Sprintf("%s: %d of %d %s", head, j.Done, j.Total, unit)
+		}
+		if j.Done > 0 {
+			return fmt.Sprintf("%s: %d %s so far", head, j.Done, unit)
+		}
+	}
+	return head + "…"
+}
+
+func titleCase(s string) string {
+	if s == "" {
+		return s
+	}
+	r := []rune(s)
+	if r[0] >= 'a' && r[0] <= 'z' {
+		r[0] -= 'a' - 'A'
+	}
+	return string(r)
+}
+
+// trayResources wraps each embedded PNG once, so that Fyne's image cache
+// sees the same resource each time; it is never written after init.
+var trayResources = func() map[assets.TrayState]fyne.Resource {
+	m := map[assets.TrayState]fyne.Resource{}
+	for _, s := range []assets.TrayState{assets.TrayIdle, assets.TrayWorking, assets.TrayPaused, assets.TrayError, assets.TrayDisconnected} {
+		m[s] = fyne.NewStaticResource("tray-"+string(s)+".png", assets.Tray(s))
+	}
+	return m
+}()
+
+func trayResource(s assets.TrayState) fyne.Resource {
+	if r, ok := trayResources[s]; ok {
+		return r
+	}
+	return trayResources[assets.TrayDisconnected]
+}
+
+// TrayResource is the tray icon for a state, for the app's tray.
+func TrayResource(s assets.TrayState) fyne.Resource { return trayResource(s) }

@@ -1,0 +1,95 @@
+// Package ui draws the Studio Worker window: the Status, Jobs, Logs, Models
+// and Settings pages and the login flow. It is a view over the worker: it
+// renders snapshots and calls the worker's methods, and decides no policy.
+//
+// The package must not import fyne.io/fyne/v2/app (the cgo driver) so that
+// its tests run with Fyne's test driver and no display. Everything here is
+// touched on the Fyne UI goroutine only; goroutines that feed it go
+// through fyne.Do.
+package ui
+
+import (
+	"log/slog"
+
+	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/logging"
+	"github.com/minisgg/studio-worker/settings"
+	"github.com/minisgg/studio-worker/studio"
+)
+
+// Backend is what the window needs from the worker; *studio.Worker
+// provides all but StartOver, which the app adds because only it can start
+// the worker's Run loop again.
+type Backend interface {
+	Snapshot() studio.Snapshot
+	// Subscribe delivers the latest snapshot on every change (coalesced);
+	// cancel ends the subscription.
+	Subscribe() (<-chan studio.Snapshot, func())
+	Pause()
+	Resume()
+	PauseAfterCurrent()
+	// Logout forgets the credentials; the worker then registers afresh.
+	Logout() error
+	// ApplySettings makes the worker re-read the saved settings.
+	ApplySettings()
+	// StartOver forgets the credentials and runs registration again, also
+	// after the studio turned the worker down or stopped it for good.
+	StartOver() error
+}
+
+// ModelStore is the model folder as the Models page sees it; *engine.Store
+// provides it.
+type ModelStore interface {
+	Root() string
+	List() ([]engine.StoredModel, error)
+	Delete(modelID string) error
+	DiskUsage() (uint64, error)
+	FreeSpace() (uint64, error)
+}
+
+// SettingsController reads and saves the donor's settings. Save persists
+// them and applies them (worker, start at login); its error is shown to
+// the donor as it is.
+type SettingsController interface {
+	Current() settings.Settings
+	// Save returns a note for the donor when part of the change waits for
+	// a restart ("" when everything applied).
+	Save(settings.Settings) (note string, err error)
+}
+
+// LogSource is the in-memory log ring; *logging.Ring provides it.
+type LogSource interface {
+	Entries() []logging.Entry
+	Subscribe() (<-chan struct{}, func())
+}
+
+// Deps wires the window.
+type Deps struct {
+	Backend  Backend
+	Models   ModelStore
+	Settings SettingsController
+	Logs     LogSource
+	// LoadedModel names the model an engine holds in memory ("" = none or
+	// unknown); optional.
+	LoadedModel func() string
+	// Log receives the window's own messages (a failed save, a delete).
+	Log *slog.Logger
+	// Async runs slow work (disk listing) off the UI goroutine; nil means
+	// a new goroutine. Tests pass a synchronous runner.
+	Async func(func())
+}
+
+func (d *Deps) async(f func()) {
+	if d.Async != nil {
+		d.Async(f)
+		return
+	}
+	go f()
+}
+
+func (d *Deps) log() *slog.Logger {
+	if d.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return d.Log
+}

@@ -1,0 +1,139 @@
+package ui
+
+import (
+	"context"
+	"time"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/theme"
+
+	"github.com/minisgg/studio-worker/studio"
+)
+
+// Page names, in tab order.
+const (
+	PageStatus   = "Status"
+	PageJobs     = "Jobs"
+	PageLogs     = "Logs"
+	PageModels   = "Models"
+	PageSettings = "Settings"
+)
+
+// Main is the window's content: one tab per page.
+type Main struct {
+	deps *Deps
+
+	Status   *StatusPage
+	Jobs     *JobsPage
+	Logs     *LogsPage
+	Models   *ModelsPage
+	Settings *SettingsPage
+
+	tabs *container.AppTabs
+
+	// rendered, when set, is called after each snapshot was drawn (tests).
+	rendered func(studio.Snapshot)
+}
+
+// NewMain builds the pages for window w and draws the backend's current
+// snapshot. Call it on the UI goroutine.
+func NewMain(d Deps, w fyne.Window) *Main {
+	m := &Main{deps: &d}
+	m.Status = newStatusPage(m.deps, w)
+	m.Jobs = newJobsPage()
+	m.Logs = newLogsPage(d.Logs)
+	m.Models = newModelsPage(m.deps, w)
+	m.Settings = newSettingsPage(m.deps, w)
+	m.tabs = container.NewAppTabs(
+		container.NewTabItemWithIcon(PageStatus, theme.HomeIcon(), m.Status.Content()),
+		container.NewTabItemWithIcon(PageJobs, theme.ListIcon(), m.Jobs.Content()),
+		container.NewTabItemWithIcon(PageLogs, theme.DocumentIcon(), m.Logs.Content()),
+		container.NewTabItemWithIcon(PageModels, theme.StorageIcon(), m.Models.Content()),
+		container.NewTabItemWithIcon(PageSettings, theme.SettingsIcon(), m.Settings.Content()),
+	)
+	m.tabs.OnSelected = func(t *container.TabItem) {
+		if t.Text == PageModels {
+			m.Models.Reload()
+		}
+	}
+	m.Render(d.Backend.Snapshot())
+	return m
+}
+
+// Content is the window's root object.
+func (m *Main) Content() fyne.CanvasObject { return m.tabs }
+
+// Show selects a page by name.
+func (m *Main) Show(page string) {
+	for _, t := range m.tabs.Items {
+		if t.Text == page {
+			m.tabs.Select(t)
+		}
+	}
+}
+
+// Render draws one snapshot on every page. UI goroutine only.
+func (m *Main) Render(s studio.Snapshot) {
+	m.Status.Render(s)
+	m.Jobs.Render(s)
+	m.Models.Render(s)
+	m.Settings.Render(s)
+	if m.rendered != nil {
+		m.rendered(s)
+	}
+}
+
+// Follow keeps the window up to date until ctx ends: every worker snapshot
+// and every new log line is drawn through fyne.Do as it comes. Nothing is
+// polled; a clock ticks once a second only while a job runs, for its
+// elapsed time.
+func (m *Main) Follow(ctx context.Context) {
+	snaps, cancelSnaps := m.deps.Backend.Subscribe()
+	go func() {
+		defer cancelSnaps()
+		var tick *time.Ticker
+		var tickC <-chan time.Time
+		defer func() {
+			if tick != nil {
+				tick.Stop()
+			}
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s, ok := <-snaps:
+				if !ok {
+					return
+				}
+				fyne.Do(func() { m.Render(s) })
+				switch {
+				case s.Current != nil && tick == nil:
+					tick = time.NewTicker(time.Second)
+					tickC = tick.C
+				case s.Current == nil && tick != nil:
+					tick.Stop()
+					tick, tickC = nil, nil
+				}
+			case <-tickC:
+				fyne.Do(m.Status.tick)
+			}
+		}
+	}()
+	if m.deps.Logs == nil {
+		return
+	}
+	changed, cancelLogs := m.deps.Logs.Subscribe()
+	go func() {
+		defer cancelLogs()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+				fyne.Do(m.Logs.Reload)
+			}
+		}
+	}()
+}
