@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -37,6 +38,8 @@ const (
 	DefaultMaxUploadBytes = 4 << 30
 	// APIPrefix is where the protocol routes live (§1).
 	APIPrefix = "/graphics/api"
+
+	closeGrace = 3 * time.Second
 )
 
 // Clock tells the studio the time. It is the only clock the heartbeat
@@ -100,6 +103,12 @@ type Server struct {
 	failUploads int
 	logs        []WorkerLog
 	saveErr     error
+	dirty       bool
+
+	fileMu   sync.Mutex // serialises state file writes
+	saveKick chan struct{}
+	stopSave chan struct{}
+	saveDone chan struct{}
 
 	sessWG    sync.WaitGroup
 	stopSweep chan struct{}
@@ -137,6 +146,9 @@ func New(opts Options) (*Server, error) {
 		sessions:    map[*session]struct{}{},
 		stopSweep:   make(chan struct{}),
 		sweepDone:   make(chan struct{}),
+		saveKick:    make(chan struct{}, 1),
+		stopSave:    make(chan struct{}),
+		saveDone:    make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -156,7 +168,11 @@ func New(opts Options) (*Server, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
+	if err := s.flush(); err != nil {
+		return nil, fmt.Errorf("devstudio: cannot write %s: %w", s.statePath, err)
+	}
 	s.handler = s.routes()
+	go s.saveLoop()
 
 	every := opts.SweepEvery
 	if every == 0 {
@@ -192,12 +208,50 @@ func (s *Server) Close() error {
 
 	close(s.stopSweep)
 	<-s.sweepDone
-	s.sessWG.Wait()
+	// A worker that never answers the close handshake must not hold the
+	// shutdown up for long.
+	done := make(chan struct{})
+	go func() {
+		s.sessWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeGrace):
+		s.mu.Lock()
+		for sess := range s.sessions {
+			_ = sess.conn.CloseNow()
+		}
+		s.mu.Unlock()
+		<-done
+	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.saveLocked()
-	return s.saveErr
+	close(s.stopSave)
+	<-s.saveDone
+	return s.flush()
+}
+
+// Serve serves the studio on ln until ctx ends, then closes the sessions
+// first (their handlers would otherwise keep the HTTP server waiting) and
+// shuts the HTTP server down. It returns nil after a shutdown caused by ctx.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 15 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		_ = s.Close()
+		return err
+	case <-ctx.Done():
+	}
+	closeErr := s.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return err
+	}
+	<-errc
+	return closeErr
 }
 
 func (s *Server) sweepLoop(every time.Duration) {

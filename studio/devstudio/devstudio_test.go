@@ -2,10 +2,13 @@ package devstudio
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,6 +67,9 @@ func TestRegistrationApprove(t *testing.T) {
 	h.connect(rr.WorkerID, out2["authToken"], caps([]engine.TaskKind{engine.KindImage}, 8))
 
 	// Only the hash is kept on disk.
+	if err := h.srv.flush(); err != nil {
+		t.Fatal(err)
+	}
 	state, err := os.ReadFile(filepath.Join(h.dataDir, "state.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +458,7 @@ func TestDisconnectReleasesClaim(t *testing.T) {
 	cl2.expectOffer(jobID)
 }
 
-func multipartBody(t *testing.T, prompt, ext string, data []byte) (io.Reader, string) {
+func multipartBody(t testing.TB, prompt, ext string, data []byte) (io.Reader, string) {
 	t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
@@ -782,5 +788,97 @@ func TestNewRejectsBadFolders(t *testing.T) {
 	}
 	if _, err := New(Options{DataDir: dir}); err == nil || !strings.Contains(err.Error(), "move it aside") {
 		t.Fatalf("corrupt state: %v", err)
+	}
+}
+
+func TestConnectNeedsUpgrade(t *testing.T) {
+	h := newHarness(t, nil)
+	id, tok := h.newWorker()
+	var e apiError
+	if code := h.do("GET", "/graphics/api/workers/"+id+"/connect", tok, nil, &e); code != http.StatusUpgradeRequired || e.Error == "" {
+		t.Fatalf("plain GET on connect: %d %+v", code, e)
+	}
+}
+
+func TestServeShutsDownCleanly(t *testing.T) {
+	srv, err := New(Options{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	h := &harness{t: t, srv: srv, ts: &httptest.Server{URL: "http://" + ln.Addr().String()}}
+	id, tok := h.newWorker()
+	cl := h.connect(id, tok, caps([]engine.TaskKind{engine.KindImage}, 8))
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := cl.c.Read(context.Background()); err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if err := <-readErr; websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("socket ended with %v, want 1001", err)
+	}
+}
+
+// BenchmarkOfferAcceptComplete measures one job's trip through the studio
+// over loopback: enqueue -> offer on the socket -> accept -> completeJson ->
+// completeAck.
+func BenchmarkOfferAcceptComplete(b *testing.B) {
+	h := newHarness(b, nil)
+	id, tok := h.newWorker()
+	cp := caps([]engine.TaskKind{engine.KindLLM}, 8)
+	cl := h.connect(id, tok, cp)
+	cl.heartbeat(cp, "")
+	spec := llmSpec(1)
+	result := json.RawMessage(`{"object":"chat.completion"}`)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		jobID := h.enqueue(spec)
+		cl.expectOffer(jobID)
+		cl.send(studio.Accept{JobID: jobID})
+		cl.send(studio.CompleteJSON{JobID: jobID, Result: result, Prompt: "p"})
+		if _, ok := cl.read().(*studio.CompleteAck); !ok {
+			b.Fatal("want completeAck")
+		}
+	}
+}
+
+// BenchmarkOfferAccept measures enqueue -> offer on the socket -> accept
+// seen by the studio (the job is then failed, untimed, to free the worker).
+func BenchmarkOfferAccept(b *testing.B) {
+	h := newHarness(b, nil)
+	id, tok := h.newWorker()
+	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
+	cl := h.connect(id, tok, cp)
+	cl.heartbeat(cp, "")
+	spec := imageSpec(1)
+	ctx := ctxT(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		jobID := h.enqueue(spec)
+		cl.expectOffer(jobID)
+		cl.send(studio.Accept{JobID: jobID})
+		if _, err := h.srv.WaitJob(ctx, jobID, JobRunning); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		cl.send(studio.Fail{JobID: jobID, Error: "benchmark", Retryable: false})
+		if _, ok := cl.read().(*studio.FailAck); !ok {
+			b.Fatal("want failAck")
+		}
+		b.StartTimer()
 	}
 }

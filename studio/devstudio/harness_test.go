@@ -37,7 +37,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *Server
 	ts      *httptest.Server
 	clock   *fakeClock
@@ -47,7 +47,7 @@ type harness struct {
 	clients []*client
 }
 
-func newHarness(t *testing.T, mod func(*Options)) *harness {
+func newHarness(t testing.TB, mod func(*Options)) *harness {
 	t.Helper()
 	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	opts := Options{DataDir: t.TempDir(), Clock: clock, SweepEvery: -1}
@@ -85,7 +85,7 @@ func (h *harness) stop() {
 	h.ts.Close()
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -126,7 +126,7 @@ func (h *harness) do(method, path, bearerTok string, body any, out any) int {
 	return resp.StatusCode
 }
 
-func randHex(t *testing.T) string {
+func randHex(t testing.TB) string {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func caps(kinds []engine.TaskKind, threshold float64) studio.Capabilities {
 }
 
 type client struct {
-	t  *testing.T
+	t  testing.TB
 	h  *harness
 	c  *websocket.Conn
 	id string

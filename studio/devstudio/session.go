@@ -1,8 +1,10 @@
 package devstudio
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -53,9 +55,15 @@ type closeSpec struct {
 }
 
 func wantsSubprotocol(r *http.Request) bool {
-	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+	return headerHas(r.Header, "Sec-WebSocket-Protocol", studio.Subprotocol)
+}
+
+// headerHas reports whether a comma-separated header lists token
+// (case-insensitively).
+func headerHas(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
 		for _, p := range strings.Split(v, ",") {
-			if strings.TrimSpace(p) == studio.Subprotocol {
+			if strings.EqualFold(strings.TrimSpace(p), token) {
 				return true
 			}
 		}
@@ -73,6 +81,10 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request, workerID 
 	if !authed {
 		s.log.Warn("upgrade refused: bad credentials", "worker", workerID)
 		writeErr(w, http.StatusUnauthorized, "unknown worker or auth token")
+		return
+	}
+	if !headerHas(r.Header, "Connection", "upgrade") || !headerHas(r.Header, "Upgrade", "websocket") {
+		writeErr(w, http.StatusUpgradeRequired, "this route takes a WebSocket upgrade")
 		return
 	}
 	if !wantsSubprotocol(r) {
@@ -271,6 +283,21 @@ func (s *Server) violationLocked(sess *session, msg string) {
 
 func (s *Server) handleFrame(sess *session, data []byte) {
 	frame, decErr := studio.DecodeWorkerFrame(data)
+	// A JSON result goes to a temp file before the lock is taken (file
+	// creation is the slow part), and is renamed into place under it.
+	var tmpResult string
+	if c, ok := frame.(*studio.CompleteJSON); ok && len(c.Result) > 0 && string(c.Result) != "null" {
+		var err error
+		if tmpResult, _, err = s.saveTemp(c.JobID, bytes.NewReader(c.Result)); err != nil {
+			s.log.Error("cannot store a result", "job", c.JobID, "err", err)
+			tmpResult = ""
+		}
+		defer func() {
+			if tmpResult != "" {
+				_ = os.Remove(tmpResult)
+			}
+		}()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sess.ended {
@@ -328,8 +355,11 @@ func (s *Server) handleFrame(sess *session, data []byte) {
 		wk.holdOffers = false
 		wk.hbBusy = f.CurrentJobID != "" && f.CurrentJobID != wk.currentJob
 		s.sendLocked(sess, studio.HeartbeatAck{})
-		s.dispatchLocked() // self-heal: an idle worker and queued work
-		s.notifyLocked()
+		if s.dispatchLocked() > 0 { // self-heal: an idle worker and queued work
+			s.changedLocked()
+		} else {
+			s.notifyLocked() // heartbeats are not worth a disk write
+		}
 	case *studio.Accept:
 		j := s.heldLocked(wk, f.JobID)
 		if j == nil {
@@ -373,7 +403,13 @@ func (s *Server) handleFrame(sess *session, data []byte) {
 			return
 		}
 		rel := resultPath(j.ID, "json")
-		if err := os.WriteFile(filepath.Join(s.opts.DataDir, filepath.FromSlash(rel)), f.Result, 0o600); err != nil {
+		err := errors.New("temp file missing")
+		if tmpResult != "" {
+			err = os.Rename(tmpResult, filepath.Join(s.opts.DataDir, filepath.FromSlash(rel)))
+		}
+		if err == nil {
+			tmpResult = ""
+		} else {
 			s.log.Error("cannot store a result", "job", j.ID, "err", err)
 			s.closeSessionLocked(sess, closeSpec{errCode: studio.ErrCodeInternalError, message: "the studio cannot store the result", release: true})
 			s.dispatchLocked()

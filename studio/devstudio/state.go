@@ -266,14 +266,13 @@ func (s *Server) load() error {
 	}
 	if released > 0 {
 		s.log.Info("released jobs held when the studio stopped", "count", released)
-		s.saveLocked()
+		s.dirty = true
 	}
-	return s.saveErr
+	return nil
 }
 
-// saveLocked writes the state file atomically. A failure is kept in saveErr
-// and logged; the studio keeps serving from memory.
-func (s *Server) saveLocked() {
+// marshalLocked renders the state file.
+func (s *Server) marshalLocked() ([]byte, error) {
 	p := persisted{Version: 1, Seq: s.seq}
 	for _, r := range s.requests {
 		p.Requests = append(p.Requests, r)
@@ -287,23 +286,80 @@ func (s *Server) saveLocked() {
 	sort.Slice(p.Requests, func(a, b int) bool { return p.Requests[a].CreatedAt.Before(p.Requests[b].CreatedAt) })
 	sort.Slice(p.Workers, func(a, b int) bool { return p.Workers[a].ID < p.Workers[b].ID })
 	sort.Slice(p.Jobs, func(a, b int) bool { return p.Jobs[a].Seq < p.Jobs[b].Seq })
-	data, err := json.MarshalIndent(p, "", "  ")
+	return json.MarshalIndent(p, "", "  ")
+}
+
+// saveNow writes the state file atomically (temp file + rename) if anything
+// changed since the last write. Writes are serialised by fileMu, so a newer
+// state never gets overwritten by an older one. A failure is kept in
+// saveErr and logged; the studio keeps serving from memory.
+func (s *Server) saveNow() {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	s.mu.Lock()
+	if !s.dirty {
+		s.mu.Unlock()
+		return
+	}
+	data, err := s.marshalLocked()
+	s.dirty = false
+	s.mu.Unlock()
 	if err == nil {
 		tmp := s.statePath + ".tmp"
 		if err = os.WriteFile(tmp, data, 0o600); err == nil {
 			err = os.Rename(tmp, s.statePath)
 		}
 	}
+	s.mu.Lock()
 	if err != nil && s.saveErr == nil {
 		s.log.Error("cannot save the dev studio state", "err", err)
 	}
 	s.saveErr = err
+	s.mu.Unlock()
 }
 
-// changedLocked saves and wakes waiters: call after every change that
-// matters across a restart.
+// flush writes the current state now, whatever the saver is doing.
+func (s *Server) flush() error {
+	s.mu.Lock()
+	s.dirty = true
+	s.mu.Unlock()
+	s.saveNow()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saveErr
+}
+
+// saveGap is the least time between two background writes of the state
+// file: the whole state is rewritten each time, so bursts are coalesced.
+const saveGap = 100 * time.Millisecond
+
+// saveLoop writes the state file in the background so that no frame
+// handler waits on the disk. Close writes the final state.
+func (s *Server) saveLoop() {
+	defer close(s.saveDone)
+	for {
+		select {
+		case <-s.saveKick:
+			s.saveNow()
+		case <-s.stopSave:
+			return
+		}
+		select {
+		case <-time.After(saveGap):
+		case <-s.stopSave:
+			return
+		}
+	}
+}
+
+// changedLocked marks the state for saving and wakes waiters: call after
+// every change that matters across a restart.
 func (s *Server) changedLocked() {
-	s.saveLocked()
+	s.dirty = true
+	select {
+	case s.saveKick <- struct{}{}:
+	default:
+	}
 	s.notifyLocked()
 }
 
@@ -557,10 +613,10 @@ func fits(w *worker, j *job) bool {
 }
 
 // dispatchLocked offers queued jobs, oldest first, each to the
-// earliest-connected fitting worker.
-func (s *Server) dispatchLocked() {
+// earliest-connected fitting worker, and returns how many it offered.
+func (s *Server) dispatchLocked() (offered int) {
 	if s.closed {
-		return
+		return 0
 	}
 	now := s.clock.Now()
 	var free []*worker
@@ -570,7 +626,7 @@ func (s *Server) dispatchLocked() {
 		}
 	}
 	if len(free) == 0 {
-		return
+		return 0
 	}
 	sort.Slice(free, func(a, b int) bool {
 		ta, tb := free[a].sess.welcomedAt, free[b].sess.welcomedAt
@@ -588,16 +644,18 @@ func (s *Server) dispatchLocked() {
 	sort.Slice(queued, func(a, b int) bool { return queued[a].Seq < queued[b].Seq })
 	for _, j := range queued {
 		if len(free) == 0 {
-			return
+			break
 		}
 		for i, w := range free {
 			if fits(w, j) {
 				free = slices.Delete(free, i, i+1)
 				s.offerLocked(w, j, now)
+				offered++
 				break
 			}
 		}
 	}
+	return offered
 }
 
 func (s *Server) offerLocked(w *worker, j *job, now time.Time) {
