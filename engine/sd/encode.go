@@ -9,9 +9,13 @@ import (
 	"github.com/gen2brain/webp"
 )
 
-// webpQuality is lossy quality for WebP results: high enough that the
-// studio's gallery shows no artefacts, at a fraction of PNG's size.
-const webpQuality = 90
+// WebP settings: quality high enough that the studio's gallery shows no
+// artefacts, at about a quarter of PNG's size. Method 2 measured about as
+// small as the default 4 at a third of its time on a 1024x1024 image.
+const (
+	webpQuality = 90
+	webpMethod  = 2
+)
 
 // encodeImage writes img as "png" or "webp". The WebP encoder is libwebp
 // compiled to WebAssembly and run by a pure-Go runtime (no cgo); it uses a
@@ -24,7 +28,7 @@ func encodeImage(img image.Image, ext string) ([]byte, error) {
 			return nil, fmt.Errorf("encoding png: %w", err)
 		}
 	case "webp":
-		if err := webp.Encode(&buf, img, webp.Options{Quality: webpQuality, Method: webp.DefaultMethod}); err != nil {
+		if err := webp.Encode(&buf, img, webp.Options{Quality: webpQuality, Method: webpMethod}); err != nil {
 			return nil, fmt.Errorf("encoding webp: %w", err)
 		}
 	default:
