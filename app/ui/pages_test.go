@@ -490,3 +490,29 @@ func TestTrayLook(t *testing.T) {
 		}
 	}
 }
+
+func TestNoticesCanBeDismissed(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	h.main.AddNotice("No system tray was found, so closing this window quits Studio Worker.")
+	if h.main.Notices() != 1 {
+		t.Fatal("notice not shown")
+	}
+	var closeBtn fyne.Tappable
+	walkVisible(h.main.notices, func(o fyne.CanvasObject) bool {
+		if b, ok := o.(interface {
+			fyne.Tappable
+			fyne.Widget
+		}); ok && strings.Contains(test.RenderObjectToMarkup(o), "cancel") {
+			closeBtn = b
+			return false
+		}
+		return true
+	})
+	if closeBtn == nil {
+		t.Fatal("no close button on the notice")
+	}
+	test.Tap(closeBtn)
+	if h.main.Notices() != 0 {
+		t.Error("notice stays after closing it")
+	}
+}

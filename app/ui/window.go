@@ -7,6 +7,7 @@ import (
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
 	"fyne.io/fyne/v2/theme"
+	"fyne.io/fyne/v2/widget"
 
 	"github.com/minisgg/studio-worker/studio"
 )
@@ -30,7 +31,9 @@ type Main struct {
 	Models   *ModelsPage
 	Settings *SettingsPage
 
-	tabs *container.AppTabs
+	tabs    *container.AppTabs
+	notices *fyne.Container
+	root    fyne.CanvasObject
 
 	// rendered, when set, is called after each snapshot was drawn (tests).
 	rendered func(studio.Snapshot)
@@ -57,12 +60,32 @@ func NewMain(d Deps, w fyne.Window) *Main {
 			m.Models.Reload()
 		}
 	}
+	m.notices = container.NewVBox()
+	m.root = container.NewBorder(m.notices, nil, nil, nil, m.tabs)
 	m.Render(d.Backend.Snapshot())
 	return m
 }
 
 // Content is the window's root object.
-func (m *Main) Content() fyne.CanvasObject { return m.tabs }
+func (m *Main) Content() fyne.CanvasObject { return m.root }
+
+// AddNotice shows a message above the pages until the donor dismisses it:
+// problems found at start, or that closing the window quits.
+func (m *Main) AddNotice(text string) {
+	msg := widget.NewLabel(text)
+	msg.Wrapping = fyne.TextWrapWord
+	msg.Importance = widget.WarningImportance
+	var row *fyne.Container
+	closeBtn := widget.NewButtonWithIcon("", theme.CancelIcon(), func() {
+		m.notices.Remove(row)
+	})
+	closeBtn.Importance = widget.LowImportance
+	row = container.NewBorder(nil, nil, widget.NewIcon(theme.WarningIcon()), closeBtn, msg)
+	m.notices.Add(row)
+}
+
+// Notices is how many notices are shown.
+func (m *Main) Notices() int { return len(m.notices.Objects) }
 
 // Show selects a page by name.
 func (m *Main) Show(page string) {
