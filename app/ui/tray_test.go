@@ -17,7 +17,7 @@ type fakeTrayHost struct {
 	icons []fyne.Resource
 }
 
-func (h *fakeTrayHost) SetSystemTrayMenu(m *fyne.Menu)     { h.menus = append(h.menus, m) }
+func (h *fakeTrayHost) SetSystemTrayMenu(m *fyne.Menu)    { h.menus = append(h.menus, m) }
 func (h *fakeTrayHost) SetSystemTrayIcon(r fyne.Resource) { h.icons = append(h.icons, r) }
 
 func TestTrayFollowsStateAndPauses(t *testing.T) {
