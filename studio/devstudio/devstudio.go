@@ -22,6 +22,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/minisgg/studio-worker/studio"
 )
 
 // Timing rules of the studio side (§3.6).
@@ -66,13 +68,15 @@ type Options struct {
 	// Log receives the studio's own log lines. Nil: discarded.
 	Log *slog.Logger
 	// Clock drives heartbeat freshness and the stale sweep. Nil: real time.
+	// A studio.Clock (studio.FakeClock in tests) also drives the sweep's
+	// ticker.
 	Clock Clock
 	// MaxAttempts is the number of failed tries before a job fails for
 	// good. 0 means DefaultMaxAttempts.
 	MaxAttempts int
 	// SweepEvery is the period of the background stale sweep. 0 means
-	// SweepInterval; a negative value turns the background sweep off (tests
-	// with a fake clock call SweepNow instead).
+	// SweepInterval; a negative value turns the background sweep off (then
+	// only SweepNow sweeps).
 	SweepEvery time.Duration
 	// MaxUploadBytes caps one result upload. 0 means DefaultMaxUploadBytes.
 	MaxUploadBytes int64
@@ -179,7 +183,20 @@ func New(opts Options) (*Server, error) {
 		every = SweepInterval
 	}
 	if every > 0 {
-		go s.sweepLoop(every)
+		// A clock with tickers (studio.Clock, studio.FakeClock) drives the
+		// sweep too, so advancing a fake clock past 30 s sweeps without
+		// waiting. The ticker is made here, before New returns, so a test
+		// may advance at once.
+		var tick <-chan time.Time
+		var stop func()
+		if tc, ok := s.clock.(tickerClock); ok {
+			t := tc.NewTicker(every)
+			tick, stop = t.C(), t.Stop
+		} else {
+			t := time.NewTicker(every)
+			tick, stop = t.C, t.Stop
+		}
+		go s.sweepLoop(tick, stop)
 	} else {
 		close(s.sweepDone)
 	}
@@ -254,15 +271,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return closeErr
 }
 
-func (s *Server) sweepLoop(every time.Duration) {
+// tickerClock is a Clock that also makes tickers, as studio.Clock does.
+type tickerClock interface {
+	NewTicker(d time.Duration) studio.Ticker
+}
+
+func (s *Server) sweepLoop(tick <-chan time.Time, stop func()) {
 	defer close(s.sweepDone)
-	t := time.NewTicker(every)
-	defer t.Stop()
+	defer stop()
 	for {
 		select {
 		case <-s.stopSweep:
 			return
-		case <-t.C:
+		case <-tick:
 			s.SweepNow()
 		}
 	}

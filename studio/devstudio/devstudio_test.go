@@ -574,6 +574,7 @@ func TestStaleSweepBeforeHello(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.waitSessions(1) // the upgrade answer can reach the client before the studio files the socket
 	h.clock.Advance(HeartbeatStaleAfter + time.Second)
 	h.srv.SweepNow()
 	cl.expectClose("", studio.CloseNormal)
@@ -880,5 +881,21 @@ func BenchmarkOfferAccept(b *testing.B) {
 			b.Fatal("want failAck")
 		}
 		b.StartTimer()
+	}
+}
+
+// With studio's fake clock the background sweep runs on the clock's ticker:
+// advancing past 30 s of silence closes the session with no SweepNow call.
+func TestStaleSweepOnStudioFakeClock(t *testing.T) {
+	fc := studio.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	h := newHarness(t, func(o *Options) { o.Clock = fc; o.SweepEvery = 0 })
+	id, tok := h.newWorker()
+	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
+	cl := h.connect(id, tok, cp)
+	cl.heartbeat(cp, "")
+	fc.Advance(HeartbeatStaleAfter + SweepInterval)
+	cl.expectClose("", studio.CloseNormal)
+	if _, err := h.srv.WaitWorker(ctxT(t), func(w WorkerStatus) bool { return w.ID == id && !w.Connected }); err != nil {
+		t.Fatal(err)
 	}
 }

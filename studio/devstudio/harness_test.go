@@ -375,3 +375,23 @@ func (h *harness) waitJob(id string, states ...JobState) JobStatus {
 	}
 	return st
 }
+
+// waitSessions waits until the studio has filed n open sockets.
+func (h *harness) waitSessions(n int) {
+	h.t.Helper()
+	ctx := ctxT(h.t)
+	for {
+		h.srv.mu.Lock()
+		got := len(h.srv.sessions)
+		ch := h.srv.changed
+		h.srv.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			h.t.Fatalf("%d sockets filed, want %d", got, n)
+		}
+	}
+}
