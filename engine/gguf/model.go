@@ -58,8 +58,9 @@ func TinyNoTemplate() Spec {
 }
 
 // SmolLM2Shaped has the shapes of SmolLM2-135M (576 wide, 30 layers, 9 heads
-// with 3 KV heads, FF 1536, 49152 tokens) with random F16 weights: about
-// 270 MB. Benchmarks quantise it to Q4_K_M with llama.cpp.
+// with 3 KV heads, FF 1536, 49152 tokens; an untied output matrix) with
+// random F16 weights: about 330 MB. Benchmarks quantise it to Q4_K_M with
+// llama.cpp (about 125 MB).
 func SmolLM2Shaped() Spec {
 	return Spec{
 		Name: "smollm2-135m-shaped", Embd: 576, Layers: 30, Heads: 9, HeadsKV: 3, FF: 1536,

@@ -232,8 +232,9 @@ func (e *Engine) Run(ctx context.Context, job engine.Job, progress engine.Progre
 	if err != nil {
 		return engine.Result{}, fmt.Errorf("llama: encoding the completion: %w", err)
 	}
+	// One token says nothing about speed (no token was evaluated after it).
 	tps := 0.0
-	if s := out.genTime.Seconds(); s > 0 && out.completionTokens > 0 {
+	if s := out.genTime.Seconds(); s > 0 && out.completionTokens > 1 {
 		tps = float64(out.completionTokens) / s
 	}
 	e.log.Info("chat completion done", "op", "llama.run", "job", job.ID, "model", job.Model,
@@ -283,6 +284,7 @@ type options struct {
 	seed        uint32
 	stops       []string
 	contextSize int
+	grammar     string // GBNF; "" for free text
 }
 
 // genOptions applies the protocol's defaults and refuses values that make
@@ -318,6 +320,7 @@ func genOptions(p *engine.LLMParams, cli *engine.CliDefaults) (options, error) {
 		o.seed = uint32(*p.Seed % yz.DefaultSeed)
 	}
 	o.stops = p.Stop
+	o.grammar = grammarFor(p.JSONSchema)
 	if cli != nil && cli.ContextSize != 0 {
 		if cli.ContextSize < 0 {
 			return o, fmt.Errorf("contextSize must be positive, got %d", cli.ContextSize)
@@ -520,7 +523,10 @@ func (e *Engine) generateLocked(ctx context.Context, p *engine.LLMParams, o opti
 	if err := yz.MemoryClear(mem, true); err != nil {
 		return out, fmt.Errorf("llama: clearing the context: %w", err)
 	}
-	sampler := newSampler(o)
+	sampler, err := newSampler(o, r.vocab)
+	if err != nil {
+		return out, err
+	}
 	defer yz.SamplerFree(sampler)
 
 	for i := 0; i < len(tokens); i += r.nBatch {
@@ -593,18 +599,28 @@ func decodeError(what string, rc int32, err error) error {
 	return fmt.Errorf("llama.cpp failed to evaluate %s (code %d: %s)", what, rc, reason)
 }
 
-// newSampler builds the chain: top-p (when set), temperature, then a seeded
-// draw; temperature 0 is greedy.
-func newSampler(o options) yz.Sampler {
+// newSampler builds the chain: the JSON grammar (when the task has a
+// jsonSchema), top-p (when set), temperature, then a seeded draw;
+// temperature 0 is greedy.
+func newSampler(o options, vocab yz.Vocab) (yz.Sampler, error) {
 	chain := yz.SamplerChainInit(yz.SamplerChainDefaultParams())
+	if o.grammar != "" {
+		llamaLog.mark()
+		g := yz.SamplerInitGrammar(vocab, o.grammar, "root")
+		if g == 0 {
+			yz.SamplerFree(chain)
+			return 0, fmt.Errorf("llama.cpp rejected the JSON grammar: %s", llamaLog.firstError())
+		}
+		yz.SamplerChainAdd(chain, g)
+	}
 	if o.temperature <= 0 {
 		yz.SamplerChainAdd(chain, yz.SamplerInitGreedy())
-		return chain
+		return chain, nil
 	}
 	if o.topP < 1 {
 		yz.SamplerChainAdd(chain, yz.SamplerInitTopP(float32(o.topP), 1))
 	}
 	yz.SamplerChainAdd(chain, yz.SamplerInitTemp(float32(o.temperature)))
 	yz.SamplerChainAdd(chain, yz.SamplerInitDist(o.seed))
-	return chain
+	return chain, nil
 }

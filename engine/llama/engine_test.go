@@ -2,7 +2,9 @@ package llama
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -447,5 +449,49 @@ func TestWithoutLibraries(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestWithoutLibraries") {
 		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+func TestJSONSchemaConstrainsToJSON(t *testing.T) {
+	e, _ := newTestEngine(t)
+	path := modelFile(t, gguf.Tiny())
+	for _, seed := range []uint64{1, 2, 3} {
+		p := hello(60, seed)
+		p.JSONSchema = json.RawMessage(`{"type":"object","properties":{"name":{"type":"string"}}}`)
+		res, err := e.Run(context.Background(), llmJob(path, p, nil), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := parse(t, res).Choices[0]
+		body := strings.TrimSpace(c.Message.Content)
+		t.Logf("seed %d (%s): %q", seed, c.FinishReason, body)
+		if !strings.HasPrefix(body, "{") {
+			t.Fatalf("seed %d: reply is not a JSON object: %q", seed, body)
+		}
+		var v any
+		err = json.Unmarshal([]byte(body), &v)
+		switch c.FinishReason {
+		case "stop":
+			if err != nil {
+				t.Fatalf("seed %d: finished reply is not JSON: %q (%v)", seed, body, err)
+			}
+		case "length": // cut by maxTokens: what there is must be a JSON prefix
+			dec := json.NewDecoder(strings.NewReader(body))
+			if err := dec.Decode(&v); err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("seed %d: cut reply is not a JSON prefix: %q (%v)", seed, body, err)
+			}
+		}
+	}
+}
+
+func TestGrammarFor(t *testing.T) {
+	if grammarFor(nil) != "" || grammarFor(json.RawMessage(" null ")) != "" {
+		t.Fatal("no schema must mean free text")
+	}
+	if g := grammarFor(json.RawMessage(`{"type":"object"}`)); !strings.HasPrefix(g, "root   ::= ws object ws") {
+		t.Fatalf("object schema: %q", g[:40])
+	}
+	if g := grammarFor(json.RawMessage(`{"anyOf":[]}`)); !strings.HasPrefix(g, "root   ::= ws value ws") {
+		t.Fatalf("other schema: %q", g[:40])
 	}
 }
