@@ -108,13 +108,19 @@ func (c *Conn) Send(ctx context.Context, frame any) error {
 		return ErrConnClosed
 	default:
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	data, err := Encode(frame)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	// The library kills the socket when a write's context ends, even just
+	// after the frame went out. So the caller's context only gates the
+	// start; the write itself is bounded by writeTimeout alone.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
-	if err := c.ws.Write(ctx, websocket.MessageText, data); err != nil {
+	if err := c.ws.Write(wctx, websocket.MessageText, data); err != nil {
 		select {
 		case <-c.closed:
 			return ErrConnClosed
