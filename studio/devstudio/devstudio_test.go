@@ -899,3 +899,23 @@ func TestStaleSweepOnStudioFakeClock(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A heartbeat built before a result arrived still names the finished job;
+// it must not keep the worker from its next offer.
+func TestHeartbeatNamingFinishedJobIsNotBusy(t *testing.T) {
+	h := newHarness(t, nil)
+	id, tok := h.newWorker()
+	cp := caps([]engine.TaskKind{engine.KindLLM}, 8)
+	cl := h.connect(id, tok, cp)
+	cl.heartbeat(cp, "")
+	first := h.enqueue(llmSpec(1))
+	cl.expectOffer(first)
+	cl.send(studio.Accept{JobID: first})
+	cl.send(studio.CompleteJSON{JobID: first, Result: json.RawMessage(`{"ok":true}`), Prompt: "p"})
+	if _, ok := cl.read().(*studio.CompleteAck); !ok {
+		t.Fatal("want completeAck")
+	}
+	cl.heartbeat(cp, first) // late heartbeat naming the finished job
+	second := h.enqueue(llmSpec(1))
+	cl.expectOffer(second)
+}

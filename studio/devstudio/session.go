@@ -353,7 +353,7 @@ func (s *Server) handleFrame(sess *session, data []byte) {
 		wk.lastHB = now
 		wk.heartbeats++
 		wk.holdOffers = false
-		wk.hbBusy = f.CurrentJobID != "" && f.CurrentJobID != wk.currentJob
+		wk.hbBusy = s.busyElsewhereLocked(wk, f.CurrentJobID)
 		s.sendLocked(sess, studio.HeartbeatAck{})
 		if s.dispatchLocked() > 0 { // self-heal: an idle worker and queued work
 			s.changedLocked()
@@ -494,4 +494,20 @@ func (s *Server) SweepNow() {
 		s.dispatchLocked()
 		s.changedLocked()
 	}
+}
+
+// busyElsewhereLocked reads a heartbeat's currentJobId: a job the studio
+// does not see this worker holding means the worker is still running
+// something (typically a job released when the studio restarted), so no
+// offer goes to it until a heartbeat says otherwise. A job that is already
+// finished does not count: that heartbeat was only built before the result
+// arrived.
+func (s *Server) busyElsewhereLocked(wk *worker, current string) bool {
+	if current == "" || current == wk.currentJob {
+		return false
+	}
+	if j := s.jobs[current]; j != nil && j.State.Terminal() {
+		return false
+	}
+	return true
 }
