@@ -174,12 +174,15 @@ func (s *Session) Status() SessionStatus {
 	return s.status
 }
 
+// setStatus applies f and reports the result, unless nothing changed (the
+// credentials wait re-sets the same status every second).
 func (s *Session) setStatus(f func(*SessionStatus)) {
 	s.mu.Lock()
+	old := s.status
 	f(&s.status)
 	st := s.status
 	s.mu.Unlock()
-	if s.cfg.OnStatus != nil {
+	if st != old && s.cfg.OnStatus != nil {
 		s.cfg.OnStatus(st)
 	}
 }

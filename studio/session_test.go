@@ -740,7 +740,13 @@ func TestSessionWaitsForCredentials(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 	h.advanceWhenArmed(1, CredentialsInterval)
-	h.waitState(SessionOffline)
+	h.advanceWhenArmed(1, CredentialsInterval)
+	if n := h.studio.attempts.Load(); n != 0 {
+		t.Fatalf("%d connection attempts without credentials", n)
+	}
+	if len(h.statuses) != 0 {
+		t.Fatal("the same offline status was reported again")
+	}
 	h.credsOK.Store(true)
 	h.advanceWhenArmed(1, CredentialsInterval)
 	h.connectWelcomed()
