@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,9 +59,14 @@ type Store struct {
 	log       *slog.Logger
 	timeout   time.Duration
 
-	mu      sync.Mutex
-	flights map[string]*flight // by final file path
-	inUse   map[string]int     // by model folder name
+	mu       sync.Mutex
+	flights  map[string]*flight        // by final file path
+	inUse    map[string]int            // by model folder name
+	verified map[string]verifiedRecord // files this process verified, by path
+
+	pendMu   sync.Mutex
+	pendCond *sync.Cond
+	pending  int // downloads still being made durable
 
 	// Test hooks: onHash is called each time a whole file on disk is hashed
 	// for verification; wrapPart wraps the writer of a .part file.
@@ -106,10 +112,12 @@ func NewStore(root string, opts StoreOptions) *Store {
 	if timeout <= 0 {
 		timeout = DefaultDownloadTimeout
 	}
-	return &Store{
+	s := &Store{
 		root: root, client: &c, userAgent: ua, freeSpace: free, log: log, timeout: timeout,
-		flights: map[string]*flight{}, inUse: map[string]int{},
+		flights: map[string]*flight{}, inUse: map[string]int{}, verified: map[string]verifiedRecord{},
 	}
+	s.pendCond = sync.NewCond(&s.pendMu)
+	return s
 }
 
 // Root is the models folder.
@@ -470,15 +478,104 @@ func readRecord(final string) (verifiedRecord, bool) {
 	return rec, true
 }
 
-func writeRecord(final, sum string) error {
+func recordFor(final, sum string) (verifiedRecord, error) {
 	st, err := os.Stat(final)
+	if err != nil {
+		return verifiedRecord{}, err
+	}
+	return verifiedRecord{Size: st.Size(), ModTime: st.ModTime().UnixNano(), SHA256: strings.ToLower(sum),
+		Verified: time.Now().UTC().Format(time.RFC3339)}, nil
+}
+
+func writeRecord(final string, rec verifiedRecord) error {
+	b, _ := json.Marshal(rec)
+	return writeFileAtomic(final+verifiedSuffix, b)
+}
+
+// lookupRecord prefers what this process verified itself (its sidecar may
+// still be on its way to disk) over the sidecar.
+func (s *Store) lookupRecord(final string) (verifiedRecord, bool) {
+	s.mu.Lock()
+	rec, ok := s.verified[final]
+	s.mu.Unlock()
+	if ok {
+		return rec, true
+	}
+	return readRecord(final)
+}
+
+func (s *Store) remember(final string, rec verifiedRecord) {
+	s.mu.Lock()
+	s.verified[final] = rec
+	s.mu.Unlock()
+}
+
+func (s *Store) forget(final string) {
+	s.mu.Lock()
+	delete(s.verified, final)
+	s.mu.Unlock()
+}
+
+// asyncDurable says whether a finished download may be made durable (fsync,
+// then the sidecar) after the job already has the file. It is safe because
+// the sidecar is written only after the fsync: a crash before it leaves a
+// file without a record, which the next job hashes again. Windows cannot
+// rename a file that is still open, so there it is synced first.
+const asyncDurable = runtime.GOOS != "windows"
+
+// persist makes a verified file durable and writes its sidecar, in the
+// background where asyncDurable allows.
+func (s *Store) persist(log *slog.Logger, final string, rec verifiedRecord) {
+	work := func() {
+		err := syncFile(final)
+		syncDir(filepath.Dir(final))
+		if err == nil {
+			err = writeRecord(final, rec)
+		}
+		if err != nil {
+			// Not durable: let the next job check the file again.
+			s.forget(final)
+			log.Warn("could not make the downloaded file durable; it will be checked again before use", "err", err)
+		}
+	}
+	if !asyncDurable {
+		work()
+		return
+	}
+	s.pendMu.Lock()
+	s.pending++
+	s.pendMu.Unlock()
+	go func() {
+		defer func() {
+			s.pendMu.Lock()
+			s.pending--
+			s.pendCond.Broadcast()
+			s.pendMu.Unlock()
+		}()
+		work()
+	}()
+}
+
+func syncFile(path string) error {
+	fh, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	rec := verifiedRecord{Size: st.Size(), ModTime: st.ModTime().UnixNano(), SHA256: strings.ToLower(sum),
-		Verified: time.Now().UTC().Format(time.RFC3339)}
-	b, _ := json.Marshal(rec)
-	return writeFileAtomic(final+verifiedSuffix, b)
+	err = fh.Sync()
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Sync waits until every finished download is on disk with its record.
+// Call it before exiting.
+func (s *Store) Sync() {
+	s.pendMu.Lock()
+	for s.pending > 0 {
+		s.pendCond.Wait()
+	}
+	s.pendMu.Unlock()
 }
 
 func writeFileAtomic(path string, data []byte) error {
@@ -506,7 +603,7 @@ func (s *Store) checkOrFetch(ctx context.Context, modelID, final string, f Model
 	log := s.log.With("op", "download", "model", modelID, "file", f.Filename)
 	st, err := os.Stat(final)
 	if err == nil && st.Mode().IsRegular() {
-		rec, hasRec := readRecord(final)
+		rec, hasRec := s.lookupRecord(final)
 		want := strings.ToLower(f.SHA256)
 		if hasRec && rec.Size == st.Size() && rec.ModTime == st.ModTime().UnixNano() && (want == "" || rec.SHA256 == want) {
 			report(st.Size(), st.Size())
@@ -526,13 +623,17 @@ func (s *Store) checkOrFetch(ctx context.Context, modelID, final string, f Model
 			return fmt.Errorf("could not read the model file %s: %w", final, herr)
 		}
 		if want == "" || sum == want {
-			if err := writeRecord(final, sum); err != nil {
-				log.Warn("could not record the verified file", "err", err)
+			if rec, err := recordFor(final, sum); err == nil {
+				s.remember(final, rec)
+				if err := writeRecord(final, rec); err != nil {
+					log.Warn("could not record the verified file", "err", err)
+				}
 			}
 			report(st.Size(), st.Size())
 			return nil
 		}
 		log.Warn("model file on disk does not match its sha256; downloading it again", "have", sum, "want", want)
+		s.forget(final)
 		os.Remove(final + verifiedSuffix)
 		if err := os.Remove(final); err != nil {
 			return fmt.Errorf("the model file %s is corrupt and could not be removed: %w", final, err)
@@ -738,8 +839,11 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, final, part str
 		progressTotal = int64(f.ApproxBytes)
 	}
 	report(offset, progressTotal)
-	written, copyErr := copyHashed(w, resp.Body, h, offset, progressTotal, report)
-	syncErr := fh.Sync()
+	written, copyErr := copyHashed(w, resp.Body, h, offset, progressTotal, report, func(off, n int64) { startWriteback(fh, off, n) })
+	var syncErr error
+	if !asyncDurable {
+		syncErr = fh.Sync()
+	}
 	closeErr := fh.Close()
 	size := offset + written
 	report(size, max(progressTotal, size))
@@ -781,13 +885,14 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, final, part str
 		return fmt.Errorf("%s was downloaded but its sha256 is %s, not %s as the studio said; the file was deleted and the next try downloads it again",
 			f.Filename, sum, strings.ToLower(f.SHA256))
 	}
+	s.forget(final)
 	os.Remove(final + verifiedSuffix)
 	if err := os.Rename(part, final); err != nil {
 		return fmt.Errorf("could not move %s into place: %w", final, err)
 	}
-	syncDir(filepath.Dir(final))
-	if err := writeRecord(final, sum); err != nil {
-		log.Warn("could not record the verified file", "err", err)
+	if rec, err := recordFor(final, sum); err == nil {
+		s.remember(final, rec)
+		s.persist(log, final, rec)
 	}
 	log.Info("model file downloaded and verified", "bytes", size, "sha256", sum)
 	return nil
@@ -819,16 +924,54 @@ func (e *writeError) Unwrap() error { return e.err }
 // progressStep is how often download progress is reported.
 const progressStep = 1 << 20
 
-func copyHashed(w io.Writer, r io.Reader, h hash.Hash, offset, total int64, report func(done, total int64)) (int64, error) {
-	buf := make([]byte, 1<<20)
-	var written, lastReport int64
+// writebackStep is how many written bytes are handed to the disk at a time.
+const writebackStep = 8 << 20
+
+// copyHashed streams r into w and into h. Hashing runs on its own goroutine
+// over a few rotating buffers, so that on a multi-core machine it overlaps
+// the network and the disk instead of adding to them.
+//
+// Every writebackStep bytes, writeback(from, n) is called so that the
+// operating system starts putting the bytes on disk while the download
+// goes on; the fsync before the rename then has little left to wait for.
+func copyHashed(w io.Writer, r io.Reader, h hash.Hash, offset, total int64, report func(done, total int64), writeback func(off, n int64)) (int64, error) {
+	const nbuf, bufSize = 4, 1 << 20
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, bufSize)
+	}
+	toHash := make(chan []byte, nbuf)
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for b := range toHash {
+			h.Write(b)
+			free <- b[:cap(b)]
+		}
+	}()
+	defer func() {
+		close(toHash)
+		<-hashed // h is complete (and no longer touched) once copyHashed returns
+	}()
+
+	var written, lastReport, lastWriteback int64
 	for {
-		n, rerr := r.Read(buf)
+		buf := <-free
+		// Fill the buffer: fewer, larger writes; a short read only at the end.
+		n := 0
+		var rerr error
+		for n < len(buf) && rerr == nil {
+			var m int
+			m, rerr = r.Read(buf[n:])
+			n += m
+		}
 		if n > 0 {
 			nw, werr := w.Write(buf[:n])
 			if nw > 0 {
-				h.Write(buf[:nw])
+				toHash <- buf[:nw]
 				written += int64(nw)
+			} else {
+				free <- buf
 			}
 			if werr == nil && nw < n {
 				werr = io.ErrShortWrite
@@ -840,6 +983,12 @@ func copyHashed(w io.Writer, r io.Reader, h hash.Hash, offset, total int64, repo
 				lastReport = written
 				report(offset+written, total)
 			}
+			if writeback != nil && written-lastWriteback >= writebackStep {
+				writeback(offset+lastWriteback, written-lastWriteback)
+				lastWriteback = written
+			}
+		} else {
+			free <- buf
 		}
 		if rerr == io.EOF {
 			return written, nil
@@ -946,7 +1095,7 @@ func (s *Store) describe(dir string) (StoredModel, error) {
 		sf := StoredFile{Name: name, Bytes: uint64(info.Size()), ModTime: info.ModTime()}
 		if strings.HasSuffix(name, partSuffix) {
 			sf.Partial = true
-		} else if rec, ok := readRecord(filepath.Join(dir, name)); ok {
+		} else if rec, ok := s.lookupRecord(filepath.Join(dir, name)); ok {
 			sf.Verified = rec.Size == info.Size() && rec.ModTime == info.ModTime().UnixNano()
 		}
 		m.Bytes += sf.Bytes
@@ -969,6 +1118,7 @@ func (s *Store) Delete(modelID string) error {
 		return err
 	}
 	key := filepath.Base(dir)
+	s.Sync() // no background write may land in the folder once it is gone
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inUse[key] > 0 {
@@ -978,6 +1128,11 @@ func (s *Store) Delete(modelID string) error {
 		return fmt.Errorf("there is no stored model %s", modelID)
 	}
 	// Holding s.mu keeps a new Ensure of this model from starting meanwhile.
+	for p := range s.verified {
+		if filepath.Dir(p) == dir {
+			delete(s.verified, p)
+		}
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("could not delete %s: %w", dir, err)
 	}

@@ -176,7 +176,9 @@ func newTestStore(t *testing.T, opts StoreOptions) *Store {
 	if opts.FreeSpace == nil {
 		opts.FreeSpace = func(string) (uint64, error) { return 1 << 50, nil }
 	}
-	return NewStore(t.TempDir(), opts)
+	st := NewStore(t.TempDir(), opts)
+	t.Cleanup(st.Sync) // runs before the folder is removed
+	return st
 }
 
 func modelFile(srv *httptest.Server, b *blob) ModelFile {
@@ -255,6 +257,7 @@ func TestEnsureFullDownload(t *testing.T) {
 		t.Fatal("downloaded bytes differ")
 	}
 	mustNotExist(t, want+partSuffix)
+	st.Sync()
 	if rec, ok := readRecord(want); !ok || rec.SHA256 != b.sum || rec.Size != int64(len(b.data)) {
 		t.Fatalf("verified record = %+v, %v", rec, ok)
 	}
@@ -539,6 +542,13 @@ func TestEnsureVerifiedFileNotRehashedUntilChanged(t *testing.T) {
 	}
 	if hashes.Load() != 0 || len(b.requests()) != 1 {
 		t.Fatalf("cached file: %d hashes, %d requests; want 0 and 1", hashes.Load(), len(b.requests()))
+	}
+	// A new process trusts the sidecar once the file is on disk.
+	st.Sync()
+	st2 := NewStore(st.Root(), StoreOptions{FreeSpace: st.freeSpace})
+	st2.onHash = func(string) { hashes.Add(1) }
+	if _, err := st2.Ensure(context.Background(), "m", files, nil); err != nil || hashes.Load() != 0 || len(b.requests()) != 1 {
+		t.Fatalf("new store: %v, %d hashes, %d requests; want 0 and 1", err, hashes.Load(), len(b.requests()))
 	}
 
 	// Touched but intact: hashed once, kept, not fetched.
