@@ -751,3 +751,37 @@ func TestFreeSpaceOfMissingRoot(t *testing.T) {
 		t.Fatalf("DiskUsage of a missing folder = %d, %v", u, err)
 	}
 }
+
+func TestEnsureOneJobLeavingDoesNotStopTheOther(t *testing.T) {
+	b := newBlob(1<<20, 14)
+	release := make(chan struct{})
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b.record(r)
+		<-release
+		b.serve(w, r)
+	})
+	st := newTestStore(t, StoreOptions{})
+	files := []ModelFile{modelFile(srv, b)}
+
+	started := make(chan struct{})
+	var once sync.Once
+	stay := make(chan error, 1)
+	go func() {
+		_, err := st.Ensure(context.Background(), "m", files, func(Progress) { once.Do(func() { close(started) }) })
+		stay <- err
+	}()
+	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	var once2 sync.Once
+	_, err := st.Ensure(ctx, "m", files, func(Progress) { once2.Do(cancel) }) // joins, then leaves
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("leaving job: %v", err)
+	}
+	close(release)
+	if err := <-stay; err != nil {
+		t.Fatalf("staying job: %v", err)
+	}
+	if n := len(b.requests()); n != 1 {
+		t.Fatalf("%d requests, want 1", n)
+	}
+}
