@@ -2,6 +2,7 @@ package sd
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -23,6 +24,17 @@ type jobSink struct {
 	phase    atomic.Value // engine.Phase
 	// stop re-asks the library to stop; see onProgress.
 	stop func()
+	// firstError is the library's first error line during the job: the
+	// root cause that its error returns do not carry.
+	firstError atomic.Pointer[string]
+}
+
+// explain adds the library's own first error line to err.
+func (s *jobSink) explain(err error) error {
+	if m := s.firstError.Load(); m != nil {
+		return fmt.Errorf("%w: %s", err, *m)
+	}
+	return err
 }
 
 func (s *jobSink) setPhase(p engine.Phase) { s.phase.Store(p) }
@@ -57,15 +69,24 @@ func onLog(level int32, text *byte) {
 	if msg == "" {
 		return
 	}
-	// Lines come as "file.cpp:123 - message".
+	// Lines come as "file.cpp:123  - message" (the line number padded).
 	src := ""
-	if i := strings.Index(msg, " - "); i > 0 && !strings.ContainsAny(msg[:i], " \t") {
-		src, msg = strings.TrimSpace(msg[:i]), msg[i+3:]
+	if i := strings.Index(msg, " - "); i > 0 {
+		head := strings.TrimRight(msg[:i], " ")
+		if strings.Contains(head, ":") && !strings.ContainsAny(head, " \t") {
+			src, msg = head, msg[i+3:]
+		}
 	}
 	lg := fallbackLog.Load()
 	ctx := context.Background()
-	if s := activeSink.Load(); s != nil && s.log != nil {
-		lg = s.log
+	if s := activeSink.Load(); s != nil {
+		if level == logError {
+			m := msg
+			s.firstError.CompareAndSwap(nil, &m)
+		}
+		if s.log != nil {
+			lg = s.log
+		}
 	}
 	if lg == nil {
 		return

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -187,7 +188,7 @@ func (e *Engine) Run(ctx context.Context, job engine.Job, progress engine.Progre
 	}
 
 	log.Info("generating image", "op", "sd-cpp", "width", gspec.Width, "height", gspec.Height,
-		"steps", gspec.Steps, "sampler", orDefault(gspec.SamplerName), "cfg_scale", gspec.CfgScale,
+		"steps", gspec.Steps, "sampler", orDefault(gspec.SamplerName), "cfg_scale", numOrDefault(gspec.CfgScale),
 		"seed", gspec.Seed, "loras", len(gspec.LoRAs), "ext", gspec.Ext)
 	start := time.Now()
 	img, err := e.generate(ctx, h, gspec)
@@ -195,7 +196,7 @@ func (e *Engine) Run(ctx context.Context, job engine.Job, progress engine.Progre
 		return engine.Result{}, fmt.Errorf("image generation cancelled: %w", ctx.Err())
 	}
 	if err != nil {
-		return engine.Result{}, err
+		return engine.Result{}, sink.explain(err)
 	}
 	genTime := time.Since(start)
 
@@ -230,7 +231,7 @@ func (e *Engine) ensureContext(ctx context.Context, s ctxSpec, sink *jobSink, lo
 	start := time.Now()
 	h, err := e.b.newContext(s)
 	if err != nil {
-		return err
+		return sink.explain(err)
 	}
 	var size uint64
 	for _, p := range s.paths() {
@@ -271,6 +272,13 @@ func (e *Engine) generate(ctx context.Context, h uintptr, s genSpec) (*image.NRG
 // randomSeed picks a seed for a job that gave none; it stays below 2^53 so
 // that it survives a trip through JSON numbers intact.
 func randomSeed() int64 { return rand.Int64N(1 << 53) }
+
+func numOrDefault(v float64) any {
+	if math.IsNaN(v) {
+		return "model default"
+	}
+	return v
+}
 
 func orDefault(s string) string {
 	if s == "" {

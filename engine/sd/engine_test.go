@@ -39,12 +39,14 @@ func newFake() *fakeBackend {
 }
 
 func (f *fakeBackend) newContext(s ctxSpec) (uintptr, error) {
-	onLog(logInfo, cbytes("model_loader.cpp:42 - loading tensors"))
+	onLog(logInfo, cbytes("model_loader.cpp:42   - loading tensors\n"))
 	onProgress(1, 2)
 	onProgress(2, 2)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.loadErr != nil {
+		onLog(logError, cbytes("model_loader.cpp:293  - failed to open '/m/x.gguf' with GGUFReader\n"))
+		onLog(logError, cbytes("stable-diffusion.cpp:715  - init model loader from file failed\n"))
 		return 0, f.loadErr
 	}
 	f.loads++
@@ -410,8 +412,9 @@ func TestEngineErrors(t *testing.T) {
 	// The library fails to load the model, then to generate: plain errors,
 	// and the engine keeps serving.
 	f.loadErr = errors.New("stable-diffusion.cpp could not load the model")
-	if _, err = e.Run(context.Background(), imageJob("l", files, engine.ImageParams{Prompt: "p"}), nil); err == nil || engine.IsCannotServe(err) {
-		t.Fatalf("load failure: %v", err)
+	_, err = e.Run(context.Background(), imageJob("l", files, engine.ImageParams{Prompt: "p"}), nil)
+	if err == nil || engine.IsCannotServe(err) || !strings.HasSuffix(err.Error(), "could not load the model: failed to open '/m/x.gguf' with GGUFReader") {
+		t.Fatalf("load failure should carry the library's first error line: %v", err)
 	}
 	f.loadErr = nil
 	f.genErr = errors.New("stable-diffusion.cpp made no image")

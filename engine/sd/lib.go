@@ -48,6 +48,13 @@ type Library struct {
 	cFree func(p unsafe.Pointer)
 }
 
+// The library's calls say only that they failed; the engine adds the
+// library's own error line from its log.
+var (
+	errLoadFailed = errors.New("stable-diffusion.cpp could not load the model")
+	errNoImage    = errors.New("stable-diffusion.cpp made no image")
+)
+
 var (
 	libsMu sync.Mutex
 	libs   = map[string]*Library{}
@@ -359,7 +366,7 @@ func (l *Library) newContext(s ctxSpec) (uintptr, error) {
 	h := l.newCtx(unsafe.Pointer(p))
 	runtime.KeepAlive(p)
 	if h == 0 {
-		return 0, errors.New("stable-diffusion.cpp could not load the model (its log above says why)")
+		return 0, errLoadFailed
 	}
 	return h, nil
 }
@@ -389,7 +396,7 @@ func (l *Library) generate(h uintptr, s genSpec) (*image.NRGBA, error) {
 		defer l.freeImages(out, n)
 	}
 	if !ok || out == nil || n < 1 {
-		return nil, errors.New("stable-diffusion.cpp made no image (its log above says why)")
+		return nil, errNoImage
 	}
 	first := unsafe.Slice(out, n)[0]
 	return toNRGBA(first.Width, first.Height, first.Channel, first.Data)

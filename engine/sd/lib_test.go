@@ -168,7 +168,8 @@ func TestLibraryEngineRejectsBadModel(t *testing.T) {
 	job := imageJob("bad-1", map[engine.FileRole]string{engine.RoleModel: bad}, engine.ImageParams{Prompt: "p", Width: 64, Height: 64, Steps: 1})
 	for i := 0; i < 2; i++ {
 		_, err := e.Run(context.Background(), job, nil)
-		if err == nil || engine.IsCannotServe(err) || !strings.Contains(err.Error(), "could not load") {
+		if err == nil || engine.IsCannotServe(err) || !strings.Contains(err.Error(), "could not load the model: ") ||
+			!strings.Contains(err.Error(), "GGUF") {
 			t.Fatalf("run %d: %v", i, err)
 		}
 	}
