@@ -146,3 +146,21 @@ func TestRegisterProber(t *testing.T) {
 		t.Fatalf("after unregister: %+v", v)
 	}
 }
+
+// TestSystemProbeOnThisMachine checks the real probe where a GPU is there:
+// what nvidia-smi says must come back as known memory, never as 0 GB.
+func TestSystemProbeOnThisMachine(t *testing.T) {
+	out, err := execRunner(context.Background(), "nvidia-smi", "--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits")
+	if err != nil {
+		t.Skip("needs a working nvidia-smi (an NVIDIA GPU and its driver): ", err)
+	}
+	want, err := ParseNvidiaSMI(out)
+	if err != nil {
+		t.Fatalf("nvidia-smi output %q: %v", out, err)
+	}
+	v := NewSystemProbe(SystemProbeOptions{Probers: []DeviceProber{}}).Probe(context.Background())
+	if !v.Known || len(v.Devices) != len(want) || v.TotalBytes == 0 || v.Devices[0].Name != want[0].Name {
+		t.Fatalf("probe = %+v, nvidia-smi says %+v", v, want)
+	}
+	t.Logf("%s: %d device(s), %.1f GB total, %.1f GB free; first %q", v.Source, len(v.Devices), v.TotalGB(), bytesToGB(v.FreeBytes), v.Devices[0].Name)
+}
