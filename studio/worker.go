@@ -1,0 +1,795 @@
+package studio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/settings"
+)
+
+// JobRunner is what the worker needs from the engine side: what it serves,
+// an admission check, and running a job (model download included). It is
+// defined here, on the consumer side; engine.Runner implements it, and test
+// doubles live only in _test.go files.
+type JobRunner interface {
+	// Kinds lists the task kinds that can really be run now.
+	Kinds() []engine.TaskKind
+	// SupportedModels lists model ids or "<engine>:*" sentinels per kind.
+	SupportedModels() map[engine.TaskKind][]string
+	// Admit checks engine, budget and free memory; the error text is the
+	// reason the donor and the studio see.
+	Admit(claim engine.Admission) error
+	// Run downloads the job's files through the model store and runs it on
+	// the engine named by its model source.
+	Run(ctx context.Context, job engine.Job, progress engine.ProgressFunc) (engine.Result, error)
+	// VRAM reports what is known about GPU memory.
+	VRAM() engine.VRAMInfo
+}
+
+// residentReporter is optionally implemented by a runner that can say how
+// much VRAM its resident model holds, for the Status page.
+type residentReporter interface {
+	ResidentVRAMBytes() uint64
+}
+
+// WorkerConfig wires a Worker. Settings, Runner and Creds are required.
+type WorkerConfig struct {
+	// Settings returns the live settings; they are re-read on every
+	// heartbeat and offer, so a saved budget applies without a restart.
+	Settings func() settings.Settings
+	Runner   JobRunner
+	Creds    settings.CredentialStore
+	Version  string // defaults to Version
+	Log      *slog.Logger
+	// HTTP is used for registration and result uploads (a per-request
+	// timeout is applied on top).
+	HTTP *http.Client
+	// Logs is the queue the session ships as logBatch frames (optional).
+	Logs  *LogQueue
+	Clock Clock
+	// ShutdownGrace is how long Shutdown lets an in-flight job run before
+	// cancelling it (default 5 s, §3.7).
+	ShutdownGrace time.Duration
+	// RegisterPollInterval overrides the protocol's 30 s registration poll
+	// (the dev studio's tests and demo approve in milliseconds).
+	RegisterPollInterval time.Duration
+	// MachineName and Username override the OS values (tests).
+	MachineName, Username string
+}
+
+// Default timings of the worker loop.
+const (
+	DefaultShutdownGrace = 5 * time.Second
+	// frameSendTimeout bounds one accept/reject/result frame on a socket
+	// whose peer stopped reading.
+	frameSendTimeout = 15 * time.Second
+	// RecentJobs is how many finished jobs the snapshot keeps.
+	RecentJobs = 50
+)
+
+// Donor-facing reasons used in more than one place.
+const (
+	reasonShuttingDown = "worker is shutting down"
+	msgShutdownFail    = "the worker was shut down before the job finished"
+	msgLost            = "the studio connection dropped before the result could be sent"
+)
+
+// Job outcomes in JobInfo.Outcome.
+const (
+	OutcomeRunning = "running"
+	OutcomeDone    = "done"
+	OutcomeFailed  = "failed"
+	OutcomeLost    = "lost"
+)
+
+// Worker turns offers into engine runs and results, and publishes snapshots
+// of what it is doing for the UI.
+type Worker struct {
+	cfg    WorkerConfig
+	log    *slog.Logger
+	runner JobRunner
+	clock  Clock
+	http   *http.Client
+	host   string
+	user   string
+
+	// life outlives sessions: an accepted job keeps running when its
+	// session drops (§3.7); only Shutdown cancels it.
+	life       context.Context
+	lifeCancel context.CancelFunc
+	jobs       sync.WaitGroup
+
+	mu         sync.Mutex
+	paused     bool
+	pauseAfter bool
+	stopping   bool
+	cur        *jobRun
+	recent     []JobInfo
+	counters   Counters
+	lastReject string
+	idleHint   string // set by a non-transient reject, cleared by the next accept
+	sess       SessionStatus
+	reg        Registration
+	runErr     string // why Run returned, when it returned for good
+	creds      settings.Credentials
+	apiBase    string // of the session now running
+	kinds      []engine.TaskKind
+	vram       engine.VRAMInfo
+	resident   uint64
+	subs       map[int]chan Snapshot
+	nextSub    int
+
+	runCtl runControl
+}
+
+// jobRun is the one job the gate admits at a time.
+type jobRun struct {
+	claim    JobOfferClaim
+	sender   Sender
+	apiBase  string
+	info     JobInfo
+	accepted bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	// settled is taken by whoever sends the job's final frame or upload
+	// first: the job goroutine, or Shutdown when the engine ignores its
+	// cancellation. The loser stays silent.
+	settled  atomic.Bool
+	shutdown atomic.Bool // cancelled by Shutdown, not by an engine error
+}
+
+// NewWorker builds a worker; Run starts it.
+func NewWorker(cfg WorkerConfig) *Worker {
+	if cfg.Version == "" {
+		cfg.Version = Version
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = RealClock
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = DefaultShutdownGrace
+	}
+	if cfg.HTTP == nil {
+		cfg.HTTP = &http.Client{}
+	}
+	w := &Worker{
+		cfg:    cfg,
+		log:    cfg.Log,
+		runner: cfg.Runner,
+		clock:  cfg.Clock,
+		http:   cfg.HTTP,
+		host:   cfg.MachineName,
+		user:   cfg.Username,
+		subs:   map[int]chan Snapshot{},
+		reg:    Registration{State: "none"},
+		sess:   SessionStatus{State: SessionOffline},
+	}
+	if w.host == "" {
+		w.host = hostName()
+	}
+	if w.user == "" {
+		w.user = userName()
+	}
+	w.life, w.lifeCancel = context.WithCancel(context.Background())
+	w.refreshRunnerFacts()
+	return w
+}
+
+// refreshRunnerFacts asks the runner what it serves and what it knows of
+// the GPU. It is called outside w.mu: a probe may take a while.
+func (w *Worker) refreshRunnerFacts() ([]engine.TaskKind, map[engine.TaskKind][]string, engine.VRAMInfo) {
+	kinds := w.runner.Kinds()
+	models := w.runner.SupportedModels()
+	vram := w.runner.VRAM()
+	var resident uint64
+	if rr, ok := w.runner.(residentReporter); ok {
+		resident = rr.ResidentVRAMBytes()
+	}
+	w.mu.Lock()
+	w.kinds = servedKinds(kinds)
+	w.vram = vram
+	w.resident = resident
+	w.mu.Unlock()
+	return kinds, models, vram
+}
+
+// Capabilities builds §3.3 from live settings, the pause flag and the
+// runner. The session calls it for hello and every heartbeat.
+func (w *Worker) Capabilities() Capabilities {
+	kinds, models, vram := w.refreshRunnerFacts()
+	s := w.cfg.Settings()
+	w.mu.Lock()
+	paused := w.paused
+	w.mu.Unlock()
+	total := 0.0
+	if vram.Known {
+		total = bytesToGB(vram.TotalBytes)
+	}
+	return buildCapabilities(capsInput{
+		MachineName:    w.host,
+		Username:       w.user,
+		Version:        w.cfg.Version,
+		VRAMTotalGB:    total,
+		BudgetGB:       s.VRAMBudgetGB,
+		Paused:         paused,
+		AutoStart:      s.StartAtLogin,
+		StartMinimised: s.StartMinimised,
+		Kinds:          kinds,
+		Models:         models,
+	})
+}
+
+// currentJobID is the heartbeat's currentJobId: set once the job was
+// accepted, and still set on a reconnected session while it runs (§3.7).
+func (w *Worker) currentJobID() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cur != nil && w.cur.accepted {
+		return w.cur.claim.JobID
+	}
+	return ""
+}
+
+// ---- offers (§4.2) ----
+
+// HandleOffer is the session's OnOffer. It runs on the session's reader
+// goroutine, so it only decides and reserves the one-job gate here; frames
+// are sent and the job runs on other goroutines.
+func (w *Worker) HandleOffer(s Sender, claim JobOfferClaim) {
+	kind := engine.TaskKind("")
+	if claim.Task != nil {
+		kind = claim.Task.Kind
+	}
+	w.log.Info(fmt.Sprintf("offer received %s game=%s asset=%s model=%s vram=%s kind=%s",
+		claim.JobID, claim.GameID, claim.AssetName, claim.Model, formatGB(claim.VRAMGBEstimate), kind),
+		"op", "offer", "job", claim.JobID, "model", claim.Model)
+
+	w.mu.Lock()
+	w.counters.Offered++
+	var reason, code string
+	switch {
+	case w.stopping:
+		reason, code = reasonShuttingDown, RejectPaused
+	case w.paused:
+		reason, code = ReasonPaused, RejectPaused
+	case w.cur != nil:
+		reason, code = ReasonBusy, RejectBusy
+	}
+	if reason != "" {
+		w.noteRejectLocked(reason, false)
+		w.mu.Unlock()
+		w.publish()
+		go w.sendReject(s, claim, reason, code)
+		return
+	}
+	ctx, cancel := context.WithCancel(w.life)
+	jr := &jobRun{
+		claim:   claim,
+		sender:  s,
+		apiBase: w.apiBase,
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		info: JobInfo{
+			ID:      claim.JobID,
+			Kind:    kind,
+			Model:   claim.Model,
+			Started: w.clock.Now(),
+			Outcome: OutcomeRunning,
+		},
+	}
+	w.cur = jr
+	w.jobs.Add(1)
+	w.mu.Unlock()
+	go w.admitAndRun(jr)
+}
+
+// admitAndRun finishes admission off the reader goroutine (the runner's
+// Admit may probe the GPU), then accepts and runs the job.
+func (w *Worker) admitAndRun(jr *jobRun) {
+	defer w.jobs.Done()
+	defer close(jr.done)
+	reason, code, lasting := w.admissionProblem(jr.claim), "", true
+	w.mu.Lock()
+	if reason == "" && w.stopping {
+		reason, code, lasting = reasonShuttingDown, RejectPaused, false
+	}
+	if reason != "" {
+		w.noteRejectLocked(reason, lasting)
+		if w.cur == jr {
+			w.cur = nil
+		}
+		w.mu.Unlock()
+		jr.cancel()
+		w.publish()
+		w.sendReject(jr.sender, jr.claim, reason, code)
+		return
+	}
+	w.mu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), frameSendTimeout)
+	err := jr.sender.Send(sctx, Accept{JobID: jr.claim.JobID})
+	cancel()
+	if err != nil {
+		// §4.2.6: the studio never saw an accept, so it will release the
+		// claim on its own; nothing to record as a job.
+		w.log.Warn("could not accept job "+jr.claim.JobID+": "+err.Error(),
+			"op", "offer", "job", jr.claim.JobID, "model", jr.claim.Model)
+		w.mu.Lock()
+		if w.cur == jr {
+			w.cur = nil
+		}
+		w.mu.Unlock()
+		jr.cancel()
+		w.publish()
+		return
+	}
+	w.mu.Lock()
+	jr.accepted = true
+	w.counters.Accepted++
+	w.idleHint = ""
+	w.mu.Unlock()
+	w.log.Info("accepted job "+jr.claim.JobID, "op", "offer", "job", jr.claim.JobID, "model", jr.claim.Model)
+	w.publish()
+	w.runAccepted(jr)
+}
+
+// admissionProblem returns why the worker will not run this claim, in
+// words a donor understands, or "" to accept. Order: kind, engine, budget,
+// then the runner's own check.
+func (w *Worker) admissionProblem(c JobOfferClaim) string {
+	kind := c.Task.Kind
+	kinds := servedKinds(w.runner.Kinds())
+	if !slices.Contains(kinds, kind) {
+		if len(kinds) == 0 {
+			return fmt.Sprintf("this worker does not run %s jobs (no engine is ready)", kind)
+		}
+		return fmt.Sprintf("this worker does not run %s jobs (it runs %s)", kind, joinKinds(kinds))
+	}
+	eng := c.ModelSource.Engine
+	if eng == "" {
+		return fmt.Sprintf("the offer for model %s names no engine", c.Model)
+	}
+	if engines, ok := enginesServing(w.runner.SupportedModels()[kind]); ok && !slices.Contains(engines, eng) {
+		return fmt.Sprintf("model %s needs the %s engine, which this worker does not have for %s jobs", c.Model, eng, kind)
+	}
+	budget := w.cfg.Settings().VRAMBudgetGB
+	if c.VRAMGBEstimate > budget {
+		return fmt.Sprintf("needs %s GB, your budget is %s GB", formatGB(c.VRAMGBEstimate), formatGB(budget))
+	}
+	if err := w.runner.Admit(engine.Admission{Kind: kind, Engine: eng, Model: c.Model, VRAMGB: c.VRAMGBEstimate}); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// noteRejectLocked records a rejection for the snapshot. A lasting reason
+// (kind, engine, budget) also explains why the worker sits idle until the
+// next job is accepted.
+func (w *Worker) noteRejectLocked(reason string, lasting bool) {
+	w.counters.Rejected++
+	w.lastReject = reason
+	if lasting {
+		if after, ok := strings.CutPrefix(reason, "needs "); ok {
+			w.idleHint = "last offer needed " + after
+		} else {
+			w.idleHint = "last offer turned down: " + reason
+		}
+	}
+}
+
+func (w *Worker) sendReject(s Sender, c JobOfferClaim, reason, code string) {
+	w.log.Info(fmt.Sprintf("rejected job %s: %s", c.JobID, reason), "op", "offer", "job", c.JobID, "model", c.Model)
+	ctx, cancel := context.WithTimeout(context.Background(), frameSendTimeout)
+	defer cancel()
+	if err := s.Send(ctx, Reject{JobID: c.JobID, Reason: reason, Code: code}); err != nil {
+		w.log.Warn("could not send the reject of job "+c.JobID+": "+err.Error(), "op", "offer", "job", c.JobID)
+	}
+}
+
+// ---- running and delivering ----
+
+func (w *Worker) runAccepted(jr *jobRun) {
+	c := jr.claim
+	job := engine.Job{ID: c.JobID, Model: c.Model, Task: *c.Task, Source: *c.ModelSource}
+	start := w.clock.Now()
+	res, err := w.safeRun(jr.ctx, job, w.progressFunc(jr))
+	if err != nil {
+		if jr.shutdown.Load() {
+			err = errors.New(msgShutdownFail)
+		}
+		w.deliverFail(jr, err.Error(), !engine.IsCannotServe(err))
+		return
+	}
+	w.log.Info(fmt.Sprintf("job %s dispatched in %s", c.JobID, w.clock.Now().Sub(start).Round(time.Millisecond)),
+		"op", "job", "job", c.JobID, "model", c.Model)
+	switch {
+	case len(res.JSON) > 0:
+		w.deliverJSON(jr, res)
+	case len(res.Bytes) > 0:
+		w.deliverBinary(jr, res)
+	default:
+		w.deliverFail(jr, "the engine finished without producing a result", true)
+	}
+}
+
+// safeRun turns an engine panic into a retryable failure (§5.1) instead of
+// taking the whole worker down.
+func (w *Worker) safeRun(ctx context.Context, job engine.Job, p engine.ProgressFunc) (res engine.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			w.log.Error(fmt.Sprintf("engine crashed on job %s: %v", job.ID, r), "op", "job", "job", job.ID, "model", job.Model)
+			res, err = engine.Result{}, fmt.Errorf("the engine crashed: %v", r)
+		}
+	}()
+	return w.runner.Run(ctx, job, p)
+}
+
+func (w *Worker) progressFunc(jr *jobRun) engine.ProgressFunc {
+	return func(p engine.Progress) {
+		w.mu.Lock()
+		jr.info.Phase, jr.info.Done, jr.info.Total = p.Phase, p.Done, p.Total
+		w.mu.Unlock()
+		w.publish()
+	}
+}
+
+func (w *Worker) deliverJSON(jr *jobRun, res engine.Result) {
+	if !jr.settled.CompareAndSwap(false, true) {
+		return
+	}
+	c := jr.claim
+	frame := CompleteJSON{JobID: c.JobID, Result: res.JSON, Prompt: c.Task.Prompt()}
+	if err := w.sendFinal(jr, frame); err != nil {
+		w.finish(jr, OutcomeLost, msgLost, res)
+		return
+	}
+	w.log.Info("json result sent for job "+c.JobID, "op", "result", "job", c.JobID, "model", c.Model)
+	w.finish(jr, OutcomeDone, "", res)
+}
+
+func (w *Worker) deliverBinary(jr *jobRun, res engine.Result) {
+	if !jr.settled.CompareAndSwap(false, true) {
+		return
+	}
+	c := jr.claim
+	ext := res.Ext
+	if ext == "" {
+		ext = defaultExt(c.Task)
+	}
+	workerID, token := w.senderCreds(jr.sender)
+	err := uploadResult(w.life, w.http, w.wait, resultUpload{
+		APIBase:   jr.apiBase,
+		WorkerID:  workerID,
+		AuthToken: token,
+		JobID:     c.JobID,
+		Prompt:    c.Task.Prompt(),
+		Ext:       ext,
+		Data:      res.Bytes,
+	})
+	if err != nil {
+		w.log.Warn(fmt.Sprintf("result upload of job %s failed: %v", c.JobID, err), "op", "result", "job", c.JobID, "model", c.Model)
+		msg := "the result could not be uploaded: " + err.Error()
+		if ferr := w.sendFinal(jr, Fail{JobID: c.JobID, Error: msg, Retryable: true}); ferr != nil {
+			w.finish(jr, OutcomeLost, msgLost, res)
+			return
+		}
+		w.finish(jr, OutcomeFailed, msg, res)
+		return
+	}
+	w.log.Info("binary upload ok for job "+c.JobID, "op", "result", "job", c.JobID, "model", c.Model)
+	res.Ext = ext
+	w.finish(jr, OutcomeDone, "", res)
+}
+
+func (w *Worker) deliverFail(jr *jobRun, msg string, retryable bool) {
+	if !jr.settled.CompareAndSwap(false, true) {
+		return
+	}
+	c := jr.claim
+	w.log.Warn(fmt.Sprintf("job %s failed (retryable=%t): %s", c.JobID, retryable, msg), "op", "job", "job", c.JobID, "model", c.Model)
+	if err := w.sendFinal(jr, Fail{JobID: c.JobID, Error: msg, Retryable: retryable}); err != nil {
+		w.finish(jr, OutcomeLost, msg+"; and "+msgLost, engine.Result{})
+		return
+	}
+	w.finish(jr, OutcomeFailed, msg, engine.Result{})
+}
+
+// sendFinal sends a result frame on the socket the offer came on, and only
+// there: a newer socket belongs to a session that does not hold the job.
+func (w *Worker) sendFinal(jr *jobRun, frame any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), frameSendTimeout)
+	defer cancel()
+	err := jr.sender.Send(ctx, frame)
+	if err != nil {
+		w.log.Warn(fmt.Sprintf("job %s: %s (%v)", jr.claim.JobID, msgLost, err), "op", "result", "job", jr.claim.JobID)
+	}
+	return err
+}
+
+// credsOf is implemented by *Conn: the credentials of the socket an offer
+// came on, so the upload is made as that session.
+type credsOf interface {
+	WorkerID() string
+	AuthToken() string
+}
+
+func (w *Worker) senderCreds(s Sender) (workerID, token string) {
+	if c, ok := s.(credsOf); ok {
+		return c.WorkerID(), c.AuthToken()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.creds.WorkerID, w.creds.AuthToken
+}
+
+// finish records the job, frees the gate and applies a pending "pause after
+// this job".
+func (w *Worker) finish(jr *jobRun, outcome, errText string, res engine.Result) {
+	w.mu.Lock()
+	info := jr.info
+	info.Finished = w.clock.Now()
+	info.Outcome = outcome
+	info.Error = errText
+	info.Stats = res.Stats
+	info.Ext = res.Ext
+	if outcome == OutcomeDone && len(res.Bytes) > 0 {
+		info.Thumbnail = thumbnail(res.Bytes, res.Ext)
+	}
+	w.recent = append([]JobInfo{info}, w.recent...)
+	if len(w.recent) > RecentJobs {
+		w.recent = w.recent[:RecentJobs]
+	}
+	if outcome == OutcomeDone {
+		w.counters.Done++
+	} else {
+		w.counters.Failed++
+	}
+	if w.cur == jr {
+		w.cur = nil
+	}
+	pauseNow := w.pauseAfter
+	if pauseNow {
+		w.pauseAfter = false
+		w.paused = true
+	}
+	w.mu.Unlock()
+	jr.cancel()
+	if outcome == OutcomeLost {
+		w.log.Warn(fmt.Sprintf("job %s lost: %s", jr.claim.JobID, errText), "op", "job", "job", jr.claim.JobID)
+	}
+	if pauseNow {
+		w.log.Info("claiming paused by operator (after finishing job "+jr.claim.JobID+")", "op", "pause")
+	}
+	w.publish()
+}
+
+// wait pauses on the worker's clock (upload retries).
+func (w *Worker) wait(ctx context.Context, d time.Duration) error { return Sleep(ctx, w.clock, d) }
+
+// ---- operator controls ----
+
+// Pause stops taking offers (heartbeats say autoEnabled:false); a running
+// job carries on. Runtime only: a restart comes up unpaused (§5.3).
+func (w *Worker) Pause() {
+	w.mu.Lock()
+	changed := !w.paused
+	w.paused = true
+	w.pauseAfter = false
+	w.mu.Unlock()
+	if changed {
+		w.log.Info("claiming paused by operator", "op", "pause")
+	}
+	w.publish()
+}
+
+// Resume takes offers again.
+func (w *Worker) Resume() {
+	w.mu.Lock()
+	changed := w.paused || w.pauseAfter
+	w.paused = false
+	w.pauseAfter = false
+	w.mu.Unlock()
+	if changed {
+		w.log.Info("claiming resumed by operator", "op", "pause")
+	}
+	w.publish()
+}
+
+// PauseAfterCurrent lets the running job finish, then pauses; with no job
+// running it pauses at once.
+func (w *Worker) PauseAfterCurrent() {
+	w.mu.Lock()
+	if w.cur == nil {
+		w.mu.Unlock()
+		w.Pause()
+		return
+	}
+	id := w.cur.claim.JobID
+	w.pauseAfter = true
+	w.mu.Unlock()
+	w.log.Info("will pause after job "+id+" finishes", "op", "pause", "job", id)
+	w.publish()
+}
+
+// ---- snapshots ----
+
+// Snapshot returns the worker's current picture.
+func (w *Worker) Snapshot() Snapshot {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.snapshotLocked()
+}
+
+// Subscribe returns a channel that always holds the latest snapshot: a
+// slow reader skips stale pictures instead of blocking the worker. The
+// current snapshot is waiting in it at once. cancel closes the channel.
+func (w *Worker) Subscribe() (<-chan Snapshot, func()) {
+	ch := make(chan Snapshot, 1)
+	w.mu.Lock()
+	id := w.nextSub
+	w.nextSub++
+	w.subs[id] = ch
+	ch <- w.snapshotLocked()
+	w.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			w.mu.Lock()
+			delete(w.subs, id)
+			close(ch)
+			w.mu.Unlock()
+		})
+	}
+}
+
+// publish pushes a fresh snapshot to every subscriber. It holds w.mu so
+// that publishers are serialised and the replace-stale step below can
+// never block.
+func (w *Worker) publish() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.subs) == 0 {
+		return
+	}
+	s := w.snapshotLocked()
+	for _, ch := range w.subs {
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- s
+	}
+}
+
+func (w *Worker) snapshotLocked() Snapshot {
+	s := w.cfg.Settings()
+	snap := Snapshot{
+		Paused:        w.paused,
+		PauseAfterJob: w.pauseAfter,
+		Session:       w.sess.State,
+		SessionDetail: w.sess.Detail,
+		RetryIn:       w.sess.RetryIn,
+		StopReason:    w.sess.StopReason,
+		Registration:  w.reg,
+		Recent:        slices.Clone(w.recent),
+		Counters:      w.counters,
+		LastReject:    w.lastReject,
+		LastHeartbeat: w.sess.LastHeartbeatAck,
+		VRAM: VRAM{
+			Known:      w.vram.Known,
+			TotalBytes: w.vram.TotalBytes,
+			FreeBytes:  w.vram.FreeBytes,
+			InUseBytes: w.resident,
+			BudgetGB:   s.VRAMBudgetGB,
+		},
+		Kinds:     slices.Clone(w.kinds),
+		StudioURL: s.StudioURL,
+		Version:   w.cfg.Version,
+	}
+	if snap.StopReason == "" {
+		snap.StopReason = w.runErr
+	}
+	if w.cur != nil {
+		info := w.cur.info
+		snap.Current = &info
+	}
+	snap.State, snap.IdleReason = w.stateLocked()
+	return snap
+}
+
+// stateLocked derives the one-word state and, when not working, the line
+// that says why the worker is idle.
+func (w *Worker) stateLocked() (WorkerState, string) {
+	switch {
+	case w.cur != nil:
+		return StateWorking, ""
+	case w.reg.State == "rejected":
+		reason := "the studio turned this worker down"
+		if w.reg.Reason != "" {
+			reason += ": " + w.reg.Reason
+		}
+		return StateRejected, reason
+	case w.sess.State == SessionStopped || w.runErr != "":
+		reason := w.sess.StopReason
+		if reason == "" {
+			reason = w.runErr
+		}
+		if reason == "" {
+			reason = "stopped"
+		}
+		return StateStopped, reason
+	case w.paused:
+		return StatePaused, "paused"
+	case w.stopping:
+		return StateStopped, "shutting down"
+	case w.reg.State == "pending":
+		return StateWaitingApproval, "waiting for approval"
+	case w.runCtl.registering:
+		return StateRegistering, "asking the studio to register this worker"
+	}
+	switch w.sess.State {
+	case SessionConnected:
+		switch {
+		case w.idleHint != "":
+			return StateIdle, w.idleHint
+		case len(w.kinds) == 0:
+			return StateIdle, "no engine is ready, so the studio has nothing to offer"
+		case w.counters.Done+w.counters.Failed == 0:
+			return StateIdle, "no jobs for your models yet"
+		}
+		return StateIdle, "waiting for the next job"
+	case SessionRetrying:
+		if w.sess.Detail != "" {
+			return StateConnecting, w.sess.Detail
+		}
+		return StateConnecting, fmt.Sprintf("studio unreachable, retrying in %d s", int(w.sess.RetryIn.Round(time.Second)/time.Second))
+	case SessionConnecting:
+		return StateConnecting, "connecting to the studio"
+	}
+	return StateStarting, "starting"
+}
+
+// ---- helpers ----
+
+// formatGB prints 12 as "12" and 7.5 as "7.5".
+func formatGB(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+func joinKinds(ks []engine.TaskKind) string {
+	out := ""
+	for i, k := range ks {
+		if i > 0 {
+			out += ", "
+		}
+		out += string(k)
+	}
+	return out
+}
+
+// defaultExt is the task's own ext when the engine left Ext empty.
+func defaultExt(t *engine.Task) string {
+	switch {
+	case t.Image != nil && t.Image.Ext != "":
+		return t.Image.Ext
+	case t.TTS != nil && t.TTS.Ext != "":
+		return t.TTS.Ext
+	case t.Video != nil && t.Video.Ext != "":
+		return t.Video.Ext
+	case t.Kind == engine.KindImage:
+		return engine.DefaultImageExt
+	}
+	return "bin"
+}

@@ -1,0 +1,896 @@
+package studio
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/settings"
+)
+
+// The engine side's runner is what the worker is wired to in main.
+var _ JobRunner = (*engine.Runner)(nil)
+
+// ---- test doubles (they exist only here) ----
+
+// manualClock is a Clock whose time moves only when the test says so. Each
+// new timer is announced on created, so a test waits for the code under
+// test to arm its timer (a channel receive, not a sleep) before advancing.
+type manualClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	timers  []*manualTimer
+	created chan time.Duration
+}
+
+func newManualClock() *manualClock {
+	return &manualClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), created: make(chan time.Duration, 64)}
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) NewTimer(d time.Duration) Timer {
+	c.mu.Lock()
+	t := &manualTimer{c: c, ch: make(chan time.Time, 1), at: c.now.Add(d), active: true}
+	c.timers = append(c.timers, t)
+	c.mu.Unlock()
+	c.created <- d
+	return t
+}
+
+func (c *manualClock) NewTicker(d time.Duration) Ticker {
+	panic("the worker loop uses no tickers")
+}
+
+// Advance moves time on and fires every timer that is due.
+func (c *manualClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for _, t := range c.timers {
+		if t.active && !t.at.After(c.now) {
+			t.active = false
+			t.ch <- c.now
+		}
+	}
+}
+
+// nextTimer waits until the code under test arms a timer and returns its
+// duration.
+func (c *manualClock) nextTimer(t *testing.T) time.Duration {
+	t.Helper()
+	select {
+	case d := <-c.created:
+		return d
+	case <-time.After(10 * time.Second):
+		t.Fatal("no timer was armed")
+		return 0
+	}
+}
+
+type manualTimer struct {
+	c      *manualClock
+	ch     chan time.Time
+	at     time.Time
+	active bool
+}
+
+func (t *manualTimer) C() <-chan time.Time { return t.ch }
+func (t *manualTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := t.active
+	t.active = false
+	return was
+}
+func (t *manualTimer) Reset(d time.Duration) bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := t.active
+	t.at, t.active = t.c.now.Add(d), true
+	return was
+}
+
+// fakeRunner is the engine side as the worker sees it. Run calls runFn,
+// which the test supplies; started reports each job handed to it.
+type fakeRunner struct {
+	mu       sync.Mutex
+	kinds    []engine.TaskKind
+	models   map[engine.TaskKind][]string
+	admitErr error
+	admitted []engine.Admission
+	vram     engine.VRAMInfo
+	runFn    func(ctx context.Context, job engine.Job, p engine.ProgressFunc) (engine.Result, error)
+	started  chan engine.Job
+}
+
+func newFakeRunner() *fakeRunner {
+	return &fakeRunner{
+		kinds: []engine.TaskKind{engine.KindLLM, engine.KindImage},
+		models: map[engine.TaskKind][]string{
+			engine.KindLLM:   {"llama-cpp:*", "tiny.gguf"},
+			engine.KindImage: {"sd-cpp:*"},
+		},
+		vram:    engine.VRAMInfo{Known: true, TotalBytes: 8 << 30, FreeBytes: 6 << 30, Source: "test"},
+		started: make(chan engine.Job, 256),
+		runFn: func(ctx context.Context, job engine.Job, p engine.ProgressFunc) (engine.Result, error) {
+			return engine.Result{JSON: json.RawMessage(`{"object":"chat.completion"}`)}, nil
+		},
+	}
+}
+
+func (r *fakeRunner) Kinds() []engine.TaskKind {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]engine.TaskKind(nil), r.kinds...)
+}
+
+func (r *fakeRunner) SupportedModels() map[engine.TaskKind][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[engine.TaskKind][]string{}
+	for k, v := range r.models {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
+}
+
+func (r *fakeRunner) Admit(a engine.Admission) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.admitted = append(r.admitted, a)
+	return r.admitErr
+}
+
+func (r *fakeRunner) Run(ctx context.Context, job engine.Job, p engine.ProgressFunc) (engine.Result, error) {
+	r.started <- job
+	r.mu.Lock()
+	fn := r.runFn
+	r.mu.Unlock()
+	return fn(ctx, job, p)
+}
+
+func (r *fakeRunner) VRAM() engine.VRAMInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.vram
+}
+
+// fakeSender records frames; failOn makes Send fail for frames it matches.
+type fakeSender struct {
+	frames chan any
+	mu     sync.Mutex
+	failOn func(frame any) error
+}
+
+func newFakeSender() *fakeSender { return &fakeSender{frames: make(chan any, 32)} }
+
+func (s *fakeSender) Send(ctx context.Context, f any) error {
+	s.mu.Lock()
+	fail := s.failOn
+	s.mu.Unlock()
+	if fail != nil {
+		if err := fail(f); err != nil {
+			return err
+		}
+	}
+	s.frames <- f
+	return nil
+}
+
+func (s *fakeSender) WorkerID() string  { return "w-test" }
+func (s *fakeSender) AuthToken() string { return "tok-test" }
+
+func (s *fakeSender) next(t *testing.T) any {
+	t.Helper()
+	select {
+	case f := <-s.frames:
+		return f
+	case <-time.After(10 * time.Second):
+		t.Fatal("no frame was sent")
+		return nil
+	}
+}
+
+func (s *fakeSender) none(t *testing.T) {
+	t.Helper()
+	select {
+	case f := <-s.frames:
+		t.Fatalf("unexpected frame %#v", f)
+	default:
+	}
+}
+
+type harness struct {
+	w      *Worker
+	runner *fakeRunner
+	clock  *manualClock
+	mu     sync.Mutex
+	set    settings.Settings
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{runner: newFakeRunner(), clock: newManualClock()}
+	h.set = settings.Default()
+	h.set.VRAMBudgetGB = 8
+	h.w = NewWorker(WorkerConfig{
+		Settings:    h.settings,
+		Runner:      h.runner,
+		Creds:       settings.NewFileCredentialStore(t.TempDir()),
+		Version:     "9.9.9",
+		Clock:       h.clock,
+		MachineName: "test-box",
+		Username:    "tester",
+	})
+	t.Cleanup(func() {
+		h.w.lifeCancel()
+		done := make(chan struct{})
+		go func() { h.w.jobs.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("a job goroutine outlived its test")
+		}
+	})
+	return h
+}
+
+func (h *harness) settings() settings.Settings {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.set
+}
+
+func llmClaim(id string, vram float64, msgs ...string) JobOfferClaim {
+	p := &engine.LLMParams{}
+	for _, m := range msgs {
+		p.Messages = append(p.Messages, engine.ChatMessage{Role: "user", Content: m})
+	}
+	return JobOfferClaim{
+		JobID: id, GameID: "g1", AssetName: "game/x", Model: "tiny.gguf", VRAMGBEstimate: vram,
+		Task:        &engine.Task{Kind: engine.KindLLM, LLM: p},
+		ModelSource: &engine.ModelSource{Engine: engine.EngineLlamaCpp},
+	}
+}
+
+func imageClaim(id string) JobOfferClaim {
+	return JobOfferClaim{
+		JobID: id, GameID: "g1", AssetName: "game/creatures/x", Model: "z-image", VRAMGBEstimate: 4,
+		Task:        &engine.Task{Kind: engine.KindImage, Image: &engine.ImageParams{Prompt: "a red fox", Ext: "png"}},
+		ModelSource: &engine.ModelSource{Engine: engine.EngineSDCpp},
+	}
+}
+
+func wantReject(t *testing.T, f any, job, reason, code string) {
+	t.Helper()
+	r, ok := f.(Reject)
+	if !ok {
+		t.Fatalf("frame %#v, want a reject", f)
+	}
+	if r.JobID != job || r.Reason != reason || r.Code != code {
+		t.Fatalf("reject %+v, want job %s reason %q code %q", r, job, reason, code)
+	}
+}
+
+// blockingRun makes the runner hold the job until release is closed; it
+// honours cancellation when honour is set.
+func blockingRun(release chan struct{}, honour bool) func(context.Context, engine.Job, engine.ProgressFunc) (engine.Result, error) {
+	return func(ctx context.Context, job engine.Job, p engine.ProgressFunc) (engine.Result, error) {
+		if honour {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return engine.Result{}, ctx.Err()
+			}
+		} else {
+			<-release
+		}
+		return engine.Result{JSON: json.RawMessage(`{"ok":true}`)}, nil
+	}
+}
+
+// waitSnap reads snapshots until pred holds.
+func waitSnap(t *testing.T, ch <-chan Snapshot, pred func(Snapshot) bool) Snapshot {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-ch:
+			if pred(s) {
+				return s
+			}
+		case <-deadline:
+			t.Fatal("the snapshot never reached the expected state")
+		}
+	}
+}
+
+// ---- admission ----
+
+func TestWorkerOfferWhilePausedIsRejected(t *testing.T) {
+	h := newHarness(t)
+	s := newFakeSender()
+	h.w.Pause()
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	wantReject(t, s.next(t), "j1", "worker paused by operator", "paused")
+	snap := h.w.Snapshot()
+	if snap.State != StatePaused || snap.IdleReason != "paused" || snap.LastReject != ReasonPaused {
+		t.Errorf("snapshot %+v", snap)
+	}
+	if snap.Counters.Offered != 1 || snap.Counters.Rejected != 1 || snap.Counters.Accepted != 0 {
+		t.Errorf("counters %+v", snap.Counters)
+	}
+	if caps := h.w.Capabilities(); caps.AutoEnabled {
+		t.Error("a paused worker must advertise autoEnabled:false")
+	}
+	h.w.Resume()
+	if caps := h.w.Capabilities(); !caps.AutoEnabled {
+		t.Error("resumed worker must advertise autoEnabled:true")
+	}
+	h.w.HandleOffer(s, llmClaim("j2", 1, "hi"))
+	if a, ok := s.next(t).(Accept); !ok || a.JobID != "j2" {
+		t.Fatalf("after resume: %#v", a)
+	}
+	if _, ok := s.next(t).(CompleteJSON); !ok {
+		t.Fatal("want completeJson")
+	}
+}
+
+func TestWorkerSecondOfferWhileBusyIsRejected(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	h.runner.runFn = blockingRun(release, true)
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	if a, ok := s.next(t).(Accept); !ok || a.JobID != "j1" {
+		t.Fatalf("first offer: %#v", a)
+	}
+	<-h.runner.started
+	if got := h.w.currentJobID(); got != "j1" {
+		t.Errorf("heartbeat currentJobId = %q", got)
+	}
+	h.w.HandleOffer(s, llmClaim("j2", 1, "hi"))
+	wantReject(t, s.next(t), "j2", "worker already has an in-flight job", "busy")
+	if snap := h.w.Snapshot(); snap.State != StateWorking || snap.Current == nil || snap.Current.ID != "j1" {
+		t.Errorf("while busy: %+v", snap)
+	}
+	close(release)
+	if c, ok := s.next(t).(CompleteJSON); !ok || c.JobID != "j1" {
+		t.Fatalf("want completeJson for j1, got %#v", c)
+	}
+	waitIdle(t, h.w)
+	if got := h.w.currentJobID(); got != "" {
+		t.Errorf("currentJobId after the job = %q", got)
+	}
+	c := h.w.Snapshot().Counters
+	if c.Offered != 2 || c.Accepted != 1 || c.Rejected != 1 || c.Done != 1 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+func waitIdle(t *testing.T, w *Worker) {
+	t.Helper()
+	ch, cancel := w.Subscribe()
+	defer cancel()
+	waitSnap(t, ch, func(s Snapshot) bool { return s.Current == nil })
+}
+
+func TestWorkerRejectsWhatItDoesNotServe(t *testing.T) {
+	cases := []struct {
+		name   string
+		claim  func() JobOfferClaim
+		prep   func(h *harness)
+		reason string
+	}{
+		{
+			name: "kind not served",
+			claim: func() JobOfferClaim {
+				c := llmClaim("j", 1, "hi")
+				c.Task = &engine.Task{Kind: engine.KindAudioTTS, TTS: &engine.AudioTTSParams{Text: "hello"}}
+				return c
+			},
+			reason: "this worker does not run audio_tts jobs (it runs image, llm)",
+		},
+		{
+			name: "no engine ready at all",
+			prep: func(h *harness) { h.runner.kinds = nil },
+			claim: func() JobOfferClaim {
+				return llmClaim("j", 1, "hi")
+			},
+			reason: "this worker does not run llm jobs (no engine is ready)",
+		},
+		{
+			name: "engine not served",
+			claim: func() JobOfferClaim {
+				c := llmClaim("j", 1, "hi")
+				c.ModelSource = &engine.ModelSource{Engine: engine.EngineSynthetic}
+				return c
+			},
+			reason: "model tiny.gguf needs the synthetic engine, which this worker does not have for llm jobs",
+		},
+		{
+			name: "over budget",
+			claim: func() JobOfferClaim {
+				return llmClaim("j", 12, "hi")
+			},
+			reason: "needs 12 GB, your budget is 8 GB",
+		},
+		{
+			name: "runner admission",
+			prep: func(h *harness) {
+				h.runner.admitErr = errors.New("insufficient memory: needs 6 GiB, 3 GiB free (1 GiB kept in reserve)")
+			},
+			claim:  func() JobOfferClaim { return llmClaim("j", 6, "hi") },
+			reason: "insufficient memory: needs 6 GiB, 3 GiB free (1 GiB kept in reserve)",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			if tc.prep != nil {
+				tc.prep(h)
+			}
+			s := newFakeSender()
+			h.w.HandleOffer(s, tc.claim())
+			wantReject(t, s.next(t), "j", tc.reason, "")
+			select {
+			case j := <-h.runner.started:
+				t.Fatalf("job %s ran although rejected", j.ID)
+			default:
+			}
+			snap := h.w.Snapshot()
+			if snap.LastReject != tc.reason || snap.Current != nil {
+				t.Errorf("snapshot: last reject %q, current %v", snap.LastReject, snap.Current)
+			}
+			// The gate is free again: a fitting offer is taken.
+			h.runner.mu.Lock()
+			h.runner.admitErr = nil
+			h.runner.kinds = []engine.TaskKind{engine.KindLLM}
+			h.runner.mu.Unlock()
+			h.w.HandleOffer(s, llmClaim("ok", 1, "hi"))
+			if a, ok := s.next(t).(Accept); !ok || a.JobID != "ok" {
+				t.Fatalf("next fitting offer: %#v", a)
+			}
+			s.next(t)
+		})
+	}
+}
+
+func TestWorkerAdmissionPassesTheClaimToTheRunner(t *testing.T) {
+	h := newHarness(t)
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("j1", 2.5, "hi"))
+	s.next(t) // accept
+	s.next(t) // result
+	h.runner.mu.Lock()
+	defer h.runner.mu.Unlock()
+	want := engine.Admission{Kind: engine.KindLLM, Engine: engine.EngineLlamaCpp, Model: "tiny.gguf", VRAMGB: 2.5}
+	if len(h.runner.admitted) != 1 || h.runner.admitted[0] != want {
+		t.Errorf("admitted %+v, want %+v", h.runner.admitted, want)
+	}
+}
+
+func TestWorkerOverBudgetExplainsIdleness(t *testing.T) {
+	h := newHarness(t)
+	h.w.onSessionStatus(SessionStatus{State: SessionConnected})
+	if got := h.w.Snapshot().IdleReason; got != "no jobs for your models yet" {
+		t.Errorf("fresh idle reason %q", got)
+	}
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("big", 12, "hi"))
+	s.next(t)
+	snap := h.w.Snapshot()
+	if snap.State != StateIdle || snap.IdleReason != "last offer needed 12 GB, your budget is 8 GB" {
+		t.Errorf("state %s, idle reason %q", snap.State, snap.IdleReason)
+	}
+	// Raising the budget clears the stale explanation.
+	h.mu.Lock()
+	h.set.VRAMBudgetGB = 16
+	h.mu.Unlock()
+	h.w.ApplySettings()
+	if got := h.w.Snapshot().IdleReason; got != "no jobs for your models yet" {
+		t.Errorf("after a bigger budget: %q", got)
+	}
+	if caps := h.w.Capabilities(); caps.VRAMThresholdGB != 16 || caps.VRAMTotalGB != 8 {
+		t.Errorf("capabilities threshold %v total %v", caps.VRAMThresholdGB, caps.VRAMTotalGB)
+	}
+}
+
+// ---- delivery ----
+
+func TestWorkerJSONResultCarriesTheFullPrompt(t *testing.T) {
+	h := newHarness(t)
+	long := strings.Repeat("tell me about dragons and their hoards. ", 100)
+	var gotJob engine.Job
+	h.runner.runFn = func(ctx context.Context, job engine.Job, p engine.ProgressFunc) (engine.Result, error) {
+		gotJob = job
+		p(engine.Progress{Phase: engine.PhaseGenerate, Done: 3, Total: 10})
+		return engine.Result{JSON: json.RawMessage(`{"object":"chat.completion","choices":[]}`),
+			Stats: engine.Stats{CompletionTokens: 10, TokensPerSecond: 42}}, nil
+	}
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("j1", 1, "first turn", long))
+	s.next(t)
+	c, ok := s.next(t).(CompleteJSON)
+	if !ok {
+		t.Fatalf("want completeJson, got %#v", c)
+	}
+	if c.JobID != "j1" || c.Prompt != long || string(c.Result) != `{"object":"chat.completion","choices":[]}` {
+		t.Errorf("completeJson: job %s, prompt %d chars (want %d), result %s", c.JobID, len(c.Prompt), len(long), c.Result)
+	}
+	if gotJob.ID != "j1" || gotJob.Model != "tiny.gguf" || gotJob.Task.LLM == nil || gotJob.Source.Engine != engine.EngineLlamaCpp {
+		t.Errorf("engine job %+v", gotJob)
+	}
+	waitIdle(t, h.w)
+	snap := h.w.Snapshot()
+	if len(snap.Recent) != 1 || snap.Recent[0].Outcome != OutcomeDone || snap.Recent[0].Stats.TokensPerSecond != 42 {
+		t.Errorf("recent %+v", snap.Recent)
+	}
+}
+
+func TestWorkerFailureRetryableRules(t *testing.T) {
+	cases := []struct {
+		name      string
+		err       error
+		panicWith any
+		retryable bool
+		text      string
+	}{
+		{name: "cannot serve", err: fmt.Errorf("routing: %w", &engine.CannotServeError{Engine: "llama-cpp", Kind: engine.KindLLM}), retryable: false, text: "cannot serve llm tasks"},
+		{name: "cannot serve by words", err: errors.New("whisper engine cannot serve audio_tts tasks"), retryable: false, text: "cannot serve"},
+		{name: "generic", err: errors.New("download failed: sha256 mismatch"), retryable: true, text: "sha256 mismatch"},
+		{name: "panic", panicWith: "index out of range", retryable: true, text: "the engine crashed: index out of range"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.runner.runFn = func(context.Context, engine.Job, engine.ProgressFunc) (engine.Result, error) {
+				if tc.panicWith != nil {
+					panic(tc.panicWith)
+				}
+				return engine.Result{}, tc.err
+			}
+			s := newFakeSender()
+			h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+			s.next(t)
+			f, ok := s.next(t).(Fail)
+			if !ok || f.JobID != "j1" || f.Retryable != tc.retryable || !strings.Contains(f.Error, tc.text) {
+				t.Fatalf("fail frame %+v, want retryable=%t containing %q", f, tc.retryable, tc.text)
+			}
+			waitIdle(t, h.w)
+			snap := h.w.Snapshot()
+			if snap.Counters.Failed != 1 || snap.Recent[0].Outcome != OutcomeFailed || !strings.Contains(snap.Recent[0].Error, tc.text) {
+				t.Errorf("snapshot %+v", snap.Recent)
+			}
+		})
+	}
+}
+
+func TestWorkerResultOnDroppedConnectionIsLost(t *testing.T) {
+	h := newHarness(t)
+	s := newFakeSender()
+	s.failOn = func(f any) error {
+		if _, ok := f.(CompleteJSON); ok {
+			return errors.New("websocket: connection closed")
+		}
+		return nil
+	}
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	s.next(t) // accept
+	waitIdle(t, h.w)
+	s.none(t)
+	r := h.w.Snapshot().Recent
+	if len(r) != 1 || r[0].Outcome != OutcomeLost || r[0].Error != "the studio connection dropped before the result could be sent" {
+		t.Errorf("recent %+v", r)
+	}
+}
+
+func TestWorkerAcceptSendFailureReleasesTheGate(t *testing.T) {
+	h := newHarness(t)
+	bad := newFakeSender()
+	bad.failOn = func(any) error { return errors.New("closed") }
+	h.w.HandleOffer(bad, llmClaim("j1", 1, "hi"))
+	waitIdle(t, h.w)
+	select {
+	case <-h.runner.started:
+		t.Fatal("a job whose accept never went out must not run")
+	default:
+	}
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("j2", 1, "hi"))
+	if a, ok := s.next(t).(Accept); !ok || a.JobID != "j2" {
+		t.Fatalf("%#v", a)
+	}
+	s.next(t)
+}
+
+// uploadStudio is an httptest /complete endpoint answering the statuses
+// given in turn (the last repeats).
+func uploadStudio(t *testing.T, statuses ...int) (*httptest.Server, func() int) {
+	t.Helper()
+	var mu sync.Mutex
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		n++
+		st := statuses[min(n, len(statuses))-1]
+		mu.Unlock()
+		if r.URL.Path != "/graphics/api/workers/w-test/jobs/img1/complete" || r.Header.Get("Authorization") != "Bearer tok-test" {
+			st = http.StatusTeapot
+		}
+		w.WriteHeader(st)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() int { mu.Lock(); defer mu.Unlock(); return n }
+}
+
+func TestWorkerBinaryUpload500TwiceThenSuccess(t *testing.T) {
+	h := newHarness(t)
+	srv, calls := uploadStudio(t, 500, 502, 200)
+	h.w.apiBase = srv.URL + "/graphics/api"
+	h.runner.runFn = func(context.Context, engine.Job, engine.ProgressFunc) (engine.Result, error) {
+		return engine.Result{Bytes: []byte("not really a png"), Ext: "png", Stats: engine.Stats{Images: 1}}, nil
+	}
+	s := newFakeSender()
+	h.w.HandleOffer(s, imageClaim("img1"))
+	s.next(t) // accept
+	if d := h.clock.nextTimer(t); d != time.Second {
+		t.Fatalf("first retry pause %v, want 1 s", d)
+	}
+	h.clock.Advance(time.Second)
+	if d := h.clock.nextTimer(t); d != 2*time.Second {
+		t.Fatalf("second retry pause %v, want 2 s", d)
+	}
+	h.clock.Advance(2 * time.Second)
+	waitIdle(t, h.w)
+	s.none(t) // a binary success sends no frame
+	if calls() != 3 {
+		t.Errorf("upload attempts %d, want 3", calls())
+	}
+	r := h.w.Snapshot().Recent
+	if len(r) != 1 || r[0].Outcome != OutcomeDone || r[0].Ext != "png" {
+		t.Errorf("recent %+v", r)
+	}
+}
+
+func TestWorkerUpload4xxFailsRetryableWithoutRetry(t *testing.T) {
+	h := newHarness(t)
+	srv, calls := uploadStudio(t, 409)
+	h.w.apiBase = srv.URL + "/graphics/api"
+	h.runner.runFn = func(context.Context, engine.Job, engine.ProgressFunc) (engine.Result, error) {
+		return engine.Result{Bytes: []byte("img"), Ext: "png"}, nil
+	}
+	s := newFakeSender()
+	h.w.HandleOffer(s, imageClaim("img1"))
+	s.next(t)
+	f, ok := s.next(t).(Fail)
+	if !ok || !f.Retryable || !strings.Contains(f.Error, "HTTP 409") {
+		t.Fatalf("fail %+v", f)
+	}
+	if calls() != 1 {
+		t.Errorf("attempts %d, want 1", calls())
+	}
+}
+
+// ---- pause after current, shutdown ----
+
+func TestWorkerPauseAfterCurrent(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	h.runner.runFn = blockingRun(release, true)
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	s.next(t)
+	<-h.runner.started
+	h.w.PauseAfterCurrent()
+	snap := h.w.Snapshot()
+	if snap.Paused || !snap.PauseAfterJob || snap.State != StateWorking {
+		t.Fatalf("armed: %+v", snap)
+	}
+	if caps := h.w.Capabilities(); !caps.AutoEnabled {
+		t.Error("still taking work until the job ends")
+	}
+	close(release)
+	s.next(t) // completeJson
+	waitIdle(t, h.w)
+	snap = h.w.Snapshot()
+	if !snap.Paused || snap.PauseAfterJob || snap.State != StatePaused {
+		t.Fatalf("after the job: %+v", snap)
+	}
+	h.w.HandleOffer(s, llmClaim("j2", 1, "hi"))
+	wantReject(t, s.next(t), "j2", ReasonPaused, RejectPaused)
+
+	// With no job running it pauses at once.
+	h.w.Resume()
+	h.w.PauseAfterCurrent()
+	if snap := h.w.Snapshot(); !snap.Paused {
+		t.Error("PauseAfterCurrent with no job should pause now")
+	}
+}
+
+func TestWorkerShutdownCancelsAndFailsRetryable(t *testing.T) {
+	h := newHarness(t)
+	h.runner.runFn = blockingRun(make(chan struct{}), true)
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	s.next(t)
+	<-h.runner.started
+	done := make(chan error, 1)
+	go func() { done <- h.w.Shutdown(context.Background()) }()
+	if d := h.clock.nextTimer(t); d != DefaultShutdownGrace {
+		t.Fatalf("grace %v", d)
+	}
+	h.w.HandleOffer(s, llmClaim("late", 1, "hi"))
+	wantReject(t, s.next(t), "late", "worker is shutting down", RejectPaused)
+	h.clock.Advance(DefaultShutdownGrace)
+	f, ok := s.next(t).(Fail)
+	if !ok || !f.Retryable || f.Error != "the worker was shut down before the job finished" {
+		t.Fatalf("fail %+v", f)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+}
+
+func TestWorkerShutdownFailsAJobWhoseEngineIgnoresCancel(t *testing.T) {
+	h := newHarness(t)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	h.runner.runFn = blockingRun(stuck, false)
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	s.next(t)
+	<-h.runner.started
+	done := make(chan error, 1)
+	go func() { done <- h.w.Shutdown(context.Background()) }()
+	h.clock.nextTimer(t)
+	h.clock.Advance(DefaultShutdownGrace)
+	if d := h.clock.nextTimer(t); d != shutdownCancelWait {
+		t.Fatalf("cancel wait %v", d)
+	}
+	h.clock.Advance(shutdownCancelWait)
+	f, ok := s.next(t).(Fail)
+	if !ok || !f.Retryable {
+		t.Fatalf("fail %+v", f)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if snap := h.w.Snapshot(); snap.Current != nil || snap.Recent[0].Outcome != OutcomeFailed {
+		t.Errorf("snapshot %+v", snap)
+	}
+}
+
+func TestWorkerShutdownWaitsForAJobThatFinishes(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	h.runner.runFn = blockingRun(release, true)
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	s.next(t)
+	<-h.runner.started
+	done := make(chan error, 1)
+	go func() { done <- h.w.Shutdown(context.Background()) }()
+	h.clock.nextTimer(t)
+	close(release)
+	if c, ok := s.next(t).(CompleteJSON); !ok || c.JobID != "j1" {
+		t.Fatalf("want the real result, got %#v", c)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ---- snapshots ----
+
+func TestWorkerSnapshotsFollowTheJob(t *testing.T) {
+	h := newHarness(t)
+	ch, cancel := h.w.Subscribe()
+	defer cancel()
+	first := <-ch
+	if first.Version != "9.9.9" || !first.VRAM.Known || first.VRAM.BudgetGB != 8 || len(first.Kinds) != 2 {
+		t.Errorf("first snapshot %+v", first)
+	}
+	step := make(chan struct{})
+	h.runner.runFn = func(ctx context.Context, job engine.Job, p engine.ProgressFunc) (engine.Result, error) {
+		p(engine.Progress{Phase: engine.PhaseDownload, Done: 50, Total: 100})
+		<-step
+		p(engine.Progress{Phase: engine.PhaseGenerate, Done: 7, Total: 0})
+		<-step
+		return engine.Result{JSON: json.RawMessage(`{}`)}, nil
+	}
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	snap := waitSnap(t, ch, func(s Snapshot) bool { return s.Current != nil && s.Current.Phase == engine.PhaseDownload })
+	if snap.State != StateWorking || snap.Current.Done != 50 || snap.Current.Total != 100 || snap.Current.Kind != engine.KindLLM {
+		t.Errorf("download snapshot %+v", snap.Current)
+	}
+	step <- struct{}{}
+	waitSnap(t, ch, func(s Snapshot) bool {
+		return s.Current != nil && s.Current.Phase == engine.PhaseGenerate && s.Current.Done == 7
+	})
+	step <- struct{}{}
+	snap = waitSnap(t, ch, func(s Snapshot) bool { return s.Current == nil && len(s.Recent) == 1 })
+	if snap.Recent[0].ID != "j1" || snap.Recent[0].Finished.IsZero() {
+		t.Errorf("recent %+v", snap.Recent[0])
+	}
+}
+
+func TestWorkerSubscribeKeepsOnlyTheLatest(t *testing.T) {
+	h := newHarness(t)
+	ch, cancel := h.w.Subscribe()
+	<-ch
+	// Many changes while nobody reads: the reader then sees one snapshot,
+	// the newest, and the worker never blocked.
+	for i := 0; i < 20; i++ {
+		h.w.Pause()
+		h.w.Resume()
+	}
+	h.w.Pause()
+	if s := <-ch; !s.Paused {
+		t.Error("the buffered snapshot is stale")
+	}
+	select {
+	case s := <-ch:
+		t.Errorf("a second snapshot was queued: %+v", s)
+	default:
+	}
+	cancel()
+	if _, ok := <-ch; ok {
+		t.Error("cancel must close the channel")
+	}
+	cancel() // twice is harmless
+	h.w.Resume()
+}
+
+func TestWorkerRecentIsBoundedNewestFirst(t *testing.T) {
+	h := newHarness(t)
+	s := newFakeSender()
+	for i := 0; i < RecentJobs+5; i++ {
+		id := fmt.Sprintf("j%02d", i)
+		h.w.HandleOffer(s, llmClaim(id, 1, "hi"))
+		s.next(t)
+		s.next(t)
+		waitIdle(t, h.w)
+	}
+	r := h.w.Snapshot().Recent
+	if len(r) != RecentJobs || r[0].ID != fmt.Sprintf("j%02d", RecentJobs+4) || r[RecentJobs-1].ID != "j05" {
+		t.Errorf("recent: %d entries, first %s, last %s", len(r), r[0].ID, r[len(r)-1].ID)
+	}
+}
+
+func TestWorkerIdleReasons(t *testing.T) {
+	h := newHarness(t)
+	h.w.onRegistration(Registration{State: "pending", RequestID: "rr-1"})
+	if s := h.w.Snapshot(); s.State != StateWaitingApproval || s.IdleReason != "waiting for approval" {
+		t.Errorf("pending: %s %q", s.State, s.IdleReason)
+	}
+	h.w.onRegistration(Registration{State: "approved", WorkerID: "w1"})
+	h.w.onSessionStatus(SessionStatus{State: SessionRetrying, RetryIn: 8 * time.Second})
+	if s := h.w.Snapshot(); s.State != StateConnecting || s.IdleReason != "studio unreachable, retrying in 8 s" {
+		t.Errorf("retrying: %s %q", s.State, s.IdleReason)
+	}
+	h.w.onSessionStatus(SessionStatus{State: SessionStopped, StopReason: "another worker with the same id connected"})
+	if s := h.w.Snapshot(); s.State != StateStopped || s.IdleReason != "another worker with the same id connected" {
+		t.Errorf("stopped: %s %q", s.State, s.IdleReason)
+	}
+	h.w.onRegistration(Registration{State: "rejected", Reason: "unknown machine"})
+	if s := h.w.Snapshot(); s.State != StateRejected || !strings.Contains(s.IdleReason, "unknown machine") {
+		t.Errorf("rejected: %s %q", s.State, s.IdleReason)
+	}
+}
