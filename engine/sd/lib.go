@@ -61,7 +61,9 @@ var (
 )
 
 // Open loads the library at path and checks that it is the pinned release.
-// A library that loaded once is returned again for the same path.
+// A library that loaded once is returned again for the same path. A refused
+// library stays mapped: unloading a C++ library whose static constructors
+// may have started threads is not safe, and nothing in it is ever called.
 func Open(path string) (*Library, error) {
 	libsMu.Lock()
 	defer libsMu.Unlock()
