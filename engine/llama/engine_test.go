@@ -73,6 +73,7 @@ func TestChatCompletion(t *testing.T) {
 	if len(gen) != 16 || gen[0].Done != 1 || gen[15].Done != 16 || gen[15].Total != 16 || loads != 2 {
 		t.Fatalf("progress: %d generate events (%v), %d load events", len(gen), gen, loads)
 	}
+	t.Logf("resident %d bytes (%d in GPU memory), %.0f tokens/s", e.ResidentBytes(), e.ResidentVRAMBytes(), res.Stats.TokensPerSecond)
 	if e.ResidentBytes() < 500_000 {
 		t.Fatalf("ResidentBytes() = %d, want at least the weights", e.ResidentBytes())
 	}

@@ -30,7 +30,19 @@ type recorder struct {
 }
 
 func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
-func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+
+// LLAMA_TEST_LOG=1 also prints every record (llama.cpp's included) to stderr.
+var echo = func() slog.Handler {
+	if os.Getenv("LLAMA_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
+}()
+
+func (r *recorder) Handle(ctx context.Context, rec slog.Record) error {
+	if echo != nil {
+		echo.Handle(ctx, rec)
+	}
 	r.mu.Lock()
 	r.recs = append(r.recs, rec.Clone())
 	r.mu.Unlock()
