@@ -22,8 +22,9 @@ type jobSink struct {
 	log      *slog.Logger
 	progress engine.ProgressFunc
 	phase    atomic.Value // engine.Phase
-	// stop re-asks the library to stop; see onProgress.
-	stop func()
+	// stop re-asks the library to stop (see onProgress); set once the
+	// context is loaded, read from the library's thread.
+	stop atomic.Pointer[func()]
 	// firstError is the library's first error line during the job: the
 	// root cause that its error returns do not carry.
 	firstError atomic.Pointer[string]
@@ -120,8 +121,10 @@ func onProgress(step, steps int32) {
 	}
 	// The library clears a pending cancel when a generation starts, so a
 	// cancel that raced with that start is repeated here, at the next step.
-	if s.ctx != nil && s.ctx.Err() != nil && s.stop != nil {
-		s.stop()
+	if s.ctx != nil && s.ctx.Err() != nil {
+		if stop := s.stop.Load(); stop != nil {
+			(*stop)()
+		}
 	}
 	if s.progress == nil || steps <= 0 || step < 0 {
 		return

@@ -181,7 +181,8 @@ func (e *Engine) Run(ctx context.Context, job engine.Job, progress engine.Progre
 		return engine.Result{}, err
 	}
 	h := e.warm.handle
-	sink.stop = func() { e.b.cancel(h) }
+	stop := func() { e.b.cancel(h) }
+	sink.stop.Store(&stop)
 	sink.setPhase(engine.PhaseGenerate)
 	if progress != nil {
 		progress(engine.Progress{Phase: engine.PhaseGenerate, Done: 0, Total: int64(gspec.Steps)})
