@@ -26,20 +26,18 @@ const (
 
 // Enum values of the pinned release.
 const (
-	sdTypeCount         int32 = 42 // SD_TYPE_COUNT: "let the library choose"
-	rngCUDA             int32 = 1  // CUDA_RNG
-	rngTypeCount        int32 = 3  // RNG_TYPE_COUNT
-	predictionCount     int32 = 7  // PREDICTION_COUNT
-	sampleMethodCount   int32 = 21 // SAMPLE_METHOD_COUNT: "model's default"
-	schedulerCount      int32 = 16 // SCHEDULER_COUNT: "model's default"
-	vaeFormatAuto       int32 = -1 // SD_VAE_FORMAT_AUTO
-	cancelAll           int32 = 0  // SD_CANCEL_ALL
-	cancelReset         int32 = 2  // SD_CANCEL_RESET
-	logDebug            int32 = 0  // SD_LOG_DEBUG
-	logInfo             int32 = 1  // SD_LOG_INFO
-	logWarn             int32 = 2  // SD_LOG_WARN
-	logError            int32 = 3  // SD_LOG_ERROR
-	hiresUpscalerLatent int32 = 1  // SD_HIRES_UPSCALER_LATENT
+	sdTypeCount       int32 = 42 // SD_TYPE_COUNT: "let the library choose"
+	rngCUDA           int32 = 1  // CUDA_RNG
+	rngTypeCount      int32 = 3  // RNG_TYPE_COUNT
+	predictionCount   int32 = 7  // PREDICTION_COUNT
+	sampleMethodCount int32 = 21 // SAMPLE_METHOD_COUNT: "model's default"
+	schedulerCount    int32 = 16 // SCHEDULER_COUNT: "model's default"
+	vaeFormatAuto     int32 = -1 // SD_VAE_FORMAT_AUTO
+	cancelAll         int32 = 0  // SD_CANCEL_ALL
+	logDebug          int32 = 0  // SD_LOG_DEBUG
+	logInfo           int32 = 1  // SD_LOG_INFO
+	logWarn           int32 = 2  // SD_LOG_WARN
+	logError          int32 = 3  // SD_LOG_ERROR
 )
 
 // cCtxParams mirrors sd_ctx_params_t.
