@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/minisgg/studio-worker/studio"
+)
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = cli(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// oneLine checks the rule for every refusal: exactly one line, naming the
+// problem.
+func oneLine(t *testing.T, stderr, mustContain string) {
+	t.Helper()
+	if strings.Count(stderr, "\n") != 1 || !strings.HasSuffix(stderr, "\n") {
+		t.Errorf("stderr should be exactly one line, got %q", stderr)
+	}
+	if !strings.Contains(stderr, mustContain) {
+		t.Errorf("stderr %q should mention %q", stderr, mustContain)
+	}
+}
+
+func TestCLIVersion(t *testing.T) {
+	code, out, _ := runCLI(t, "version")
+	if code != 0 || out != "studio-worker "+studio.Version+"\n" {
+		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+func TestCLIHelp(t *testing.T) {
+	code, out, _ := runCLI(t, "help")
+	if code != 0 || !strings.Contains(out, "studio-worker run [--studio URL] [--config DIR]") {
+		t.Errorf("help: %d %q", code, out)
+	}
+}
+
+func TestCLIRefusals(t *testing.T) {
+	tmp := t.TempDir()
+	file := filepath.Join(tmp, "a-file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(tmp, "cfg")
+	cases := []struct {
+		args    []string
+		code    int
+		mention string
+	}{
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"run", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"run", "--config", cfg, "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"run", "--config", file}, 1, "it is a file, not a folder"},
+		{[]string{"run", "--config", cfg, "--studio", "ftp://studio.example"}, 1, "must start with https://"},
+		{[]string{"run", "--config", cfg, "--studio", "http://"}, 1, "has no host name"},
+		{[]string{"devstudio", "--auto-approve=maybe"}, 2, "invalid boolean value"},
+		{[]string{"devstudio", "--data", file}, 1, "cannot use the data folder"},
+		{[]string{"devstudio", "--data", tmp, "--models", filepath.Join(tmp, "missing")}, 1, "does not exist or is not a folder"},
+		{[]string{"devstudio", "--data", tmp, "--addr", "not-an-address"}, 1, "cannot listen on not-an-address"},
+	}
+	for _, tc := range cases {
+		code, out, errs := runCLI(t, tc.args...)
+		if code != tc.code {
+			t.Errorf("%v: exit %d, want %d (stderr %q)", tc.args, code, tc.code, errs)
+		}
+		if out != "" {
+			t.Errorf("%v: nothing belongs on stdout, got %q", tc.args, out)
+		}
+		oneLine(t, errs, tc.mention)
+	}
+}
+
+func TestCLIRunRefusesUnusableSavedSettings(t *testing.T) {
+	cfg := t.TempDir()
+	blocker := filepath.Join(cfg, "not-a-folder")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	toml := "studio_url = \"http://127.0.0.1:1/\"\nvram_budget_gb = 8.0\nmodels_dir = \"" + blocker + "\"\n"
+	if err := os.WriteFile(filepath.Join(cfg, "settings.toml"), []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCLI(t, "run", "--config", cfg)
+	if code != 1 {
+		t.Errorf("exit %d", code)
+	}
+	oneLine(t, errs, "models folder")
+}
