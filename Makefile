@@ -38,3 +38,46 @@ demo: runtime build
 
 clean:
 	rm -rf bin dist
+
+# ---- packaging (packaging/README in the main README) -------------------------
+# One version for the binary, the installers' names and agentVersion:
+# studio.Version (kept equal to FyneApp.toml by a test); override with PKG_VERSION=.
+PKG_VERSION ?= $(shell sed -n 's/^var Version = "\(.*\)"$$/\1/p' studio/version.go)
+PKG_LDFLAGS := -X github.com/minisgg/studio-worker/studio.Version=$(PKG_VERSION)
+PKG_WORK := dist/.work
+PKG_TOOL := $(PKG_WORK)/pkgtool
+PKG_NFPM := .cache/tools/nfpm
+PKG_NFPM_VERSION := v2.45.2
+# Runtimes the Windows installer offers (CPU is the default choice).
+PKG_WIN_VARIANTS ?= win-x64 win-x64-vulkan win-x64-cuda
+PKG_WIN_CC ?= x86_64-w64-mingw32-gcc
+
+.PHONY: package-tools
+package-tools:
+	@mkdir -p $(PKG_WORK)
+	$(GO) build -o $(PKG_TOOL) ./packaging/pkgtool
+	@test -x $(PKG_NFPM) || { echo "building nfpm $(PKG_NFPM_VERSION) into $(PKG_NFPM)"; GOBIN=$(CURDIR)/.cache/tools nice $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(PKG_NFPM_VERSION); }
+
+# Linux: .deb (+ Vulkan add-on .deb) and .tar.xz in dist/. Same compile flags as
+# `make build`, so a warm build cache makes this take seconds.
+package-linux: package-tools
+	nice $(GO) build -ldflags "$(PKG_LDFLAGS)" -o $(PKG_WORK)/linux-bin/studio-worker .
+	NFPM=$(CURDIR)/$(PKG_NFPM) PKGTOOL=$(CURDIR)/$(PKG_TOOL) ./packaging/linux/build.sh $(PKG_WORK)/linux-bin/studio-worker $(PKG_VERSION)
+
+# Windows: cross-compiled with mingw-w64, wrapped by NSIS into
+# dist/StudioWorker-Setup-<version>.exe.
+package-windows: package-tools
+	CGO_ENABLED=1 GOOS=windows GOARCH=amd64 CC=$(PKG_WIN_CC) nice $(GO) build -ldflags "-H windowsgui $(PKG_LDFLAGS)" -o $(PKG_WORK)/windows-bin/studio-worker.exe .
+	PKGTOOL=$(CURDIR)/$(PKG_TOOL) WIN_VARIANTS="$(PKG_WIN_VARIANTS)" ./packaging/windows/build.sh $(PKG_WORK)/windows-bin/studio-worker.exe $(PKG_VERSION)
+
+# macOS: "Studio Worker.app" and a .dmg with the Metal runtime. Needs a Mac.
+package-macos:
+	@if [ "$$(uname -s)" != Darwin ]; then echo "package-macos needs macOS (Xcode command-line tools, hdiutil, iconutil); on Linux use .github/workflows/macos.yml on a macOS runner"; exit 2; fi
+	$(GO) build -o $(PKG_WORK)/pkgtool ./packaging/pkgtool
+	CGO_ENABLED=1 $(GO) build -ldflags "$(PKG_LDFLAGS)" -o $(PKG_WORK)/macos-bin/studio-worker .
+	PKGTOOL=$(CURDIR)/$(PKG_TOOL) ./packaging/macos/build.sh $(PKG_WORK)/macos-bin/studio-worker $(PKG_VERSION)
+
+# Builds both installers once, then installs, runs and removes them for real
+# (.deb with apt-get, the Windows installer under Wine).
+package-check: package-linux package-windows
+	PKG_VERSION=$(PKG_VERSION) ./packaging/check.sh

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# packaging/check.sh: proves the installers `make package-linux` and
+# `make package-windows` left in dist/ by using them as a donor would.
+#
+#  .deb      apt-get install, `studio-worker version` from /usr/bin, the menu
+#            entry and icons, the runtime next to the program loading through
+#            yzma (and the Vulkan add-on registering a Vulkan device where
+#            Mesa's lavapipe is installed), no maintainer scripts, apt-get
+#            remove leaving the donor's files alone.
+#  .tar.xz   install.sh into a scratch HOME, version, uninstall.
+#  Setup.exe a PE program holding the uninstaller and the runtime DLLs (7z),
+#            silent installs under Wine (default CPU runtime, then Vulkan with
+#            start at login), installed files byte-equal to the staged
+#            runtime, the Start-menu shortcut, the Apps & features entry,
+#            the runtime loading with ONE ggml (dllcheck.exe), the silent
+#            uninstaller removing the program and keeping the donor's data.
+#
+# Run as root on Debian 12 (apt-get). Needs: wine, file; 7z optional.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+version="${PKG_VERSION:?PKG_VERSION must be set (make package-check sets it)}"
+dist="$root/dist"
+work="$dist/.work/check"
+deb="$dist/studio-worker_${version}_amd64.deb"
+vdeb="$dist/studio-worker-vulkan_${version}_amd64.deb"
+tarball="$dist/studio-worker-$version-linux-amd64.tar.xz"
+setup="$dist/StudioWorker-Setup-$version.exe"
+
+pass=0
+fail() { echo "package-check: FAIL: $*" >&2; exit 1; }
+ok() { pass=$((pass + 1)); echo "package-check: ok: $*"; }
+t0=$SECONDS
+phase() { echo "package-check: --- $* (at $((SECONDS - t0)) s)"; }
+
+for f in "$deb" "$vdeb" "$tarball" "$setup"; do [ -f "$f" ] || fail "missing $f: run make package-linux package-windows"; done
+# (all four are required even for CHECK_ONLY: the sizes are reported together)
+rm -rf "$work"; mkdir -p "$work"
+go build -o "$work/llamacheck" ./packaging/llamacheck
+
+only="${CHECK_ONLY:-all}" # all, linux or windows (for working on one half)
+
+check_deb() {
+phase ".deb"
+ctrl="$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)"
+for s in preinst postinst prerm postrm; do
+  grep -qx "./$s" <<<"$ctrl" && fail "$deb has a $s script: removing it must not run code"
+done
+ok "no maintainer scripts in the .deb (install and removal touch only its own files)"
+dpkg-deb -c "$deb" | awk '{print $6}' | grep -v -E '^\./(opt/studio-worker|usr/bin|usr/share/applications|usr/share/icons)(/|$)|^\./$|^\./(opt|usr|usr/share)/$' &&
+  fail "the .deb installs outside /opt/studio-worker, /usr/bin and /usr/share" || true
+ok ".deb contents confined to /opt/studio-worker, /usr/bin/studio-worker, /usr/share/{applications,icons}"
+
+# The donor's own files, to compare after removal.
+donor_state() { find "$HOME/.config/studio-worker" "$HOME/models" -type f -exec sha256sum {} + 2>/dev/null | sort || true; }
+before="$(donor_state)"
+
+cleanup_deb() { apt-get remove -y -qq studio-worker-vulkan studio-worker >/dev/null 2>&1 || true; }
+trap cleanup_deb EXIT
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -qq "$deb" >/dev/null || fail "apt-get install $deb failed"
+[ "$(readlink -f /usr/bin/studio-worker)" = /opt/studio-worker/studio-worker ] || fail "/usr/bin/studio-worker does not lead to /opt/studio-worker/studio-worker"
+out="$(/usr/bin/studio-worker version 2>&1)" || fail "studio-worker version failed: $out"
+grep -qF "$version" <<<"$out" || fail "studio-worker version printed '$out', not $version"
+ok "installed studio-worker version: $out"
+[ -f /usr/share/applications/studio-worker.desktop ] || fail "no menu entry"
+if command -v desktop-file-validate >/dev/null; then
+  desktop-file-validate /usr/share/applications/studio-worker.desktop || fail "the menu entry does not validate"
+fi
+for s in 16 32 48 64 128 256 512; do
+  f="/usr/share/icons/hicolor/${s}x${s}/apps/studio-worker.png"
+  file -b "$f" | grep -q "PNG image data, $s x $s" || fail "$f is not a ${s}x${s} PNG"
+done
+ok "menu entry and icons 16..512 installed"
+out="$("$work/llamacheck" /opt/studio-worker/lib 2>&1)" || fail "the installed runtime does not load: $out"
+grep -q '^device .*: CPU' <<<"$out" || fail "the installed runtime registered no CPU device: $out"
+ok "installed runtime loads through yzma: $(grep '^device' <<<"$out" | head -1)"
+
+apt-get install -y -qq "$vdeb" >/dev/null || fail "apt-get install $vdeb failed"
+[ -f /opt/studio-worker/lib/libggml-vulkan.so ] || fail "the Vulkan add-on did not install libggml-vulkan.so"
+if ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  # lavapipe is a CPU-type Vulkan device, which ggml skips unless named.
+  out="$(GGML_VK_VISIBLE_DEVICES=0 "$work/llamacheck" -want-device Vulkan /opt/studio-worker/lib 2>&1)" ||
+    fail "the Vulkan add-on did not register a Vulkan device: $out"
+  ok "Vulkan add-on registers a device: $(grep '^device .*Vulkan' <<<"$out" | head -1)"
+else
+  out="$("$work/llamacheck" /opt/studio-worker/lib 2>&1)" || fail "runtime with the Vulkan add-on does not load: $out"
+  grep -q 'loaded Vulkan backend' <<<"$out" || fail "the Vulkan backend did not load: $out"
+  ok "Vulkan add-on backend loads (no Vulkan device here: install mesa-vulkan-drivers to test one)"
+fi
+
+apt-get remove -y -qq studio-worker-vulkan studio-worker >/dev/null || fail "apt-get remove failed"
+trap - EXIT
+[ ! -e /opt/studio-worker ] && [ ! -e /usr/bin/studio-worker ] && [ ! -e /usr/share/applications/studio-worker.desktop ] ||
+  fail "apt-get remove left program files behind"
+[ "$(donor_state)" = "$before" ] || fail "removing the package changed the donor's settings or models"
+ok "apt-get remove took the program away and left ~/.config/studio-worker and ~/models as they were"
+
+}
+
+check_tarball() {
+phase ".tar.xz"
+th="$work/tarhome"; mkdir -p "$th"
+tar -C "$work" -xJf "$tarball"
+tdir="$work/studio-worker-$version"
+HOME="$th" XDG_DATA_HOME= "$tdir/install.sh" >/dev/null
+out="$(HOME="$th" "$th/.local/bin/studio-worker" version 2>&1)" || fail "tarball install: version failed: $out"
+grep -qF "$version" <<<"$out" || fail "tarball install: version printed '$out'"
+grep -q "^Exec=\"$th/.local/share/studio-worker/studio-worker\"" "$th/.local/share/applications/studio-worker.desktop" ||
+  fail "tarball install: the menu entry does not point at the program"
+[ -f "$th/.local/share/icons/hicolor/48x48/apps/studio-worker.png" ] || fail "tarball install: no icon"
+mkdir -p "$th/.config/studio-worker"; echo 'studio_url = "x"' >"$th/.config/studio-worker/settings.toml"
+HOME="$th" XDG_DATA_HOME= "$tdir/install.sh" --uninstall >/dev/null
+[ ! -e "$th/.local/share/studio-worker" ] && [ ! -e "$th/.local/bin/studio-worker" ] || fail "install.sh --uninstall left the program"
+[ -f "$th/.config/studio-worker/settings.toml" ] || fail "install.sh --uninstall removed the donor's settings"
+ok "tarball: per-user install.sh, version, menu entry, uninstall keeping settings"
+
+}
+
+check_windows() {
+phase "Windows installer"
+file -b "$setup" | grep -q '^PE32' || fail "$setup is not a PE program: $(file -b "$setup")"
+ok "installer is a PE program: $(file -b "$setup")"
+if command -v 7z >/dev/null; then
+  listing="$(7z l -ba "$setup")"
+  for f in uninstall.exe studio-worker.exe lib/llama.dll lib/ggml.dll lib/ggml-base.dll lib/ggml-cpu-x64.dll; do
+    grep -q " $f\$" <<<"$listing" || fail "installer holds no $f"
+  done
+  grep -q 'ggml\.v0\|llama\.v0' <<<"$listing" && fail "installer holds a versioned ggml/llama DLL beside the renamed one"
+  ok "installer holds uninstall.exe, studio-worker.exe and the runtime DLLs (7z l)"
+else
+  echo "package-check: note: 7z not installed (Debian p7zip-full); the archive listing is skipped, the Wine install below checks the files"
+fi
+
+WINE="$(command -v wine64 || command -v wine || true)"
+[ -n "$WINE" ] || fail "wine not found (Debian: apt-get install wine64)"
+export WINEPREFIX="$work/wineprefix" WINEDEBUG=-all WINEARCH=win64
+# No Mono/Gecko prompts, and no Linux menu entries made for Windows shortcuts.
+export WINEDLLOVERRIDES="mscoree=d;mshtml=d;winemenubuilder.exe=d"
+mkdir -p "$WINEPREFIX"
+"$WINE" wineboot -i >/dev/null 2>&1 || true
+wineserver -w
+winvar() { "$WINE" cmd /c "echo %$1%" 2>/dev/null | tr -d '\r'; }
+unixpath() { winepath -u "$1" 2>/dev/null | tr -d '\r'; }
+lad_w="$(winvar LOCALAPPDATA)"; ad_w="$(winvar APPDATA)"; up_w="$(winvar USERPROFILE)"
+lad="$(unixpath "$lad_w")"; ad="$(unixpath "$ad_w")"; up="$(unixpath "$up_w")"
+[ -d "$lad" ] && [ -d "$ad" ] || fail "could not find the Wine user's folders ($lad_w -> $lad)"
+inst="$lad/Programs/StudioWorker"; inst_w="$lad_w\\Programs\\StudioWorker"
+lnk="$ad/Microsoft/Windows/Start Menu/Programs/Studio Worker.lnk"
+ukey='HKCU\Software\Microsoft\Windows\CurrentVersion\Uninstall\StudioWorker'
+runkey='HKCU\Software\Microsoft\Windows\CurrentVersion\Run'
+
+# The donor's data, where the app keeps it on Windows (xdg: %LOCALAPPDATA%),
+# plus %APPDATA% and a models folder, to prove the uninstaller leaves them.
+mkdir -p "$lad/studio-worker" "$ad/studio-worker" "$up/models/tiny"
+echo 'studio_url = "https://studio.minis.gg/"' >"$lad/studio-worker/settings.toml"
+echo 'kept' >"$ad/studio-worker/note.txt"
+echo 'weights' >"$up/models/tiny/model.gguf"
+
+same_tree() { # installed lib vs staged runtime: same names, same bytes
+  diff <(cd "$1" && find . -type f -exec sha256sum {} + | sort -k2) <(cd "$2" && find . -type f -exec sha256sum {} + | sort -k2) >/dev/null
+}
+run_dllcheck() {
+  mkdir -p "$work/dllcheck"
+  x86_64-w64-mingw32-gcc -O2 -municode -o "$work/dllcheck/dllcheck.exe" packaging/windows/dllcheck.c -lpsapi
+  out="$("$WINE" "$work/dllcheck/dllcheck.exe" "$inst_w\\lib" 2>&1)" || fail "the installed runtime does not load under Wine: $out"
+  grep -q 'ggml modules loaded: 1' <<<"$out" || fail "dllcheck: $out"
+}
+
+"$WINE" "$setup" /S; wineserver -w
+for f in studio-worker.exe studio-worker.ico uninstall.exe lib/llama.dll lib/ggml.dll lib/ggml-base.dll; do
+  [ -f "$inst/$f" ] || fail "silent install: no $inst/$f"
+done
+same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64" || fail "silent install: lib\\ differs from the staged CPU runtime"
+cmp -s "$inst/studio-worker.exe" "$dist/.work/windows-bin/studio-worker.exe" 2>/dev/null || [ ! -f "$dist/.work/windows-bin/studio-worker.exe" ] ||
+  fail "silent install: studio-worker.exe differs from the one built"
+ok "silent install (/S): program, icon, uninstaller, CPU runtime byte-equal to the staged one in $inst_w"
+[ -f "$lnk" ] || fail "no Start-menu shortcut at $lnk"
+grep -qa 'studio-worker.exe' "$lnk" || strings -el "$lnk" | grep -q 'studio-worker.exe' || fail "the shortcut does not point at studio-worker.exe"
+ok "Start-menu shortcut: Studio Worker.lnk -> studio-worker.exe"
+reg="$("$WINE" reg query "$ukey" 2>/dev/null | tr -d '\r')" || fail "no uninstall entry $ukey"
+grep -q "DisplayName.*Studio Worker" <<<"$reg" && grep -q "DisplayVersion.*$version" <<<"$reg" &&
+  grep -qi 'UninstallString.*uninstall.exe' <<<"$reg" || fail "uninstall entry incomplete: $reg"
+ok "Apps & features entry: $(grep -E 'DisplayName|DisplayVersion' <<<"$reg" | xargs)"
+"$WINE" reg query "$runkey" /v "Studio Worker" >/dev/null 2>&1 && fail "start at login was set without being chosen"
+run_dllcheck
+ok "installed CPU runtime loads under Wine with one ggml: $(grep -E '^  device' <<<"$out" | head -1 | xargs)"
+
+"$WINE" "$setup" /S /RUNTIME=vulkan /AUTOSTART; wineserver -w
+same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64-vulkan" || fail "/RUNTIME=vulkan: lib\\ is not exactly the Vulkan runtime"
+"$WINE" reg query "$runkey" /v "Studio Worker" 2>/dev/null | tr -d '\r' | grep -qi 'studio-worker.exe' || fail "/AUTOSTART did not set HKCU Run"
+run_dllcheck
+ok "reinstall with /RUNTIME=vulkan /AUTOSTART: lib\\ replaced by the Vulkan runtime (loads, one ggml), HKCU Run set"
+
+"$WINE" "$inst/uninstall.exe" /S; wineserver -w
+[ ! -e "$inst" ] || fail "the uninstaller left $inst: $(ls -A "$inst")"
+[ ! -e "$lnk" ] || fail "the uninstaller left the shortcut"
+"$WINE" reg query "$ukey" >/dev/null 2>&1 && fail "the uninstaller left the Apps & features entry"
+"$WINE" reg query "$runkey" /v "Studio Worker" >/dev/null 2>&1 && fail "the uninstaller left the start-at-login entry"
+[ -f "$lad/studio-worker/settings.toml" ] && [ -f "$ad/studio-worker/note.txt" ] && [ -f "$up/models/tiny/model.gguf" ] ||
+  fail "the uninstaller removed the donor's settings or models"
+ok "silent uninstall: program, shortcut, uninstall entry and login start gone; settings and models kept"
+wineserver -k 2>/dev/null || true
+rm -rf "$work/wineprefix"
+}
+
+case "$only" in
+  all) check_deb; check_tarball; check_windows ;;
+  linux) check_deb; check_tarball ;;
+  windows) check_windows ;;
+  *) fail "CHECK_ONLY must be all, linux or windows" ;;
+esac
+
+phase "sizes"
+for f in "$deb" "$vdeb" "$tarball" "$setup"; do
+  printf 'package-check: %-48s %10s bytes (%s)\n' "${f#"$root/"}" "$(stat -c %s "$f")" "$(du -h "$f" | cut -f1)"
+done
+echo "package-check: $pass passed, 0 failed ($((SECONDS - t0)) s)"
