@@ -39,9 +39,10 @@ type Instance struct {
 
 // Acquire takes the per-user lock in dir. When it is free, onShow is called
 // (on a goroutine of this package) each time a later launch asks for the
-// window. When it is taken, Acquire asks the holder to show its window and
-// returns an error wrapping ErrRunning that says whether the holder answered.
-func Acquire(dir string, onShow func()) (*Instance, error) {
+// window, with the page that launch named ("" for none). When it is taken,
+// Acquire asks the holder to show its window at page and returns an error
+// wrapping ErrRunning that says whether the holder answered.
+func Acquire(dir, page string, onShow func(page string)) (*Instance, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create %s for the single-instance lock: %w", dir, err)
 	}
@@ -52,7 +53,7 @@ func Acquire(dir string, onShow func()) (*Instance, error) {
 	}
 	sock := filepath.Join(dir, socketName)
 	if !ok {
-		if err := ask(sock); err != nil {
+		if err := ask(sock, page); err != nil {
 			return nil, fmt.Errorf("%w, but it did not answer when asked to show its window (%v)", ErrRunning, err)
 		}
 		return nil, fmt.Errorf("%w; its window has been brought forward", ErrRunning)
@@ -71,7 +72,7 @@ func Acquire(dir string, onShow func()) (*Instance, error) {
 	return in, nil
 }
 
-func (in *Instance) serve(onShow func()) {
+func (in *Instance) serve(onShow func(string)) {
 	defer in.wg.Done()
 	for {
 		c, err := in.ln.Accept()
@@ -84,26 +85,31 @@ func (in *Instance) serve(onShow func()) {
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(askTimeout))
 			line, err := bufio.NewReader(c).ReadString('\n')
-			if err != nil || strings.TrimSpace(line) != "show" {
+			verb, page, _ := strings.Cut(strings.TrimSpace(line), " ")
+			if err != nil || verb != "show" {
 				_, _ = fmt.Fprintln(c, "unknown request")
 				return
 			}
 			if onShow != nil {
-				onShow()
+				onShow(page)
 			}
 			_, _ = fmt.Fprintln(c, "ok")
 		}()
 	}
 }
 
-func ask(sock string) error {
+func ask(sock, page string) error {
 	c, err := net.DialTimeout("unix", sock, askTimeout)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(askTimeout))
-	if _, err := fmt.Fprintln(c, "show"); err != nil {
+	msg := "show"
+	if page = strings.Join(strings.Fields(page), " "); page != "" {
+		msg += " " + page
+	}
+	if _, err := fmt.Fprintln(c, msg); err != nil {
 		return err
 	}
 	reply, err := bufio.NewReader(c).ReadString('\n')

@@ -10,17 +10,20 @@ import (
 
 func TestSecondLaunchAsksFirstToShow(t *testing.T) {
 	dir := t.TempDir()
-	shown := make(chan struct{}, 1)
-	first, err := Acquire(dir, func() { shown <- struct{}{} })
+	shown := make(chan string, 1)
+	first, err := Acquire(dir, "", func(page string) { shown <- page })
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := Acquire(dir, func() { t.Error("second instance must not serve") })
+	second, err := Acquire(dir, "Logs", func(string) { t.Error("second instance must not serve") })
 	if !errors.Is(err, ErrRunning) || second != nil {
 		t.Fatalf("second Acquire = %v, %v; want ErrRunning", second, err)
 	}
 	select {
-	case <-shown:
+	case page := <-shown:
+		if page != "Logs" {
+			t.Errorf("first instance asked for page %q, want Logs", page)
+		}
 	default:
 		t.Fatal("the first instance was not asked to show its window before the second returned")
 	}
@@ -28,7 +31,7 @@ func TestSecondLaunchAsksFirstToShow(t *testing.T) {
 		t.Fatal(err)
 	}
 	// After release a new launch becomes the first one.
-	third, err := Acquire(dir, nil)
+	third, err := Acquire(dir, "", nil)
 	if err != nil {
 		t.Fatalf("after release: %v", err)
 	}
@@ -40,7 +43,7 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, socketName), []byte("left over"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	in, err := Acquire(dir, nil)
+	in, err := Acquire(dir, "", nil)
 	if err != nil {
 		t.Fatalf("stale socket file should not block the first launch: %v", err)
 	}
@@ -49,7 +52,7 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 
 func TestUnansweredLockStillReportsRunning(t *testing.T) {
 	dir := t.TempDir()
-	first, err := Acquire(dir, nil)
+	first, err := Acquire(dir, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +62,7 @@ func TestUnansweredLockStillReportsRunning(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, socketName)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Acquire(dir, nil)
+	_, err = Acquire(dir, "", nil)
 	if !errors.Is(err, ErrRunning) {
 		t.Fatalf("got %v, want ErrRunning", err)
 	}

@@ -44,7 +44,7 @@ func (p *JobsPage) Rows() int { return len(p.rows.Objects) }
 // not on every progress snapshot of a running job.
 func (p *JobsPage) Render(s studio.Snapshot) {
 	c := s.Counters
-	p.summary.SetText(fmt.Sprintf("%d done · %d failed · %d offers turned down", c.Done, c.Failed, c.Rejected))
+	p.summary.SetText(fmt.Sprintf("%d done · %d failed · %s turned down", c.Done, c.Failed, plural(c.Rejected, "offer", "offers")))
 	var sig strings.Builder
 	for _, j := range s.Recent {
 		fmt.Fprintf(&sig, "%s/%s/%d;", j.ID, j.Outcome, j.Finished.UnixNano())

@@ -93,7 +93,9 @@ func newLogsPage(src LogSource) *LogsPage {
 		}
 	}
 
-	bar := container.NewBorder(nil, nil, p.level, container.NewHBox(p.follow, p.copyBtn, p.count), p.search)
+	// Wide enough for the longest level choice, which a Select would cut.
+	level := container.NewGridWrap(fyne.NewSize(220, p.level.MinSize().Height), p.level)
+	bar := container.NewBorder(nil, nil, level, container.NewHBox(p.follow, p.copyBtn, p.count), p.search)
 	p.content = container.NewBorder(bar, p.detail, nil, nil, p.list)
 	p.Reload()
 	return p

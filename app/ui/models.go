@@ -161,7 +161,7 @@ func (p *ModelsPage) modelRow(m engine.StoredModel, loaded bool) fyne.CanvasObje
 	if m.InUse {
 		del.Disable()
 	}
-	return container.NewVBox(container.NewBorder(nil, nil, nil, del, container.NewVBox(name, info)), widget.NewSeparator())
+	return container.NewVBox(container.NewBorder(nil, nil, nil, container.NewCenter(del), container.NewVBox(name, info)), widget.NewSeparator())
 }
 
 func (p *ModelsPage) confirmDelete(id string) {

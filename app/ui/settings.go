@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -111,8 +112,8 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 	p.workerID.Wrapping = fyne.TextWrapWord
 	p.logout = widget.NewButtonWithIcon("Log out / reset…", theme.LogoutIcon(), p.confirmLogout)
 
-	cores := fmt.Sprintf("Threads for text jobs (0 = automatic, %d on this computer; at most %d)",
-		settings.Settings{}.EffectiveThreads(), maxThreads())
+	cores := fmt.Sprintf("CPU threads for text jobs (0 = automatic, which is %d here; at most %d)",
+		settings.Settings{}.EffectiveThreads(), runtime.NumCPU())
 	form := container.NewVBox(
 		widget.NewLabelWithStyle("Studio address", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
 		p.url, p.urlErr,
@@ -239,8 +240,6 @@ func (p *SettingsPage) chooseFolder() {
 	d.Resize(fyne.NewSize(760, 520))
 	d.Show()
 }
-
-func maxThreads() int { return settings.Settings{}.EffectiveThreads() + 1 }
 
 func parseThreads(s string) (int, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(s))

@@ -2,6 +2,7 @@ package ui
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"fyne.io/fyne/v2"
@@ -153,8 +154,7 @@ func (p *StatusPage) Render(s studio.Snapshot) {
 		p.heartbeat.SetText("Last heartbeat acknowledged at " + s.LastHeartbeat.Local().Format("15:04:05") + ".")
 	}
 	p.vram.SetText(vramLine(s.VRAM))
-	c := s.Counters
-	p.counters.SetText(fmt.Sprintf("Since start: %d done, %d failed, %d offers turned down.", c.Done, c.Failed, c.Rejected))
+	p.counters.SetText("Since start: " + countersLine(s.Counters) + ".")
 }
 
 func (p *StatusPage) renderJob(j *studio.JobInfo) {
@@ -198,10 +198,24 @@ func reasonLine(s studio.Snapshot) string {
 			return titleCase(jobTitle(*s.Current)) + "."
 		}
 		return ""
-	case s.IdleReason != "":
+	case s.State == studio.StatePaused:
+		return "No new jobs are taken until you press Start."
+	case s.IdleReason != "" && !strings.EqualFold(s.IdleReason, Headline(s)):
 		return titleCase(s.IdleReason) + "."
 	}
 	return ""
+}
+
+// countersLine is "3 done, 1 failed, 2 offers turned down".
+func countersLine(c studio.Counters) string {
+	return fmt.Sprintf("%d done, %d failed, %s turned down", c.Done, c.Failed, plural(c.Rejected, "offer", "offers"))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func connectionLine(s studio.Snapshot) string {
@@ -234,7 +248,7 @@ func connectionLine(s studio.Snapshot) string {
 }
 
 func vramLine(v studio.VRAM) string {
-	inUse := "nothing loaded"
+	inUse := "None in use by Studio Worker"
 	if v.InUseBytes > 0 {
 		inUse = formatGB(bytesToGB(v.InUseBytes)) + " in use by Studio Worker"
 	}

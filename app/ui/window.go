@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"fyne.io/fyne/v2"
@@ -87,10 +88,10 @@ func (m *Main) AddNotice(text string) {
 // Notices is how many notices are shown.
 func (m *Main) Notices() int { return len(m.notices.Objects) }
 
-// Show selects a page by name.
+// Show selects a page by name, in any letter case.
 func (m *Main) Show(page string) {
 	for _, t := range m.tabs.Items {
-		if t.Text == page {
+		if strings.EqualFold(t.Text, page) {
 			m.tabs.Select(t)
 		}
 	}

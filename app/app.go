@@ -1,0 +1,174 @@
+// Package app is the desktop shell: the Fyne app with its window and tray
+// icon over the worker that package stack builds. It is the only package
+// that imports Fyne's cgo driver; the pages live in app/ui.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"fyne.io/fyne/v2"
+	fyneapp "fyne.io/fyne/v2/app"
+	"fyne.io/fyne/v2/driver/desktop"
+	"fyne.io/systray"
+
+	"github.com/minisgg/studio-worker/app/instance"
+	"github.com/minisgg/studio-worker/app/stack"
+	"github.com/minisgg/studio-worker/app/ui"
+	"github.com/minisgg/studio-worker/assets"
+	"github.com/minisgg/studio-worker/settings"
+)
+
+// AppID is the Fyne application id (FyneApp.toml says the same).
+const AppID = "gg.minis.studio-worker"
+
+// Options configure Run.
+type Options struct {
+	Stack stack.Options
+	// Minimised starts with the window hidden in the tray (where there is
+	// a tray), whatever the setting says.
+	Minimised bool
+	// Page opens the window at this page (Status, Jobs, Logs, Models,
+	// Settings); when the app already runs, that one shows the page.
+	Page string
+	// LockDir holds the single-instance lock; empty means the settings
+	// folder, so a desktop app and a dev run share one lock per user.
+	LockDir string
+	Stderr  io.Writer
+}
+
+// shutdownTimeout bounds Quit: the worker's grace for a running job plus
+// room to report it to the studio.
+const shutdownTimeout = 15 * time.Second
+
+// Run starts the desktop app and returns the process exit code.
+func Run(opts Options) int {
+	stderr := opts.Stderr
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	opts.Stack.Stderr = stderr
+	opts.Stack.Autostart = true
+
+	lockDir := opts.LockDir
+	if lockDir == "" {
+		d, err := settings.DefaultDir()
+		if err == nil {
+			lockDir = d
+		}
+	}
+	showReq := make(chan string, 1)
+	var inst *instance.Instance
+	if lockDir != "" {
+		var err error
+		inst, err = instance.Acquire(lockDir, opts.Page, func(page string) {
+			select {
+			case showReq <- page:
+			default:
+			}
+		})
+		if errors.Is(err, instance.ErrRunning) {
+			fmt.Fprintln(stderr, "studio-worker: "+err.Error()+".")
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "studio-worker: "+err.Error()+"; carrying on without the single-instance check")
+		}
+	}
+	if inst != nil {
+		defer inst.Release()
+	}
+
+	st, err := stack.New(opts.Stack)
+	if err != nil {
+		fmt.Fprintln(stderr, "studio-worker: "+err.Error())
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	a := fyneapp.NewWithID(AppID)
+	icon := fyne.NewStaticResource("icon.png", assets.Icon)
+	a.SetIcon(icon)
+	w := a.NewWindow("Studio Worker")
+	w.SetIcon(icon)
+	// The folder dialog draws inside the window, so keep room for it.
+	w.Resize(fyne.NewSize(920, 680))
+
+	backend := st.Backend()
+	m := ui.NewMain(ui.Deps{
+		Backend:  backend,
+		Models:   st.Store,
+		Settings: st.Settings,
+		Logs:     st.Logger.Ring(),
+		Log:      st.Log,
+	}, w)
+	w.SetContent(m.Content())
+	for _, n := range st.Notices {
+		m.AddNotice(n)
+	}
+
+	quit := func() {
+		w.Hide()
+		a.Quit()
+	}
+	show := func() {
+		w.Show()
+		w.RequestFocus()
+	}
+
+	hasTray, why := trayHost()
+	desk, isDesktop := a.(desktop.App)
+	if hasTray && isDesktop {
+		tr := ui.NewTray(desk, backend, show, quit, systray.SetTooltip)
+		desk.SetSystemTrayWindow(w) // closing the window hides it; a click on the icon shows it
+		tr.Follow(ctx)
+	} else {
+		hasTray = false
+		msg := "No system tray was found on this desktop (" + why + "), so closing this window quits Studio Worker."
+		st.Log.Warn(msg, "op", "tray")
+		m.AddNotice(msg)
+		w.SetCloseIntercept(quit)
+	}
+	w.SetMaster()
+
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case page := <-showReq:
+				st.Log.Info("another launch asked for the window", "op", "instance")
+				fyne.Do(func() {
+					if page != "" {
+						m.Show(page)
+					}
+					show()
+				})
+			}
+		}
+	}()
+	if opts.Page != "" {
+		m.Show(opts.Page)
+	}
+	m.Follow(ctx)
+	st.Start(ctx)
+
+	if (opts.Minimised || st.Settings.Current().StartMinimised) && hasTray {
+		st.Log.Info("started minimised to the tray", "op", "startup")
+		a.Run()
+	} else {
+		w.ShowAndRun()
+	}
+
+	cancel()
+	st.Log.Info("quitting: stopping the worker", "op", "shutdown")
+	if err := st.Shutdown(shutdownTimeout); err != nil {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,85 @@
+package stack
+
+import (
+	"strings"
+	"sync"
+
+	"github.com/minisgg/studio-worker/app/autostart"
+	"github.com/minisgg/studio-worker/settings"
+)
+
+// Controller holds the live settings and saves them: to the file, to the
+// login entry, to the engines and to the worker, without a restart where
+// the parts allow it.
+type Controller struct {
+	store *settings.Store
+	stack *Stack
+
+	mu  sync.Mutex
+	cur settings.Settings
+}
+
+// Current is the settings in force now.
+func (c *Controller) Current() settings.Settings {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
+}
+
+// override changes the settings in force for this run only (the dev
+// studio's URL); the file keeps what the donor saved.
+func (c *Controller) override(f func(*settings.Settings)) {
+	c.mu.Lock()
+	f(&c.cur)
+	c.mu.Unlock()
+}
+
+// Save validates, persists and applies s. The note names what waits for a
+// restart.
+func (c *Controller) Save(s settings.Settings) (string, error) {
+	st := c.stack
+	detected := 0.0
+	if st.Runner != nil {
+		if v := st.Runner.VRAM(); v.Known {
+			detected = v.TotalGB()
+		}
+	}
+	if err := s.Validate(detected); err != nil {
+		return "", err
+	}
+	if err := c.store.Save(s); err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	old := c.cur
+	c.cur = s
+	c.mu.Unlock()
+
+	var problems, later []string
+	if st.opts.Autostart && (s.StartAtLogin != old.StartAtLogin || s.StartAtLogin) {
+		if err := autostart.Apply(st.opts.AutostartConfig, s.StartAtLogin); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if st.Llama != nil && s.Threads != old.Threads {
+		st.Llama.SetThreads(s.Threads)
+	}
+	if settings.ExpandHome(s.ModelsDir) != settings.ExpandHome(old.ModelsDir) {
+		later = append(later, "the new models folder")
+	}
+	if s.LlamaLibDir != old.LlamaLibDir || s.SDLibPath != old.SDLibPath {
+		later = append(later, "the new engine libraries")
+	}
+	if st.Worker != nil {
+		st.Worker.ApplySettings()
+	}
+	st.Log.Info("settings saved and applied", "op", "settings")
+	var note []string
+	if len(later) > 0 {
+		note = append(note, "Studio Worker uses "+strings.Join(later, " and ")+" from its next start.")
+	}
+	if len(problems) > 0 {
+		note = append(note, "But: "+strings.Join(problems, "; ")+".")
+	}
+	return strings.Join(note, " "), nil
+}

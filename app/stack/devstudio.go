@@ -1,0 +1,119 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/engine/gguf"
+	"github.com/minisgg/studio-worker/studio/devstudio"
+)
+
+// DevStudio is a dev studio served on loopback for `make run`.
+type DevStudio struct {
+	Server    *devstudio.Server
+	URL       string // base URL, e.g. http://127.0.0.1:40123/
+	modelsDir string
+	http      *http.Server
+	log       *slog.Logger
+}
+
+// StartDevStudio serves a dev studio on loopback, keeping its state in
+// dir; with autoApprove it approves every worker by itself.
+func StartDevStudio(dir string, autoApprove bool, log *slog.Logger) (*DevStudio, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	models := filepath.Join(dir, "models")
+	if err := os.MkdirAll(models, 0o755); err != nil {
+		return nil, err
+	}
+	// The studio's own lines go to stderr only: shipped back to it as the
+	// worker's logBatch they would feed on themselves.
+	studioLog := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := devstudio.New(devstudio.Options{DataDir: dir, ModelsDir: models, AutoApprove: autoApprove, Log: studioLog})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	d := &DevStudio{
+		Server:    srv,
+		URL:       "http://" + ln.Addr().String() + "/",
+		modelsDir: models,
+		http:      &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second},
+		log:       log,
+	}
+	go func() {
+		if err := d.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("dev studio stopped serving: "+err.Error(), "op", "devstudio")
+		}
+	}()
+	return d, nil
+}
+
+// demoPrompts are what the demo jobs ask; the tiny random-weight model
+// answers with nonsense, but it runs for real through llama.cpp.
+var demoPrompts = []string{
+	"Name three colours of a sunset.",
+	"Write a haiku about graphics cards.",
+	"What is a good name for a friendly robot?",
+	"Describe a castle made of glass in one sentence.",
+	"List two uses for a spare GPU.",
+}
+
+// EnqueueDemoJobs queues n text jobs for a tiny generated model, which the
+// dev studio serves itself. kinds is what the worker can run: without the
+// llama.cpp runtime there is nothing real to feed it, and it says so.
+func (d *DevStudio) EnqueueDemoJobs(n int, kinds []engine.TaskKind) error {
+	if !slices.Contains(kinds, engine.KindLLM) {
+		return errors.New("text jobs need the llama.cpp runtime, which is not loaded (run `make runtime`)")
+	}
+	spec := gguf.Tiny()
+	path, err := gguf.EnsureIn(d.modelsDir, spec)
+	if err != nil {
+		return fmt.Errorf("could not write the demo model: %w", err)
+	}
+	file, err := devstudio.ModelFile(d.URL, d.modelsDir, filepath.Base(path), engine.RoleModel)
+	if err != nil {
+		return err
+	}
+	for i := range n {
+		max := 160
+		id, err := d.Server.EnqueueJob(devstudio.JobSpec{
+			Task: engine.Task{Kind: engine.KindLLM, LLM: &engine.LLMParams{
+				Messages:  []engine.ChatMessage{{Role: "user", Content: demoPrompts[i%len(demoPrompts)]}},
+				MaxTokens: max,
+			}},
+			Model:          spec.Name,
+			ModelSource:    engine.ModelSource{Engine: engine.EngineLlamaCpp, Files: []engine.ModelFile{file}},
+			VRAMGBEstimate: 0.1,
+			GameID:         "demo",
+			AssetName:      fmt.Sprintf("demo-%d", i+1),
+		})
+		if err != nil {
+			return err
+		}
+		d.log.Info("demo job queued: "+id, "op", "devstudio", "job", id, "model", spec.Name)
+	}
+	return nil
+}
+
+// Close stops the dev studio.
+func (d *DevStudio) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	d.Server.Close()
+	_ = d.http.Shutdown(ctx)
+}

@@ -1,0 +1,307 @@
+// Package stack builds everything behind the desktop window: the logger,
+// the settings, the credentials, the model store, the engines, the runner
+// and the worker, and (for `make run`) an embedded dev studio. It knows
+// nothing of Fyne, so the headless entry could use it too and its tests
+// need no display.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/adrg/xdg"
+
+	"github.com/minisgg/studio-worker/app/autostart"
+	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/engine/llama"
+	"github.com/minisgg/studio-worker/logging"
+	"github.com/minisgg/studio-worker/settings"
+	"github.com/minisgg/studio-worker/studio"
+)
+
+// Options configure New.
+type Options struct {
+	// ConfigDir holds settings.toml and the credentials file; empty means
+	// settings.DefaultDir() (or the dev folder with DevStudio).
+	ConfigDir string
+	// LogPath is the rotating log file; empty means logging.DefaultLogPath,
+	// "-" means none.
+	LogPath string
+	// Stderr receives the human-readable log; nil means os.Stderr.
+	Stderr io.Writer
+	// DevStudio runs an embedded dev studio on loopback that approves this
+	// worker by itself and feeds it demo jobs; the worker talks to it
+	// instead of the studio in the settings.
+	DevStudio bool
+	// DevDir keeps the dev studio's state, the dev settings and models
+	// between runs; empty means $XDG_STATE_HOME/studio-worker/dev.
+	DevDir string
+	// DemoJobs is how many demo jobs the dev studio queues at start.
+	DemoJobs int
+	// Autostart keeps the login entry in step with the setting (desktop).
+	Autostart bool
+	// AutostartConfig overrides where the login entry goes (tests).
+	AutostartConfig autostart.Config
+	// Engines replaces the real engines (tests); nil loads llama.cpp.
+	Engines []engine.Engine
+	// Probe replaces the GPU probe (tests).
+	Probe engine.GPUProbe
+	// ShutdownGrace is how long Shutdown lets a running job finish.
+	ShutdownGrace time.Duration
+	// Clock drives the worker's timers (tests); nil means real time.
+	Clock studio.Clock
+}
+
+// Stack is the running worker and what it needs.
+type Stack struct {
+	opts     Options
+	Logger   *logging.Logger
+	Log      *slog.Logger
+	Settings *Controller
+	Creds    settings.CredentialStore
+	Store    *engine.Store
+	Runner   *engine.Runner
+	Llama    *llama.Engine // nil when Options.Engines replaced it
+	Worker   *studio.Worker
+	Dev      *DevStudio // nil unless Options.DevStudio
+
+	// Notices are problems found at start that the donor should read
+	// (a damaged settings file, no engine runtime); the log has them too.
+	Notices []string
+
+	runMu   sync.Mutex
+	ctx     context.Context
+	running bool
+	runDone chan struct{}
+	runErr  error
+
+	removeQueue func()
+}
+
+// DefaultDevDir is where `make run` keeps its dev studio and settings.
+func DefaultDevDir() string {
+	return filepath.Join(xdg.StateHome, settings.AppDirName, "dev")
+}
+
+// New builds the stack. It does not start the worker (see Start).
+func New(opts Options) (*Stack, error) {
+	st := &Stack{opts: opts}
+	logPath := opts.LogPath
+	if logPath == "" {
+		p, err := logging.DefaultLogPath()
+		if err == nil {
+			logPath = p
+		}
+	}
+	if logPath == "-" {
+		logPath = ""
+	}
+	lg, err := logging.New(logging.Options{Stderr: opts.Stderr, FilePath: logPath, Level: slog.LevelInfo})
+	if err != nil {
+		// A log file that cannot be opened must not stop the worker.
+		lg, err = logging.New(logging.Options{Stderr: opts.Stderr, Level: slog.LevelInfo})
+		if err != nil {
+			return nil, err
+		}
+		st.notice(lg.Slog(), "The log file could not be opened, so logs are only kept in memory: "+err.Error())
+	}
+	st.Logger, st.Log = lg, lg.Slog()
+
+	cfgDir := opts.ConfigDir
+	if opts.DevStudio {
+		if opts.DevDir == "" {
+			opts.DevDir = DefaultDevDir()
+			st.opts.DevDir = opts.DevDir
+		}
+		if cfgDir == "" {
+			cfgDir = filepath.Join(opts.DevDir, "config")
+		}
+	}
+	if cfgDir == "" {
+		cfgDir, err = settings.DefaultDir()
+		if err != nil {
+			return nil, err
+		}
+	}
+	store := settings.NewStore(cfgDir)
+	cur, err := store.Load()
+	var corrupt *settings.CorruptError
+	switch {
+	case errors.As(err, &corrupt):
+		st.notice(st.Log, titleFirst(corrupt.Error())+".")
+	case err != nil:
+		st.notice(st.Log, "The settings could not be read, so defaults are used: "+err.Error())
+	}
+	if opts.DevStudio {
+		st.Creds = settings.NewFileCredentialStore(cfgDir)
+		if cur.ModelsDir == settings.Default().ModelsDir {
+			// Demo models stay with the dev studio, not in the donor's folder.
+			cur.ModelsDir = filepath.Join(opts.DevDir, "models")
+		}
+	} else {
+		st.Creds = settings.NewCredentialStore(cfgDir)
+	}
+	st.Settings = &Controller{store: store, cur: cur, stack: st}
+
+	st.Store = engine.NewStore(settings.ExpandHome(cur.ModelsDir), engine.StoreOptions{
+		UserAgent: studio.UserAgent(), Log: st.Log,
+	})
+	engines := opts.Engines
+	if engines == nil {
+		st.Llama = llama.New(llama.Config{LibDir: cur.LlamaLibDir, Threads: cur.Threads, Log: st.Log})
+		if err := st.Llama.LibError(); err != nil {
+			// The engine has logged it already.
+			st.Notices = append(st.Notices, "Text (LLM) jobs are unavailable: "+err.Error())
+		}
+		engines = []engine.Engine{st.Llama}
+	}
+	st.Runner = engine.NewRunner(engine.RunnerConfig{
+		Store:    st.Store,
+		Engines:  engines,
+		BudgetGB: func() float64 { return st.Settings.Current().VRAMBudgetGB },
+		Probe:    opts.Probe,
+		Log:      st.Log,
+	})
+
+	if opts.DevStudio {
+		dev, err := StartDevStudio(filepath.Join(opts.DevDir, "studio"), true, st.Log)
+		if err != nil {
+			return nil, fmt.Errorf("could not start the dev studio: %w", err)
+		}
+		st.Dev = dev
+		st.Settings.override(func(s *settings.Settings) { s.StudioURL = dev.URL })
+		st.Log.Info("dev studio listening on "+dev.URL+" (it approves this worker by itself)", "op", "devstudio")
+	}
+
+	queue := studio.NewLogQueue(0)
+	st.removeQueue = st.Logger.AddSink(queue)
+	st.Worker = studio.NewWorker(studio.WorkerConfig{
+		Settings:      st.Settings.Current,
+		Runner:        st.Runner,
+		Creds:         st.Creds,
+		Log:           st.Log,
+		Logs:          queue,
+		ShutdownGrace: opts.ShutdownGrace,
+		Clock:         opts.Clock,
+	})
+	if opts.Autostart {
+		// Refresh the login entry so it names the program running now.
+		if err := autostart.Apply(opts.AutostartConfig, cur.StartAtLogin); err != nil {
+			st.notice(st.Log, titleFirst(err.Error())+".")
+		}
+	}
+	return st, nil
+}
+
+func (st *Stack) notice(log *slog.Logger, msg string) {
+	st.Notices = append(st.Notices, msg)
+	log.Warn(msg, "op", "startup")
+}
+
+// Start runs the worker (registration, then the session) on a goroutine
+// until ctx ends or Shutdown. With a dev studio it also queues the demo
+// jobs.
+func (st *Stack) Start(ctx context.Context) {
+	st.runMu.Lock()
+	st.ctx = ctx
+	st.runMu.Unlock()
+	st.startRun()
+	if st.Dev != nil && st.opts.DemoJobs > 0 {
+		go func() {
+			if err := st.Dev.EnqueueDemoJobs(st.opts.DemoJobs, st.Runner.Kinds()); err != nil {
+				st.Log.Warn("demo jobs not queued: "+err.Error(), "op", "devstudio")
+			}
+		}()
+	}
+}
+
+func (st *Stack) startRun() {
+	st.runMu.Lock()
+	defer st.runMu.Unlock()
+	if st.running || st.ctx == nil {
+		return
+	}
+	st.running = true
+	done := make(chan struct{})
+	st.runDone = done
+	ctx := st.ctx
+	go func() {
+		defer close(done)
+		err := st.Worker.Run(ctx)
+		st.runMu.Lock()
+		st.running = false
+		st.runErr = err
+		st.runMu.Unlock()
+	}()
+}
+
+// StartOver forgets the credentials and registers again; it also restarts
+// the worker's loop after the studio turned it down or stopped it.
+func (st *Stack) StartOver() error {
+	err := st.Worker.Logout()
+	st.startRun()
+	return err
+}
+
+// Shutdown stops the worker: a running job gets the grace time, then is
+// failed as retryable; the whole stop is bounded by timeout.
+func (st *Stack) Shutdown(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := st.Worker.Shutdown(ctx)
+	if err != nil {
+		st.Log.Warn("worker did not stop in time: "+err.Error(), "op", "shutdown")
+	} else {
+		st.Log.Info("worker stopped", "op", "shutdown")
+	}
+	if st.Dev != nil {
+		st.Dev.Close()
+	}
+	if st.removeQueue != nil {
+		st.removeQueue()
+	}
+	_ = st.Runner.ReleaseAll()
+	// A finished download may still be going to disk with its record.
+	st.Store.Sync()
+	_ = st.Logger.Close()
+	return err
+}
+
+// Backend is the worker as the window sees it (ui.Backend).
+type Backend struct {
+	*studio.Worker
+	st *Stack
+}
+
+// Backend returns the window's view of the worker.
+func (st *Stack) Backend() *Backend { return &Backend{Worker: st.Worker, st: st} }
+
+// StartOver forgets the credentials and registers afresh.
+func (b *Backend) StartOver() error { return b.st.StartOver() }
+
+// Models is the model store as the Models page sees it.
+func (st *Stack) Models() *engine.Store { return st.Store }
+
+func titleFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	r := []rune(s)
+	if r[0] >= 'a' && r[0] <= 'z' {
+		r[0] -= 'a' - 'A'
+	}
+	return string(r)
+}
+
+// ensure the interfaces the window expects are met where they can be
+// checked without importing the window.
+var _ interface {
+	Current() settings.Settings
+	Save(settings.Settings) (string, error)
+} = (*Controller)(nil)

@@ -1,0 +1,255 @@
+package stack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minisgg/studio-worker/app/autostart"
+	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/settings"
+	"github.com/minisgg/studio-worker/studio"
+	"github.com/minisgg/studio-worker/studio/devstudio"
+)
+
+// echoEngine is a test double for llama.cpp: it checks that the model file
+// the store fetched is there and answers with a fixed completion.
+type echoEngine struct{ ran chan string }
+
+func (e *echoEngine) Name() engine.EngineName   { return engine.EngineLlamaCpp }
+func (e *echoEngine) Kinds() []engine.TaskKind  { return []engine.TaskKind{engine.KindLLM} }
+func (e *echoEngine) Release() error            { return nil }
+func (e *echoEngine) ResidentVRAMBytes() uint64 { return 0 }
+func (e *echoEngine) Run(ctx context.Context, job engine.Job, _ engine.ProgressFunc) (engine.Result, error) {
+	path := job.Files[engine.RoleModel]
+	if _, err := os.Stat(path); err != nil {
+		return engine.Result{}, err
+	}
+	if e.ran != nil {
+		e.ran <- job.ID
+	}
+	out, _ := json.Marshal(map[string]any{"choices": []any{map[string]any{"message": map[string]string{"role": "assistant", "content": "test double"}}}})
+	return engine.Result{JSON: out, Stats: engine.Stats{CompletionTokens: 2}}, nil
+}
+
+type unknownGPU struct{}
+
+func (unknownGPU) Probe(context.Context) engine.VRAMInfo { return engine.VRAMInfo{} }
+
+func testOptions(t *testing.T) Options {
+	t.Helper()
+	dir := t.TempDir()
+	return Options{
+		ConfigDir:       filepath.Join(dir, "config"),
+		DevDir:          filepath.Join(dir, "dev"),
+		LogPath:         "-",
+		Stderr:          io.Discard,
+		Engines:         []engine.Engine{&echoEngine{}},
+		Probe:           unknownGPU{},
+		AutostartConfig: autostart.Config{Exe: "/opt/sw/studio-worker", Home: dir, ConfigHome: filepath.Join(dir, "xdg")},
+		ShutdownGrace:   time.Second,
+	}
+}
+
+// until waits for a snapshot that satisfies ok, calling step (if any) on
+// each snapshot that does not.
+func until(ctx context.Context, t *testing.T, w *studio.Worker, ok func(studio.Snapshot) bool, step func(studio.Snapshot)) studio.Snapshot {
+	t.Helper()
+	ch, cancel := w.Subscribe()
+	defer cancel()
+	for {
+		select {
+		case s := <-ch:
+			if ok(s) {
+				return s
+			}
+			if step != nil {
+				step(s)
+			}
+		case <-ctx.Done():
+			t.Fatalf("gave up waiting: %+v", w.Snapshot())
+		}
+	}
+}
+
+// pollNowWhilePending brings each 30 s registration poll forward while the
+// request is open, so the worker learns the studio's answer at once.
+func pollNowWhilePending(ctx context.Context, clock *studio.FakeClock, w *studio.Worker) {
+	for {
+		if err := clock.BlockUntilContext(ctx, 1); err != nil {
+			return
+		}
+		switch w.Snapshot().Registration.State {
+		case "none", "pending":
+			clock.Advance(studio.RegisterPollInterval)
+		default:
+			return
+		}
+	}
+}
+
+func TestDevStudioApprovesAndRunsDemoJobs(t *testing.T) {
+	opts := testOptions(t)
+	opts.DevStudio = true
+	// One job: a second offered while the first runs is turned down as
+	// busy, and the studio waits for a heartbeat, which this test's fake
+	// clock does not send.
+	opts.DemoJobs = 1
+	clock := studio.NewFakeClock(time.Now())
+	opts.Clock = clock
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Dev == nil || st.Settings.Current().StudioURL != st.Dev.URL {
+		t.Fatalf("the worker should talk to the dev studio, not %q", st.Settings.Current().StudioURL)
+	}
+	if got := st.Settings.Current().ModelsDir; got != filepath.Join(opts.DevDir, "models") {
+		t.Errorf("dev models folder %q", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st.Start(ctx)
+	// The request is approved at once; the worker learns it at its next
+	// poll, which the fake clock brings forward.
+	go pollNowWhilePending(ctx, clock, st.Worker)
+	until(ctx, t, st.Worker, func(s studio.Snapshot) bool { return s.Counters.Done == 1 }, nil)
+	jobs := st.Dev.Server.Jobs()
+	if len(jobs) != 1 {
+		t.Fatalf("the studio has %d jobs, want the demo job", len(jobs))
+	}
+	for _, j := range jobs {
+		// The worker counts a job done when its result is sent; the studio
+		// records it when the frame arrives.
+		got, err := st.Dev.Server.WaitJob(ctx, j.ID, devstudio.JobDone, devstudio.JobFailed)
+		if err != nil || got.State != devstudio.JobDone {
+			t.Errorf("job %s: %s %v (%s)", j.ID, got.State, err, got.Error)
+		}
+	}
+	if err := st.Shutdown(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCorruptSettingsAreSetAsideWithANotice(t *testing.T) {
+	opts := testOptions(t)
+	if err := os.MkdirAll(opts.ConfigDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(opts.ConfigDir, settings.FileName), []byte("studio_url = = ]]garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(time.Second)
+	if len(st.Notices) == 0 || !strings.Contains(st.Notices[0], "could not be read") {
+		t.Fatalf("notices %q", st.Notices)
+	}
+	if st.Settings.Current().StudioURL != settings.DefaultStudioURL {
+		t.Errorf("defaults not used: %q", st.Settings.Current().StudioURL)
+	}
+	aside, _ := filepath.Glob(filepath.Join(opts.ConfigDir, settings.FileName+".corrupt-*"))
+	if len(aside) != 1 {
+		t.Errorf("the garbage file was not set aside: %v", aside)
+	}
+}
+
+func TestSaveAppliesSettings(t *testing.T) {
+	opts := testOptions(t)
+	opts.Autostart = true
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(time.Second)
+	entry, _ := autostart.Path(opts.AutostartConfig)
+	if _, err := os.Stat(entry); !os.IsNotExist(err) {
+		t.Fatalf("login entry exists before it was asked for: %v", err)
+	}
+
+	s := st.Settings.Current()
+	s.StudioURL = "ftp://nope"
+	if _, err := st.Settings.Save(s); err == nil {
+		t.Fatal("an ftp studio URL was saved")
+	}
+	var fe *settings.FieldError
+	if !errors.As(err, &fe) && err != nil {
+		t.Fatalf("want a field error, got %v", err)
+	}
+
+	s = st.Settings.Current()
+	s.StartAtLogin = true
+	s.VRAMBudgetGB = 3
+	s.ModelsDir = filepath.Join(t.TempDir(), "elsewhere")
+	note, err := st.Settings.Save(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(note, "models folder") {
+		t.Errorf("note %q should say the new models folder waits for a restart", note)
+	}
+	if st.Settings.Current().VRAMBudgetGB != 3 || st.Worker.Snapshot().VRAM.BudgetGB != 3 {
+		t.Errorf("budget not in force: settings %v, worker %v", st.Settings.Current().VRAMBudgetGB, st.Worker.Snapshot().VRAM.BudgetGB)
+	}
+	b, err := os.ReadFile(entry)
+	if err != nil || !strings.Contains(string(b), "/opt/sw/studio-worker") {
+		t.Fatalf("login entry not written: %v %s", err, b)
+	}
+	reloaded, err := settings.NewStore(opts.ConfigDir).Load()
+	if err != nil || !reloaded.StartAtLogin || reloaded.VRAMBudgetGB != 3 {
+		t.Errorf("not persisted: %+v %v", reloaded, err)
+	}
+	s.StartAtLogin = false
+	if _, err := st.Settings.Save(s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(entry); !os.IsNotExist(err) {
+		t.Errorf("login entry still there after turning it off")
+	}
+}
+
+func TestStartOverAfterRejection(t *testing.T) {
+	opts := testOptions(t)
+	clock := studio.NewFakeClock(time.Now())
+	opts.Clock = clock
+	dev, err := StartDevStudio(t.TempDir(), false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Settings.override(func(s *settings.Settings) { s.StudioURL = dev.URL })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st.Start(ctx)
+	first := until(ctx, t, st.Worker, func(s studio.Snapshot) bool { return s.Registration.State == "pending" }, nil)
+	if err := dev.Server.Reject(first.Registration.RequestID, "not this one"); err != nil {
+		t.Fatal(err)
+	}
+	go pollNowWhilePending(ctx, clock, st.Worker)
+	rejected := until(ctx, t, st.Worker, func(s studio.Snapshot) bool { return s.State == studio.StateRejected }, nil)
+	if !strings.Contains(rejected.IdleReason, "not this one") {
+		t.Errorf("the rejection reason is lost: %q", rejected.IdleReason)
+	}
+	// The window's "Try again": forget, and run registration again.
+	if err := st.StartOver(); err != nil {
+		t.Fatal(err)
+	}
+	until(ctx, t, st.Worker, func(s studio.Snapshot) bool {
+		return s.Registration.State == "pending" && s.Registration.RequestID != first.Registration.RequestID
+	}, nil)
+	if err := st.Shutdown(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

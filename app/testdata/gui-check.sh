@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Real-window check of the desktop app: under Xvfb, on a private D-Bus
+# session with a StatusNotifier watcher, against the embedded dev studio.
+#
+#   app/testdata/gui-check.sh [BIN]       (BIN defaults to bin/studio-worker)
+#
+# It checks that the tray item is registered on the bus, that its menu's
+# Pause / Resume changes the worker's state as the studio sees it, that demo
+# jobs run, that a second launch hands over to the first and exits 0, and
+# that Quit stops the app cleanly. It writes a screenshot of every page to
+# docs/screenshots/ (SHOTS=0 skips that) and measures idle CPU and RSS over
+# IDLE_SECONDS (default 60; 0 skips). Needs: xvfb xdotool imagemagick dbus
+# libglib2.0-bin (gdbus) haskell-status-notifier-item-utils curl python3.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${1:-$ROOT/bin/studio-worker}
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+SHOTS=${SHOTS:-1}
+IDLE_SECONDS=${IDLE_SECONDS:-60}
+OUT=${OUT:-$ROOT/docs/screenshots}
+
+if [[ -z "${GUI_CHECK_INNER:-}" ]]; then
+	for tool in Xvfb xdotool import dbus-run-session gdbus status-notifier-watcher curl python3; do
+		command -v "$tool" >/dev/null || { echo "gui-check: needs $tool" >&2; exit 2; }
+	done
+	[[ -x "$BIN" ]] || { echo "gui-check: no binary at $BIN (run make build)" >&2; exit 2; }
+	export GUI_CHECK_INNER=1
+	# A private session bus: nothing leaks into (or from) the caller's desktop.
+	exec dbus-run-session -- "$0" "$BIN"
+fi
+
+WORK=$(mktemp -d)
+APP_PID= XVFB_PID= SNW_PID=
+cleanup() {
+	local rc=$?
+	if [[ -n "$APP_PID" ]]; then
+		kill "$APP_PID" 2>/dev/null || true
+		wait "$APP_PID" 2>/dev/null || true
+	fi
+	[[ -n "$SNW_PID" ]] && kill "$SNW_PID" 2>/dev/null || true
+	[[ -n "$XVFB_PID" ]] && kill "$XVFB_PID" 2>/dev/null || true
+	if [[ $rc -ne 0 && -f "$WORK/app.log" ]]; then
+		echo "---- last lines of the app's log ----" >&2
+		tail -n 40 "$WORK/app.log" >&2
+	fi
+	if [[ -n "${KEEP:-}" ]]; then
+		echo "gui-check: kept $WORK" >&2
+	else
+		rm -rf "$WORK"
+	fi
+}
+trap cleanup EXIT
+
+step() { echo "gui-check: $*"; }
+fail() { echo "gui-check: FAIL: $*" >&2; exit 1; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: retry COMMAND every 0.2 s.
+wait_for() {
+	local limit=$1 what=$2; shift 2
+	local deadline=$((SECONDS + limit))
+	until "$@" >/dev/null 2>&1; do
+		((SECONDS < deadline)) || fail "timed out after ${limit}s waiting for $what"
+		sleep 0.2
+	done
+}
+
+export LANG=en_US.UTF-8 LC_ALL=
+export HOME=$WORK/home XDG_CONFIG_HOME=$WORK/config XDG_STATE_HOME=$WORK/state
+export XDG_DATA_HOME=$WORK/data XDG_CACHE_HOME=${GUI_CHECK_CACHE:-$WORK/cache}
+mkdir -p "$HOME" "$XDG_CONFIG_HOME"
+unset XDG_RUNTIME_DIR
+
+step "starting Xvfb"
+exec 3>"$WORK/displayfd"
+Xvfb -screen 0 1280x900x24 -nolisten tcp -displayfd 3 >"$WORK/xvfb.log" 2>&1 &
+XVFB_PID=$!
+wait_for 20 "Xvfb" test -s "$WORK/displayfd"
+export DISPLAY=:$(head -n1 "$WORK/displayfd")
+
+step "starting the StatusNotifier watcher"
+status-notifier-watcher >"$WORK/snw.log" 2>&1 &
+SNW_PID=$!
+has_watcher() {
+	gdbus call --session --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus \
+		--method org.freedesktop.DBus.NameHasOwner org.kde.StatusNotifierWatcher | grep -q true
+}
+wait_for 20 "the watcher on the bus" has_watcher
+
+step "starting the app against the embedded dev studio"
+"$BIN" --dev-studio --dev-dir "$WORK/dev" --demo-jobs 3 >"$WORK/app.log" 2>&1 &
+APP_PID=$!
+
+ITEM=org.kde.StatusNotifierItem-$APP_PID-1
+# The watcher lists items by the unique bus name of their connection.
+registered() {
+	local owner
+	owner=$(gdbus call --session --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus \
+		--method org.freedesktop.DBus.GetNameOwner "$ITEM" | grep -o "':[0-9.]*'") || return 1
+	gdbus call --session --dest org.kde.StatusNotifierWatcher --object-path /StatusNotifierWatcher \
+		--method org.freedesktop.DBus.Properties.Get org.kde.StatusNotifierWatcher RegisteredStatusNotifierItems |
+		grep -q "$owner"
+}
+wait_for 60 "the tray item $ITEM to be registered" registered
+step "tray item registered: $ITEM"
+
+WID=$(xdotool search --sync --onlyvisible --name '^Studio Worker$' | head -n1)
+[[ -n "$WID" ]] || fail "no visible window named Studio Worker"
+shot() {
+	local page=$1 file=$2
+	if [[ -n "$page" ]]; then
+		"$BIN" --page "$page" >"$WORK/second.log" 2>&1 || fail "second launch for page $page exited $?"
+		grep -q "already running" "$WORK/second.log" || fail "second launch did not say the app is running: $(cat "$WORK/second.log")"
+	fi
+	sleep 1 # let the page draw; nothing to wait on from outside the app
+	import -window "$WID" "$OUT/$file"
+	step "screenshot $OUT/$file"
+}
+# The worker polls its register request every 30 s, so the approval
+# screen is up for a while after start.
+if [[ "$SHOTS" == 1 ]] && ! grep -q "registration approved" "$WORK/app.log"; then
+	mkdir -p "$OUT"
+	shot "" login.png
+fi
+
+studio_url() { grep -o 'dev studio listening on http://127.0.0.1:[0-9]*/' "$WORK/app.log" | head -n1 | awk '{print $5}'; }
+wait_for 30 "the dev studio address in the log" test -n "$(studio_url)"
+URL=$(studio_url)
+step "dev studio at $URL"
+
+workers() { curl -fsS "${URL}dev/workers"; }
+# worker_is FIELD VALUE: the first worker's FIELD as JSON equals VALUE.
+worker_is() {
+	workers | python3 -c 'import json,sys; w=json.load(sys.stdin); sys.exit(0 if w and json.dumps(w[0].get(sys.argv[1])) == sys.argv[2] else 1)' "$1" "$2"
+}
+wait_for 60 "the worker to be approved and connected" worker_is connected true
+
+menu_layout() {
+	gdbus call --session --dest "$ITEM" --object-path /StatusNotifierMenu \
+		--method com.canonical.dbusmenu.GetLayout -- 0 -1 '@as []'
+}
+# menu_id LABEL: the dbusmenu id of the item with that label.
+menu_id() {
+	menu_layout | python3 -c '
+import re, sys
+label = sys.argv[1]
+m = re.search(r"\((\d+), \{[^}]*'"'"'label'"'"': <'"'"'" + re.escape(label) + r"'"'"'>", sys.stdin.read())
+print(m.group(1) if m else "")' "$1"
+}
+click() {
+	local id
+	id=$(menu_id "$1")
+	[[ -n "$id" ]] || fail "the tray menu has no item \"$1\": $(menu_layout)"
+	gdbus call --session --dest "$ITEM" --object-path /StatusNotifierMenu \
+		--method com.canonical.dbusmenu.Event -- "$id" clicked '<"">' 0 >/dev/null
+	step "clicked tray item \"$1\" (id $id)"
+}
+has_item() { [[ -n "$(menu_id "$1")" ]]; }
+
+for label in "Open Studio Worker" "Pause" "Finish current job, then pause" "Quit"; do
+	has_item "$label" || fail "tray menu lacks \"$label\": $(menu_layout)"
+done
+tooltip() {
+	gdbus call --session --dest "$ITEM" --object-path /StatusNotifierItem \
+		--method org.freedesktop.DBus.Properties.Get org.kde.StatusNotifierItem ToolTip
+}
+step "tooltip: $(tooltip)"
+
+jobs_done() {
+	curl -fsS "${URL}dev/jobs" | python3 -c 'import json,sys; j=json.load(sys.stdin); sys.exit(0 if j and all(x["state"] in ("done","failed") for x in j) else 1)'
+}
+if grep -q "demo jobs not queued" "$WORK/app.log"; then
+	step "demo jobs were not queued: $(grep -o 'demo jobs not queued.*' "$WORK/app.log" | head -n1)"
+else
+	wait_for 180 "the demo jobs to finish" jobs_done
+	step "demo jobs: $(curl -fsS "${URL}dev/jobs" | python3 -c 'import json,sys; print(", ".join(x["jobId"]+"="+x["state"] for x in json.load(sys.stdin)))')"
+fi
+
+step "pausing from the tray"
+click "Pause"
+# The studio learns of it from the next heartbeat (autoEnabled=false).
+wait_for 60 "the studio to see the worker paused" worker_is paused true
+wait_for 10 "the menu to offer Resume" has_item "Resume"
+step "studio sees the worker paused; the menu now says Resume"
+PAUSED_TOOLTIP=$(tooltip)
+echo "$PAUSED_TOOLTIP" | grep -q "paused" || fail "tooltip does not say paused: $PAUSED_TOOLTIP"
+
+if [[ "$SHOTS" == 1 ]]; then
+	mkdir -p "$OUT"
+	click "Resume"
+	wait_for 10 "the menu to offer Pause" has_item "Pause"
+	shot Status status.png
+	shot Jobs jobs.png
+	shot Logs logs.png
+	shot Models models.png
+	shot Settings settings.png
+	click "Pause"
+	wait_for 10 "the menu to offer Resume" has_item "Resume"
+	shot Status status-paused.png
+else
+	"$BIN" --page Logs >"$WORK/second.log" 2>&1 || fail "second launch exited $?"
+	grep -q "already running" "$WORK/second.log" || fail "second launch did not say the app is running"
+fi
+step "second launch handed over and exited 0"
+
+click "Resume"
+wait_for 60 "the studio to see the worker resumed" worker_is paused false
+step "studio sees the worker taking jobs again"
+
+if ((IDLE_SECONDS > 0)); then
+	"$BIN" --page Status >/dev/null 2>&1 || true
+	sleep 5 # let the page switch and any redraw settle before measuring
+	tck=$(getconf CLK_TCK)
+	cpu() { sed 's/^.*) //' "/proc/$APP_PID/stat" | awk '{print $12 + $13}'; }
+	c0=$(cpu); t0=$(date +%s.%N)
+	sleep "$IDLE_SECONDS"
+	c1=$(cpu); t1=$(date +%s.%N)
+	rss=$(awk '/^VmRSS/ {print $2}' "/proc/$APP_PID/status")
+	python3 - "$c0" "$c1" "$t0" "$t1" "$tck" "$rss" <<'PY'
+import sys
+c0, c1, t0, t1, tck, rss = map(float, sys.argv[1:])
+print(f"gui-check: idle over {t1 - t0:.0f} s: CPU {100 * (c1 - c0) / tck / (t1 - t0):.2f} % of one core, RSS {rss / 1024:.0f} MiB")
+PY
+fi
+
+step "quitting from the tray"
+click "Quit"
+deadline=$((SECONDS + 30))
+while kill -0 "$APP_PID" 2>/dev/null; do
+	((SECONDS < deadline)) || fail "the app did not exit within 30 s of Quit"
+	sleep 0.2
+done
+wait "$APP_PID" && rc=0 || rc=$?
+APP_PID=
+((rc == 0)) || fail "the app exited with $rc after Quit"
+grep -q "worker stopped" "$WORK/app.log" || fail "the log does not say the worker stopped"
+step "Quit stopped the worker and the app exited 0"
+step "PASS"
