@@ -43,7 +43,8 @@ clean:
 # One version for the binary, the installers' names and agentVersion:
 # studio.Version (kept equal to FyneApp.toml by a test); override with PKG_VERSION=.
 PKG_VERSION ?= $(shell sed -n 's/^var Version = "\(.*\)"$$/\1/p' studio/version.go)
-PKG_LDFLAGS := -X github.com/minisgg/studio-worker/studio.Version=$(PKG_VERSION)
+# -s -w: no symbol table or DWARF in shipped binaries (stack traces still work).
+PKG_LDFLAGS := -s -w -X github.com/minisgg/studio-worker/studio.Version=$(PKG_VERSION)
 PKG_WORK := dist/.work
 PKG_TOOL := $(PKG_WORK)/pkgtool
 PKG_NFPM := .cache/tools/nfpm

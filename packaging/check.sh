@@ -61,9 +61,9 @@ trap cleanup_deb EXIT
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -qq "$deb" >/dev/null || fail "apt-get install $deb failed"
 [ "$(readlink -f /usr/bin/studio-worker)" = /opt/studio-worker/studio-worker ] || fail "/usr/bin/studio-worker does not lead to /opt/studio-worker/studio-worker"
-out="$(/usr/bin/studio-worker version 2>&1)" || fail "studio-worker version failed: $out"
-grep -qF "$version" <<<"$out" || fail "studio-worker version printed '$out', not $version"
-ok "installed studio-worker version: $out"
+out="$(LANG=C.UTF-8 /usr/bin/studio-worker version 2>&1)" || fail "studio-worker version failed: $out"
+grep -qF "studio-worker $version" <<<"$out" || fail "studio-worker version printed '$out', not $version"
+ok "installed /usr/bin/studio-worker version: $(tail -1 <<<"$out")"
 [ -f /usr/share/applications/studio-worker.desktop ] || fail "no menu entry"
 if command -v desktop-file-validate >/dev/null; then
   desktop-file-validate /usr/share/applications/studio-worker.desktop || fail "the menu entry does not validate"
@@ -105,8 +105,8 @@ th="$work/tarhome"; mkdir -p "$th"
 tar -C "$work" -xJf "$tarball"
 tdir="$work/studio-worker-$version"
 HOME="$th" XDG_DATA_HOME= "$tdir/install.sh" >/dev/null
-out="$(HOME="$th" "$th/.local/bin/studio-worker" version 2>&1)" || fail "tarball install: version failed: $out"
-grep -qF "$version" <<<"$out" || fail "tarball install: version printed '$out'"
+out="$(HOME="$th" LANG=C.UTF-8 "$th/.local/bin/studio-worker" version 2>&1)" || fail "tarball install: version failed: $out"
+grep -qF "studio-worker $version" <<<"$out" || fail "tarball install: version printed '$out'"
 grep -q "^Exec=\"$th/.local/share/studio-worker/studio-worker\"" "$th/.local/share/applications/studio-worker.desktop" ||
   fail "tarball install: the menu entry does not point at the program"
 [ -f "$th/.local/share/icons/hicolor/48x48/apps/studio-worker.png" ] || fail "tarball install: no icon"
