@@ -20,6 +20,7 @@ import (
 	"github.com/minisgg/studio-worker/app/autostart"
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/llama"
+	"github.com/minisgg/studio-worker/engine/sd"
 	"github.com/minisgg/studio-worker/logging"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
@@ -48,7 +49,8 @@ type Options struct {
 	Autostart bool
 	// AutostartConfig overrides where the login entry goes (tests).
 	AutostartConfig autostart.Config
-	// Engines replaces the real engines (tests); nil loads llama.cpp.
+	// Engines replaces the real engines (tests); nil loads llama.cpp and
+	// stable-diffusion.cpp.
 	Engines []engine.Engine
 	// Probe replaces the GPU probe (tests).
 	Probe engine.GPUProbe
@@ -68,6 +70,7 @@ type Stack struct {
 	Store    *engine.Store
 	Runner   *engine.Runner
 	Llama    *llama.Engine // nil when Options.Engines replaced it
+	Image    *sd.Engine    // nil when Options.Engines replaced it
 	Worker   *studio.Worker
 	Dev      *DevStudio // nil unless Options.DevStudio
 
@@ -159,7 +162,11 @@ func New(opts Options) (*Stack, error) {
 			// The engine has logged it already.
 			st.Notices = append(st.Notices, "Text (LLM) jobs are unavailable: "+err.Error())
 		}
-		engines = []engine.Engine{st.Llama}
+		st.Image = sd.New(sd.Config{LibPath: cur.SDLibPath, Threads: cur.Threads, Log: st.Log})
+		if err := st.Image.LoadError(); err != nil {
+			st.Notices = append(st.Notices, "Image jobs are unavailable: "+err.Error())
+		}
+		engines = []engine.Engine{st.Llama, st.Image}
 	}
 	st.Runner = engine.NewRunner(engine.RunnerConfig{
 		Store:    st.Store,
