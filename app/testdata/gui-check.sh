@@ -157,6 +157,43 @@ click() {
 }
 has_item() { [[ -n "$(menu_id "$1")" ]]; }
 
+# close_window WID: ask the window to close the way a window manager's close
+# button does (a WM_DELETE_WINDOW client message), through libX11.
+close_window() {
+	python3 - "$1" <<'PY'
+import ctypes, sys
+x = ctypes.CDLL("libX11.so.6")
+x.XOpenDisplay.restype = ctypes.c_void_p
+x.XOpenDisplay.argtypes = [ctypes.c_char_p]
+x.XInternAtom.restype = ctypes.c_ulong
+x.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+x.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+x.XFlush.argtypes = [ctypes.c_void_p]
+x.XCloseDisplay.argtypes = [ctypes.c_void_p]
+class ClientMessage(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
+                ("display", ctypes.c_void_p), ("window", ctypes.c_ulong), ("message_type", ctypes.c_ulong),
+                ("format", ctypes.c_int), ("l", ctypes.c_long * 5), ("pad", ctypes.c_char * 96)]
+d = x.XOpenDisplay(None)
+if not d:
+    sys.exit("cannot open the display")
+win = int(sys.argv[1])
+ev = ClientMessage()
+ev.type = 33  # ClientMessage
+ev.window = win
+ev.message_type = x.XInternAtom(d, b"WM_PROTOCOLS", 0)
+ev.format = 32
+ev.l[0] = x.XInternAtom(d, b"WM_DELETE_WINDOW", 0)
+ev.l[1] = 0  # CurrentTime
+if not x.XSendEvent(d, win, 0, 0, ctypes.byref(ev)):
+    sys.exit("XSendEvent failed")
+x.XFlush(d)
+x.XCloseDisplay(d)
+PY
+}
+window_visible() { xdotool search --onlyvisible --name '^Studio Worker$' | grep -q .; }
+window_hidden() { ! window_visible; }
+
 for label in "Open Studio Worker" "Pause" "Finish current job, then pause" "Quit"; do
 	has_item "$label" || fail "tray menu lacks \"$label\": $(menu_layout)"
 done
@@ -223,6 +260,14 @@ print(f"gui-check: idle over {t1 - t0:.0f} s: CPU {100 * (c1 - c0) / tck / (t1 -
 PY
 fi
 
+step "closing the window: it should go to the tray"
+close_window "$WID"
+wait_for 10 "the window to hide" window_hidden
+kill -0 "$APP_PID" || fail "closing the window ended the app although there is a tray"
+click "Open Studio Worker"
+wait_for 10 "the window to come back from the tray" window_visible
+step "closed to the tray and opened again from it"
+
 step "quitting from the tray"
 click "Quit"
 deadline=$((SECONDS + 30))
@@ -235,4 +280,27 @@ APP_PID=
 ((rc == 0)) || fail "the app exited with $rc after Quit"
 grep -q "worker stopped" "$WORK/app.log" || fail "the log does not say the worker stopped"
 step "Quit stopped the worker and the app exited 0"
+
+step "without a tray host: the app says so and closing the window quits"
+kill "$SNW_PID"
+wait "$SNW_PID" 2>/dev/null || true
+SNW_PID=
+wait_for 10 "the watcher to leave the bus" bash -c '! gdbus call --session --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus --method org.freedesktop.DBus.NameHasOwner org.kde.StatusNotifierWatcher | grep -q true'
+: >"$WORK/app.log"
+"$BIN" --dev-studio --dev-dir "$WORK/dev" --demo-jobs 0 >"$WORK/app.log" 2>&1 &
+APP_PID=$!
+wait_for 30 "the app to say there is no tray" grep -q "No system tray was found" "$WORK/app.log"
+WID=$(xdotool search --sync --onlyvisible --name '^Studio Worker$' | head -n1)
+[[ "$SHOTS" == 1 ]] && shot "" no-tray.png
+close_window "$WID"
+deadline=$((SECONDS + 30))
+while kill -0 "$APP_PID" 2>/dev/null; do
+	((SECONDS < deadline)) || fail "closing the only window did not quit the app without a tray"
+	sleep 0.2
+done
+wait "$APP_PID" && rc=0 || rc=$?
+APP_PID=
+((rc == 0)) || fail "the app exited with $rc after its window was closed"
+grep -q "worker stopped" "$WORK/app.log" || fail "the log does not say the worker stopped"
+step "closing the window quit the app cleanly"
 step "PASS"
