@@ -292,6 +292,21 @@ func (st *Stack) Backend() *Backend { return &Backend{Worker: st.Worker, st: st}
 // StartOver forgets the credentials and registers afresh.
 func (b *Backend) StartOver() error { return b.st.StartOver() }
 
+// LoadedModel names the text model llama.cpp holds in memory, or "". The
+// engine keeps the last model it ran resident, so while it holds one, that
+// is the model of the latest text job that got as far as generating.
+func (st *Stack) LoadedModel() string {
+	if st.Llama == nil || st.Llama.ResidentBytes() == 0 {
+		return ""
+	}
+	for _, j := range st.Worker.Snapshot().Recent {
+		if j.Kind == engine.KindLLM && (j.Phase == engine.PhaseGenerate || j.Outcome == "done") {
+			return j.Model
+		}
+	}
+	return ""
+}
+
 // Models is the model store as the Models page sees it.
 func (st *Stack) Models() *engine.Store { return st.Store }
 

@@ -328,6 +328,7 @@ func TestModelsPageDeletesAfterConfirm(t *testing.T) {
 		{ID: "tiny-llama", Bytes: 3 << 20, Engine: "llama-cpp"},
 		{ID: "busy", Bytes: 1 << 20, InUse: true},
 	}
+	h.loaded = "tiny-llama"
 	h.main.Show(PageModels)
 	mp := h.main.Models
 	if len(mp.Models()) != 2 {
@@ -339,6 +340,9 @@ func TestModelsPageDeletesAfterConfirm(t *testing.T) {
 	markup := test.RenderObjectToMarkup(mp.Content())
 	if !strings.Contains(markup, "in use by a job") {
 		t.Error("the busy model is not marked in use")
+	}
+	if !strings.Contains(markup, "3.0 MB · llama-cpp · loaded in memory") {
+		t.Error("the resident model is not marked loaded")
 	}
 	dels := 0
 	walkVisible(mp.Content(), func(o fyne.CanvasObject) bool {
