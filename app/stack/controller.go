@@ -71,7 +71,13 @@ func (c *Controller) Save(s settings.Settings) (string, error) {
 		later = append(later, "the new engine libraries")
 	}
 	if st.Worker != nil {
+		final := isFinal(st.Worker.Snapshot())
 		st.Worker.ApplySettings()
+		// A worker that stopped on an unusable setting (a bad studio
+		// address) starts again with the new one.
+		if final {
+			st.restartAfterStop(true)
+		}
 	}
 	st.Log.Info("settings saved and applied", "op", "settings")
 	var note []string

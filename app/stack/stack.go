@@ -141,6 +141,9 @@ func New(opts Options) (*Stack, error) {
 	case err != nil:
 		st.notice(st.Log, "The settings could not be read, so defaults are used: "+err.Error())
 	}
+	if err := settings.ValidateStudioURL(cur.StudioURL); err != nil && !opts.DevStudio {
+		st.notice(st.Log, "The studio address in the settings cannot be used ("+err.Error()+"). Fix it on the Settings page and save; the worker starts then.")
+	}
 	if opts.DevStudio {
 		st.Creds = settings.NewFileCredentialStore(cfgDir)
 		if cur.ModelsDir == settings.Default().ModelsDir {
@@ -248,11 +251,37 @@ func (st *Stack) startRun() {
 	}()
 }
 
+// restartAfterStop starts the worker's loop again when it ended for good
+// (turned down, stopped by the studio, an unusable setting). The worker
+// publishes its final state just before Run returns, so a click that
+// follows that state may arrive a moment early: wait for Run to end.
+func (st *Stack) restartAfterStop(wasFinal bool) {
+	st.runMu.Lock()
+	running, done := st.running, st.runDone
+	st.runMu.Unlock()
+	if running && wasFinal {
+		t := time.NewTimer(5 * time.Second)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			st.Log.Warn("the worker did not finish stopping; not starting it again", "op", "run")
+			return
+		}
+	}
+	st.startRun()
+}
+
+func isFinal(s studio.Snapshot) bool {
+	return s.State == studio.StateStopped || s.State == studio.StateRejected
+}
+
 // StartOver forgets the credentials and registers again; it also restarts
 // the worker's loop after the studio turned it down or stopped it.
 func (st *Stack) StartOver() error {
+	final := isFinal(st.Worker.Snapshot())
 	err := st.Worker.Logout()
-	st.startRun()
+	st.restartAfterStop(final)
 	return err
 }
 

@@ -253,3 +253,41 @@ func TestStartOverAfterRejection(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestBadStudioURLIsReportedAndFixedBySaving(t *testing.T) {
+	opts := testOptions(t)
+	if err := os.MkdirAll(opts.ConfigDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(opts.ConfigDir, settings.FileName), []byte(`studio_url = "ftp://studio.example/"`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Notices) == 0 || !strings.Contains(st.Notices[0], "studio address") {
+		t.Fatalf("notices %q", st.Notices)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st.Start(ctx)
+	stopped := until(ctx, t, st.Worker, func(s studio.Snapshot) bool { return s.State == studio.StateStopped }, nil)
+	if stopped.StopReason == "" {
+		t.Error("the stop has no reason to show")
+	}
+	dev, err := StartDevStudio(t.TempDir(), false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	s := st.Settings.Current()
+	s.StudioURL = dev.URL
+	if _, err := st.Settings.Save(s); err != nil {
+		t.Fatal(err)
+	}
+	until(ctx, t, st.Worker, func(s studio.Snapshot) bool { return s.Registration.State == "pending" }, nil)
+	if err := st.Shutdown(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -101,16 +101,16 @@ func (l *LoginPanel) Render(s studio.Snapshot) {
 		l.message.SetText(msg + "\nTry again to send a new request; the operator will see it as a new one.")
 		l.retry.SetText("Try again")
 		l.retry.Show()
-	case s.State == studio.StateStopped && s.StopReason != "":
+	case s.State == studio.StateStopped && s.StopReason != "" && s.Session == studio.SessionStopped:
 		step = StepStopped
 		l.card.SetTitle("The studio stopped this worker")
-		r := s.StopReason
-		if r == "" {
-			r = "no reason was given"
-		}
-		l.message.SetText(titleCase(r) + ".\nIf the studio forgot this computer, log out and register it again.")
+		l.message.SetText(titleCase(s.StopReason) + ".\nIf the studio forgot this computer, log out and register it again.")
 		l.retry.SetText("Log out and register again")
 		l.retry.Show()
+	case s.State == studio.StateStopped && s.StopReason != "":
+		step = StepStopped
+		l.card.SetTitle("The worker stopped")
+		l.message.SetText(titleCase(s.StopReason) + ".\nCheck the studio address on the Settings page; saving the settings starts the worker again.")
 	case reg.State == "pending" || s.State == studio.StateWaitingApproval:
 		step = StepPending
 		l.sawPending = true

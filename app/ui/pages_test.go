@@ -520,3 +520,26 @@ func TestNoticesCanBeDismissed(t *testing.T) {
 		t.Error("notice stays after closing it")
 	}
 }
+
+func TestStoppedWorkerSaysWhyAndWhatToDo(t *testing.T) {
+	s := idleSnap()
+	s.State, s.Session, s.StopReason = studio.StateStopped, studio.SessionStopped, "this worker was revoked"
+	h := newHarness(t, s)
+	login := h.main.Status.login
+	if login.Step() != StepStopped || !login.retry.Visible() || login.retry.Text != "Log out and register again" {
+		t.Fatalf("studio stop: step %q, retry %q visible=%v", login.Step(), login.retry.Text, login.retry.Visible())
+	}
+	test.Tap(login.retry)
+	if got := h.backend.Calls(); !slices.Equal(got, []string{"StartOver"}) {
+		t.Errorf("calls %v", got)
+	}
+	// Stopped by an unusable setting: no logout offered, Settings named.
+	s.Session, s.StopReason = studio.SessionOffline, `studio URL "ftp://x" must start with https://`
+	h.main.Render(s)
+	if login.retry.Visible() || !strings.Contains(login.message.Text, "Settings page") {
+		t.Errorf("setting stop: retry visible=%v message %q", login.retry.Visible(), login.message.Text)
+	}
+	if h.main.Status.icon.Resource != TrayResource(assets.TrayError) {
+		t.Error("a stopped worker should show the error icon")
+	}
+}
