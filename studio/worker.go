@@ -42,6 +42,12 @@ type residentReporter interface {
 	ResidentVRAMBytes() uint64
 }
 
+// releaser is optionally implemented by a runner that keeps models
+// resident: a paused worker gives their memory back to the donor.
+type releaser interface {
+	ReleaseAll() error
+}
+
 // WorkerConfig wires a Worker. Settings, Runner and Creds are required.
 type WorkerConfig struct {
 	// Settings returns the live settings; they are re-read on every
@@ -573,6 +579,7 @@ func (w *Worker) finish(jr *jobRun, outcome, errText string, res engine.Result) 
 	}
 	if pauseNow {
 		w.log.Info("claiming paused by operator (after finishing job "+jr.claim.JobID+")", "op", "pause")
+		w.releaseIfIdle()
 	}
 	w.publish()
 }
@@ -592,8 +599,32 @@ func (w *Worker) Pause() {
 	w.mu.Unlock()
 	if changed {
 		w.log.Info("claiming paused by operator", "op", "pause")
+		w.releaseIfIdle()
 	}
 	w.publish()
+}
+
+// releaseIfIdle frees the runner's resident models while paused and idle,
+// so a paused worker holds no GPU memory. It runs in the background: a
+// release can take a moment and Pause is called from the UI.
+func (w *Worker) releaseIfIdle() {
+	rel, ok := w.runner.(releaser)
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	idle := w.paused && w.cur == nil
+	w.mu.Unlock()
+	if !idle {
+		return
+	}
+	go func() {
+		if err := rel.ReleaseAll(); err != nil {
+			w.log.Warn("could not release the loaded models: "+err.Error(), "op", "pause")
+		}
+		w.refreshRunnerFacts()
+		w.publish()
+	}()
 }
 
 // Resume takes offers again.

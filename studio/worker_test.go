@@ -163,6 +163,17 @@ func (r *fakeRunner) Run(ctx context.Context, job engine.Job, p engine.ProgressF
 	return fn(ctx, job, p)
 }
 
+// releasingRunner also frees resident models, like engine.Runner.
+type releasingRunner struct {
+	*fakeRunner
+	released chan struct{}
+}
+
+func (r releasingRunner) ReleaseAll() error {
+	r.released <- struct{}{}
+	return nil
+}
+
 func (r *fakeRunner) VRAM() engine.VRAMInfo {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -892,5 +903,40 @@ func TestWorkerIdleReasons(t *testing.T) {
 	h.w.onRegistration(Registration{State: "rejected", Reason: "unknown machine"})
 	if s := h.w.Snapshot(); s.State != StateRejected || !strings.Contains(s.IdleReason, "unknown machine") {
 		t.Errorf("rejected: %s %q", s.State, s.IdleReason)
+	}
+}
+
+func TestWorkerPauseReleasesResidentModelsWhenIdle(t *testing.T) {
+	runner := releasingRunner{fakeRunner: newFakeRunner(), released: make(chan struct{}, 4)}
+	set := settings.Default()
+	w := NewWorker(WorkerConfig{Settings: func() settings.Settings { return set }, Runner: runner,
+		Creds: settings.NewFileCredentialStore(t.TempDir()), Clock: newManualClock()})
+	defer w.lifeCancel()
+
+	release := make(chan struct{})
+	runner.runFn = blockingRun(release, true)
+	s := newFakeSender()
+	w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	s.next(t)
+	<-runner.started
+	w.PauseAfterCurrent()
+	select {
+	case <-runner.released:
+		t.Fatal("released the model under a running job")
+	default:
+	}
+	close(release)
+	s.next(t)
+	select {
+	case <-runner.released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pausing after the job did not release the resident model")
+	}
+	w.Resume()
+	w.Pause()
+	select {
+	case <-runner.released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pausing an idle worker did not release the resident model")
 	}
 }
