@@ -244,20 +244,31 @@ click "Resume"
 wait_for 60 "the studio to see the worker resumed" worker_is paused false
 step "studio sees the worker taking jobs again"
 
-if ((IDLE_SECONDS > 0)); then
-	"$BIN" --page Status >/dev/null 2>&1 || true
-	sleep 5 # let the page switch and any redraw settle before measuring
+# measure_idle WHAT: CPU share and RSS of the app over IDLE_SECONDS.
+measure_idle() {
+	sleep 5 # let any redraw settle before measuring
+	local tck c0 c1 t0 t1 rss
 	tck=$(getconf CLK_TCK)
 	cpu() { sed 's/^.*) //' "/proc/$APP_PID/stat" | awk '{print $12 + $13}'; }
 	c0=$(cpu); t0=$(date +%s.%N)
 	sleep "$IDLE_SECONDS"
 	c1=$(cpu); t1=$(date +%s.%N)
 	rss=$(awk '/^VmRSS/ {print $2}' "/proc/$APP_PID/status")
-	python3 - "$c0" "$c1" "$t0" "$t1" "$tck" "$rss" <<'PY'
+	python3 - "$1" "$c0" "$c1" "$t0" "$t1" "$tck" "$rss" <<'PY'
 import sys
-c0, c1, t0, t1, tck, rss = map(float, sys.argv[1:])
-print(f"gui-check: idle over {t1 - t0:.0f} s: CPU {100 * (c1 - c0) / tck / (t1 - t0):.2f} % of one core, RSS {rss / 1024:.0f} MiB")
+what = sys.argv[1]
+c0, c1, t0, t1, tck, rss = map(float, sys.argv[2:])
+print(f"gui-check: idle, {what}, over {t1 - t0:.0f} s: CPU {100 * (c1 - c0) / tck / (t1 - t0):.2f} % of one core, RSS {rss / 1024:.0f} MiB")
 PY
+}
+if ((IDLE_SECONDS > 0)); then
+	"$BIN" --page Status >/dev/null 2>&1 || true
+	measure_idle "window open on the Status page"
+	close_window "$WID"
+	wait_for 10 "the window to hide" window_hidden
+	measure_idle "window closed to the tray"
+	click "Open Studio Worker"
+	wait_for 10 "the window to come back from the tray" window_visible
 fi
 
 step "closing the window: it should go to the tray"
