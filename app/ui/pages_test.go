@@ -439,6 +439,17 @@ func TestInvalidSettingsAreRefusedInPlace(t *testing.T) {
 			}
 		})
 	}
+	// Editing the field clears its error.
+	sp.Load()
+	sp.url.SetText("ftp://x")
+	test.Tap(sp.save)
+	if sp.FieldError(settings.FieldStudioURL) == "" {
+		t.Fatal("no error to clear")
+	}
+	test.Type(sp.url, "y")
+	if got := sp.FieldError(settings.FieldStudioURL); got != "" {
+		t.Errorf("error stays after editing: %q", got)
+	}
 	// The entry's own validator flags a bad URL while typing.
 	sp.Load()
 	sp.url.SetText("nonsense")

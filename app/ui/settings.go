@@ -132,9 +132,21 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 		container.NewHBox(p.logout),
 	)
 	p.content = container.NewVScroll(form)
+	// An error next to a field goes once the donor edits that field.
+	p.url.OnChanged = func(string) { hideErr(p.urlErr) }
+	p.dir.OnChanged = func(string) { hideErr(p.dirErr) }
+	p.threads.OnChanged = func(string) { hideErr(p.threadsErr) }
+
 	p.configureBudget()
 	p.Load()
 	return p
+}
+
+func hideErr(l *widget.Label) {
+	if l.Visible() {
+		l.SetText("")
+		l.Hide()
+	}
 }
 
 // Content is the page's root object.
