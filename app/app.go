@@ -24,7 +24,7 @@ import (
 )
 
 // AppID is the Fyne application id (FyneApp.toml says the same).
-const AppID = "gg.minis.studio-worker"
+const AppID = "gg.minis.studioworker"
 
 // Options configure Run.
 type Options struct {

@@ -15,7 +15,7 @@ import (
 // Name is the entry's display name; ID names its files.
 const (
 	Name = "Studio Worker"
-	ID   = "gg.minis.studio-worker"
+	ID   = "gg.minis.studioworker"
 )
 
 // Config says where the entries live; the zero value means the real
