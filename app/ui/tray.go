@@ -111,7 +111,7 @@ func (t *Tray) Follow(ctx context.Context) {
 				if !ok {
 					return
 				}
-				fyne.Do(func() { t.Render(s) })
+				fyne.DoAndWait(func() { t.Render(s) })
 			}
 		}
 	}()

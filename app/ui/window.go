@@ -109,9 +109,13 @@ func (m *Main) Render(s studio.Snapshot) {
 }
 
 // Follow keeps the window up to date until ctx ends: every worker snapshot
-// and every new log line is drawn through fyne.Do as it comes. Nothing is
-// polled; a clock ticks once a second only while a job runs, for its
-// elapsed time.
+// and every new log line is drawn as it comes. Nothing is polled; a clock
+// ticks once a second only while a job runs, for its elapsed time.
+//
+// Drawing waits for the UI goroutine (fyne.DoAndWait), and the sources
+// coalesce what arrives meanwhile, so a job that reports progress on every
+// token cannot queue up more redraws than the window can make; while a job
+// runs, the window redraws at most drawEvery.
 func (m *Main) Follow(ctx context.Context) {
 	snaps, cancelSnaps := m.deps.Backend.Subscribe()
 	go func() {
@@ -131,7 +135,7 @@ func (m *Main) Follow(ctx context.Context) {
 				if !ok {
 					return
 				}
-				fyne.Do(func() { m.Render(s) })
+				fyne.DoAndWait(func() { m.Render(s) })
 				switch {
 				case s.Current != nil && tick == nil:
 					tick = time.NewTicker(time.Second)
@@ -140,8 +144,11 @@ func (m *Main) Follow(ctx context.Context) {
 					tick.Stop()
 					tick, tickC = nil, nil
 				}
+				if s.Current != nil && !pause(ctx, drawEvery) {
+					return
+				}
 			case <-tickC:
-				fyne.Do(m.Status.tick)
+				fyne.DoAndWait(m.Status.tick)
 			}
 		}
 	}()
@@ -156,8 +163,26 @@ func (m *Main) Follow(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-changed:
-				fyne.Do(m.Logs.Reload)
+				fyne.DoAndWait(m.Logs.Reload)
+				if !pause(ctx, drawEvery) {
+					return
+				}
 			}
 		}
 	}()
+}
+
+// drawEvery bounds how often busy sources redraw the window.
+const drawEvery = 100 * time.Millisecond
+
+// pause waits d, or returns false when ctx ends first.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
