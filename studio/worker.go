@@ -357,6 +357,10 @@ func (w *Worker) admitAndRun(jr *jobRun) {
 // words a donor understands, or "" to accept. Order: kind, engine, budget,
 // then the runner's own check.
 func (w *Worker) admissionProblem(c JobOfferClaim) string {
+	if c.Task == nil || c.ModelSource == nil {
+		// The decoder refuses such claims; this guards direct callers.
+		return "the offer has no task or no model source"
+	}
 	kind := c.Task.Kind
 	kinds := servedKinds(w.runner.Kinds())
 	if !slices.Contains(kinds, kind) {
@@ -477,7 +481,9 @@ func (w *Worker) deliverBinary(jr *jobRun, res engine.Result) {
 		ext = defaultExt(c.Task)
 	}
 	workerID, token := w.senderCreds(jr.sender)
-	err := uploadResult(w.life, w.http, w.wait, resultUpload{
+	// The job's own context: Shutdown's cancel stops a slow upload too, and
+	// the fail then goes out while the session is still open.
+	err := uploadResult(jr.ctx, w.http, w.wait, resultUpload{
 		APIBase:   jr.apiBase,
 		WorkerID:  workerID,
 		AuthToken: token,
@@ -489,6 +495,9 @@ func (w *Worker) deliverBinary(jr *jobRun, res engine.Result) {
 	if err != nil {
 		w.log.Warn(fmt.Sprintf("result upload of job %s failed: %v", c.JobID, err), "op", "result", "job", c.JobID, "model", c.Model)
 		msg := "the result could not be uploaded: " + err.Error()
+		if jr.shutdown.Load() {
+			msg = msgShutdownFail
+		}
 		if ferr := w.sendFinal(jr, Fail{JobID: c.JobID, Error: msg, Retryable: true}); ferr != nil {
 			w.finish(jr, OutcomeLost, msgLost, res)
 			return

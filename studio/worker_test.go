@@ -940,3 +940,35 @@ func TestWorkerPauseReleasesResidentModelsWhenIdle(t *testing.T) {
 		t.Fatal("pausing an idle worker did not release the resident model")
 	}
 }
+
+func TestWorkerShutdownStopsAHangingUploadAndFailsRetryable(t *testing.T) {
+	h := newHarness(t)
+	arrived := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		arrived <- struct{}{}
+		<-r.Context().Done() // a studio that never answers
+	}))
+	defer srv.Close()
+	h.w.apiBase = srv.URL + "/graphics/api"
+	h.runner.runFn = func(context.Context, engine.Job, engine.ProgressFunc) (engine.Result, error) {
+		return engine.Result{Bytes: []byte("img"), Ext: "png"}, nil
+	}
+	s := newFakeSender()
+	h.w.HandleOffer(s, imageClaim("img1"))
+	s.next(t)
+	<-arrived
+	done := make(chan error, 1)
+	go func() { done <- h.w.Shutdown(context.Background()) }()
+	if d := h.clock.nextTimer(t); d != DefaultShutdownGrace {
+		t.Fatalf("grace %v", d)
+	}
+	h.clock.Advance(DefaultShutdownGrace)
+	f, ok := s.next(t).(Fail)
+	if !ok || !f.Retryable || f.Error != "the worker was shut down before the job finished" {
+		t.Fatalf("fail %+v", f)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
