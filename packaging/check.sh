@@ -205,9 +205,35 @@ wineserver -k 2>/dev/null || true
 rm -rf "$work/wineprefix"
 }
 
+check_bad_runtime() {
+phase "bad input: a runtime file that does not match the manifest"
+# 1. A fetched runtime changed on disk before packaging: pkgtool refuses it.
+bad="$work/bad/linux-x64"; mkdir -p "$bad"
+cp -a runtime/llama/linux-x64/. "$bad/"
+printf '\x00' | dd of="$bad/libllama.v0.5.0.so" bs=1 seek=4096 conv=notrunc status=none
+if out="$("$dist/.work/pkgtool" stage -variant linux-x64 -src "$bad" -out "$work/bad/out" 2>&1)"; then
+  fail "pkgtool staged a corrupted runtime"
+fi
+grep -q 'libllama.v0.5.0.so does not match the manifest.*refusing to package it' <<<"$out" || fail "unclear refusal: $out"
+[ ! -e "$work/bad/out" ] || fail "a refused runtime left an output folder"
+ok "corrupted runtime file refused: ${out#pkgtool: }"
+# 2. The npm package itself differs from the pinned sha256: the fetch stops.
+mkdir -p "$work/bad/pkg"
+cp packaging/fetch-runtime.sh "$work/bad/pkg/"
+sed '0,/"name": "libggml-base.so", "sha256": "[0-9a-f]*"/s//"name": "libggml-base.so", "sha256": "'"$(printf '0%.0s' {1..64})"'"/' \
+  packaging/runtimes.json >"$work/bad/pkg/runtimes.json"
+if out="$("$work/bad/pkg/fetch-runtime.sh" linux-x64 "$work/bad/rt" 2>&1)"; then
+  fail "fetch-runtime.sh installed a package that does not match the manifest"
+fi
+grep -q 'libggml-base.so: sha256 mismatch.*refusing to install it' <<<"$out" || fail "unclear refusal: $out"
+[ ! -e "$work/bad/rt/linux-x64" ] || fail "a refused package was installed"
+ok "npm package not matching the pinned sha256 refused: $(tail -1 <<<"$out")"
+rm -rf "$work/bad"
+}
+
 case "$only" in
-  all) check_deb; check_tarball; check_windows ;;
-  linux) check_deb; check_tarball ;;
+  all) check_bad_runtime; check_deb; check_tarball; check_windows ;;
+  linux) check_bad_runtime; check_deb; check_tarball ;;
   windows) check_windows ;;
   *) fail "CHECK_ONLY must be all, linux or windows" ;;
 esac
