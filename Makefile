@@ -68,7 +68,8 @@ package-linux: package-tools
 # Windows: cross-compiled with mingw-w64, wrapped by NSIS into
 # dist/StudioWorker-Setup-<version>.exe.
 package-windows: package-tools
-	CGO_ENABLED=1 GOOS=windows GOARCH=amd64 CC=$(PKG_WIN_CC) nice $(GO) build -ldflags "-H windowsgui $(PKG_LDFLAGS)" -o $(PKG_WORK)/windows-bin/studio-worker.exe .
+	PKGTOOL=$(CURDIR)/$(PKG_TOOL) ./packaging/windows/resources.sh $(PKG_VERSION) $(PKG_WORK)/windows-rsrc
+	CGO_ENABLED=1 GOOS=windows GOARCH=amd64 CC=$(PKG_WIN_CC) nice $(GO) build -ldflags "-H windowsgui -linkmode=external -extldflags $(CURDIR)/$(PKG_WORK)/windows-rsrc/rsrc.o $(PKG_LDFLAGS)" -o $(PKG_WORK)/windows-bin/studio-worker.exe .
 	PKGTOOL=$(CURDIR)/$(PKG_TOOL) WIN_VARIANTS="$(PKG_WIN_VARIANTS)" ./packaging/windows/build.sh $(PKG_WORK)/windows-bin/studio-worker.exe $(PKG_VERSION)
 
 # macOS: "Studio Worker.app" and a .dmg with the Metal runtime. Needs a Mac.

@@ -176,6 +176,13 @@ same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64" || fail "silent install: 
 cmp -s "$inst/studio-worker.exe" "$dist/.work/windows-bin/studio-worker.exe" 2>/dev/null || [ ! -f "$dist/.work/windows-bin/studio-worker.exe" ] ||
   fail "silent install: studio-worker.exe differs from the one built"
 ok "silent install (/S): program, icon, uninstaller, CPU runtime byte-equal to the staged one in $inst_w"
+if command -v 7z >/dev/null; then
+  res="$(7z l -ba "$inst/studio-worker.exe")"
+  for r in .rsrc/GROUP_ICON/1 .rsrc/MANIFEST/1 .rsrc/version.txt; do
+    grep -q " $r\$" <<<"$res" || fail "studio-worker.exe has no $r resource (icon, DPI manifest, version)"
+  done
+  ok "studio-worker.exe carries its icon, DPI-aware manifest and version resource"
+fi
 [ -f "$lnk" ] || fail "no Start-menu shortcut at $lnk"
 grep -qa 'studio-worker.exe' "$lnk" || strings -el "$lnk" | grep -q 'studio-worker.exe' || fail "the shortcut does not point at studio-worker.exe"
 ok "Start-menu shortcut: Studio Worker.lnk -> studio-worker.exe"
