@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +22,7 @@ import (
 	"github.com/adrg/xdg"
 
 	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/engine/gguf"
 	"github.com/minisgg/studio-worker/engine/llama"
 	"github.com/minisgg/studio-worker/engine/sd"
 	"github.com/minisgg/studio-worker/logging"
@@ -36,6 +39,8 @@ usage:
                                      run the worker without a window
   studio-worker devstudio [--addr HOST:PORT] [--data DIR] [--models DIR] [--auto-approve]
                                      run a local studio (tests, demos, self-hosting)
+  studio-worker demo [--jobs N] [--dir DIR]
+                                     run real chat jobs through a local studio and this worker
   studio-worker version              print the version
 `
 
@@ -57,6 +62,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "devstudio":
 		return cmdDevStudio(args[1:], stdout, stderr)
+	case "demo":
+		return cmdDemo(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "studio-worker %s\n", studio.Version)
 		return 0
@@ -69,7 +76,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		// entries pass them).
 		return runDesktop(args)
 	}
-	fmt.Fprintf(stderr, "studio-worker: unknown command %q (commands: run, devstudio, version, help)\n", args[0])
+	fmt.Fprintf(stderr, "studio-worker: unknown command %q (commands: run, devstudio, demo, version, help)\n", args[0])
 	return 2
 }
 
@@ -149,6 +156,10 @@ type stackOptions struct {
 	// LogFile is the rotating log file; "" = logging.DefaultLogPath(),
 	// "-" = none.
 	LogFile string
+	Level   slog.Level // lowest level logged (default Info)
+	// RegisterPoll overrides the 30 s registration poll (the demo's own
+	// studio approves at once).
+	RegisterPoll time.Duration
 }
 
 // workerStack is the headless worker with everything it stands on:
@@ -209,12 +220,12 @@ func openStack(o stackOptions) (*workerStack, error) {
 	if logFile == "-" {
 		logFile = ""
 	}
-	logger, err := logging.New(logging.Options{Stderr: o.Stderr, FilePath: logFile})
+	logger, err := logging.New(logging.Options{Stderr: o.Stderr, FilePath: logFile, Level: o.Level})
 	var fileErr error
 	if err != nil {
 		// A log file is a convenience; the worker runs without one.
 		fileErr = err
-		logger, err = logging.New(logging.Options{Stderr: o.Stderr})
+		logger, err = logging.New(logging.Options{Stderr: o.Stderr, Level: o.Level})
 		if err != nil {
 			return nil, err
 		}
@@ -244,11 +255,12 @@ func openStack(o stackOptions) (*workerStack, error) {
 			trimFloat(s.VRAMBudgetGB), v.TotalGB()), "op", "settings")
 	}
 	st.Worker = studio.NewWorker(studio.WorkerConfig{
-		Settings: st.Settings,
-		Runner:   st.Runner,
-		Creds:    settings.NewCredentialStore(dir),
-		Log:      log,
-		Logs:     queue,
+		Settings:             st.Settings,
+		Runner:               st.Runner,
+		Creds:                settings.NewCredentialStore(dir),
+		Log:                  log,
+		Logs:                 queue,
+		RegisterPollInterval: o.RegisterPoll,
 	})
 	return st, nil
 }
@@ -373,4 +385,186 @@ func cmdDevStudio(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	_ = httpSrv.Shutdown(ctx)
 	return status
+}
+
+// ---- demo ----
+
+// demoPrompts are what the demo asks. The generated model has random
+// weights, so the answers are nonsense, but every token is computed by
+// llama.cpp on this machine.
+var demoPrompts = []string{
+	"Name three colours of a sunset.",
+	"Write a haiku about graphics cards.",
+	"What is a good name for a friendly robot?",
+	"Describe a castle made of glass in one sentence.",
+	"List two uses for a spare GPU.",
+}
+
+// demoJobTimeout bounds one demo job (download, load and generation).
+const demoJobTimeout = 5 * time.Minute
+
+// cmdDemo runs the whole product on loopback: a dev studio that serves a
+// generated GGUF with its sha256, this worker registering, downloading and
+// verifying it, and real chat jobs through llama.cpp. It prints each
+// completion and its speed, and exits 0 only when every job was done.
+func cmdDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	jobs := fs.Int("jobs", 3, "how many chat jobs to run")
+	dirFlag := fs.String("dir", "", "folder for the demo's studio, settings and models (default: a temporary folder, removed afterwards)")
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprintln(stderr, "studio-worker demo: "+err.Error())
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "studio-worker demo: "+err.Error())
+		return 1
+	}
+	if *jobs < 1 {
+		fmt.Fprintln(stderr, "studio-worker demo: --jobs must be at least 1")
+		return 2
+	}
+	base := settings.ExpandHome(*dirFlag)
+	if base == "" {
+		tmp, err := os.MkdirTemp("", "studio-worker-demo-*")
+		if err != nil {
+			return fail(err)
+		}
+		defer os.RemoveAll(tmp)
+		base = tmp
+	}
+	studioDir, served := filepath.Join(base, "studio"), filepath.Join(base, "studio", "models")
+	configDir, workerModels := filepath.Join(base, "config"), filepath.Join(base, "models")
+	for _, d := range []string{served, configDir, workerModels} {
+		if err := usableDir(d); err != nil {
+			return fail(fmt.Errorf("cannot use the folder %s: %v", d, err))
+		}
+	}
+
+	spec := gguf.Tiny()
+	modelPath, err := gguf.EnsureIn(served, spec)
+	if err != nil {
+		return fail(fmt.Errorf("could not write the demo model: %v", err))
+	}
+	srv, err := devstudio.New(devstudio.Options{DataDir: studioDir, ModelsDir: served, AutoApprove: true})
+	if err != nil {
+		return fail(errors.New(strings.TrimPrefix(err.Error(), "devstudio: ")))
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		return fail(err)
+	}
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	served2 := make(chan error, 1)
+	go func() { served2 <- srv.Serve(serveCtx, ln) }()
+	defer func() { stopServe(); <-served2 }()
+	url := "http://" + ln.Addr().String() + "/"
+	file, err := devstudio.ModelFile(url, served, filepath.Base(modelPath), engine.RoleModel)
+	if err != nil {
+		return fail(err)
+	}
+
+	store := settings.NewStore(configDir)
+	s, err := store.Load()
+	if err != nil {
+		return fail(err)
+	}
+	s.StudioURL, s.ModelsDir = url, workerModels
+	if err := store.Save(s); err != nil {
+		return fail(err)
+	}
+	st, err := openStack(stackOptions{ConfigDir: configDir, Stderr: stderr, LogFile: "-", Level: slog.LevelWarn,
+		RegisterPoll: 50 * time.Millisecond})
+	if err != nil {
+		return fail(err)
+	}
+	defer st.Close()
+	if !slices.Contains(st.Runner.Kinds(), engine.KindLLM) {
+		return fail(fmt.Errorf("chat jobs need the llama.cpp runtime, which did not load: %v", st.LLM.LibError()))
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- st.Worker.Run(context.Background()) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		_ = st.Worker.Shutdown(ctx)
+	}()
+	fmt.Fprintf(stdout, "demo: dev studio on %s, model %s (%s)\n", url, spec.Name, filepath.Base(modelPath))
+
+	ids := make([]string, *jobs)
+	for i := range ids {
+		ids[i], err = srv.EnqueueJob(devstudio.JobSpec{
+			Task: engine.Task{Kind: engine.KindLLM, LLM: &engine.LLMParams{
+				Messages:  []engine.ChatMessage{{Role: "user", Content: demoPrompts[i%len(demoPrompts)]}},
+				MaxTokens: 48,
+			}},
+			Model:          spec.Name,
+			ModelSource:    engine.ModelSource{Engine: engine.EngineLlamaCpp, Files: []engine.ModelFile{file}},
+			VRAMGBEstimate: 0.1,
+			GameID:         "demo",
+			AssetName:      fmt.Sprintf("demo-%d", i+1),
+		})
+		if err != nil {
+			return fail(err)
+		}
+	}
+	done := 0
+	for i, id := range ids {
+		ctx, cancel := context.WithTimeout(context.Background(), demoJobTimeout)
+		js, err := srv.WaitJob(ctx, id)
+		cancel()
+		select {
+		case rerr := <-runDone:
+			return fail(fmt.Errorf("the worker stopped: %v", rerr))
+		default:
+		}
+		switch {
+		case err != nil:
+			fmt.Fprintf(stdout, "job %d/%d %s: %v\n", i+1, len(ids), id, err)
+		case js.State != devstudio.JobDone:
+			fmt.Fprintf(stdout, "job %d/%d %s: %s: %s\n", i+1, len(ids), id, js.State, js.Error)
+		default:
+			done++
+			answer, tokens := demoAnswer(js.Result)
+			fmt.Fprintf(stdout, "job %d/%d %s: %q -> %q (%d tokens, %.1f tokens/s)\n",
+				i+1, len(ids), id, js.Prompt, answer, tokens, demoSpeed(st.Worker, id))
+		}
+	}
+	fmt.Fprintf(stdout, "demo: %d of %d jobs done\n", done, len(ids))
+	if done != len(ids) {
+		return 1
+	}
+	return 0
+}
+
+// demoAnswer reads the answer and its token count out of a chat.completion.
+func demoAnswer(result []byte) (string, int) {
+	var doc struct {
+		Choices []struct {
+			Message struct {
+				Content string `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+		Usage struct {
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if json.Unmarshal(result, &doc) != nil || len(doc.Choices) == 0 {
+		return "", 0
+	}
+	return doc.Choices[0].Message.Content, doc.Usage.CompletionTokens
+}
+
+// demoSpeed is the generation speed the worker measured for a job.
+func demoSpeed(w *studio.Worker, id string) float64 {
+	for _, j := range w.Snapshot().Recent {
+		if j.ID == id {
+			return j.Stats.TokensPerSecond
+		}
+	}
+	return 0
 }

@@ -62,6 +62,8 @@ func TestCLIRefusals(t *testing.T) {
 		{[]string{"run", "--config", cfg, "--studio", "ftp://studio.example"}, 1, "must start with https://"},
 		{[]string{"run", "--config", cfg, "--studio", "http://"}, 1, "has no host name"},
 		{[]string{"devstudio", "--auto-approve=maybe"}, 2, "invalid boolean value"},
+		{[]string{"demo", "--jobs", "0"}, 2, "--jobs must be at least 1"},
+		{[]string{"demo", "--dir", file}, 1, "cannot use the folder"},
 		{[]string{"devstudio", "--data", file}, 1, "cannot use the data folder"},
 		{[]string{"devstudio", "--data", tmp, "--models", filepath.Join(tmp, "missing")}, 1, "does not exist or is not a folder"},
 		{[]string{"devstudio", "--data", tmp, "--addr", "not-an-address"}, 1, "cannot listen on not-an-address"},
@@ -93,4 +95,32 @@ func TestCLIRunRefusesUnusableSavedSettings(t *testing.T) {
 		t.Errorf("exit %d", code)
 	}
 	oneLine(t, errs, "models folder")
+}
+
+// TestCLIDemo runs the real thing: a dev studio serving a generated GGUF,
+// this worker downloading it and llama.cpp answering two chat jobs.
+func TestCLIDemo(t *testing.T) {
+	lib := os.Getenv("STUDIO_WORKER_LLAMA_LIB")
+	if lib == "" {
+		lib = filepath.Join("runtime", "llama", "linux-x64")
+	}
+	if _, err := os.Stat(filepath.Join(lib, "libllama.so")); err != nil {
+		t.Skip("needs the llama.cpp runtime (make runtime, or STUDIO_WORKER_LLAMA_LIB): " + err.Error())
+	}
+	abs, err := filepath.Abs(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("STUDIO_WORKER_LLAMA_LIB", abs)
+	code, out, errs := runCLI(t, "demo", "--jobs", "2", "--dir", t.TempDir())
+	if code != 0 {
+		t.Fatalf("demo exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if last := lines[len(lines)-1]; last != "demo: 2 of 2 jobs done" {
+		t.Errorf("last line %q", last)
+	}
+	if strings.Count(out, "tokens/s)") != 2 {
+		t.Errorf("each job should print its completion and speed:\n%s", out)
+	}
 }
