@@ -292,6 +292,21 @@ APP_PID=
 grep -q "worker stopped" "$WORK/app.log" || fail "the log does not say the worker stopped"
 step "Quit stopped the worker and the app exited 0"
 
+step "starting minimised: no window until the tray opens it"
+"$BIN" --dev-studio --dev-dir "$WORK/dev" --demo-jobs 0 --minimised >"$WORK/app.log" 2>&1 &
+APP_PID=$!
+ITEM=org.kde.StatusNotifierItem-$APP_PID-1
+wait_for 60 "the tray item $ITEM to be registered" registered
+wait_for 30 "the app to start minimised" grep -q "started minimised to the tray" "$WORK/app.log"
+window_hidden || fail "a window is showing although the app started minimised"
+click "Open Studio Worker"
+wait_for 10 "the window to open from the tray" window_visible
+click "Quit"
+wait "$APP_PID" && rc=0 || rc=$?
+APP_PID=
+((rc == 0)) || fail "the app exited with $rc after Quit"
+step "started minimised and opened from the tray"
+
 step "without a tray host: the app says so and closing the window quits"
 kill "$SNW_PID"
 wait "$SNW_PID" 2>/dev/null || true
