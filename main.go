@@ -4,7 +4,12 @@
 // prints the version.
 package main
 
-import "os"
+import (
+	"os"
+
+	// First: it must run before Fyne reads the locale (see its comment).
+	_ "github.com/minisgg/studio-worker/internal/clocale"
+)
 
 func main() {
 	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
