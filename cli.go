@@ -559,12 +559,24 @@ func demoAnswer(result []byte) (string, int) {
 	return doc.Choices[0].Message.Content, doc.Usage.CompletionTokens
 }
 
-// demoSpeed is the generation speed the worker measured for a job.
+// demoSpeed is the generation speed the worker measured for a job. The
+// studio marks a job done when the result arrives, a moment before the
+// worker files it under its recent jobs, so this waits for that snapshot.
 func demoSpeed(w *studio.Worker, id string) float64 {
-	for _, j := range w.Snapshot().Recent {
-		if j.ID == id {
-			return j.Stats.TokensPerSecond
+	snaps, stop := w.Subscribe()
+	defer stop()
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	for {
+		select {
+		case s := <-snaps:
+			for _, j := range s.Recent {
+				if j.ID == id {
+					return j.Stats.TokensPerSecond
+				}
+			}
+		case <-timeout.C:
+			return 0
 		}
 	}
-	return 0
 }

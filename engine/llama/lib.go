@@ -61,7 +61,8 @@ func (e *LibNotFoundError) Error() string {
 
 // FindLibDir returns the folder holding the llama.cpp libraries. It looks,
 // in order, in explicit (the donor's setting), in $STUDIO_WORKER_LLAMA_LIB,
-// and next to the executable (lib/, then runtime/llama/<variant>/). When none
+// next to the executable (lib/, then runtime/llama/<variant>/), and in
+// ../runtime/llama/<variant>/ beside a source tree's bin/. When none
 // has them the error names each folder it tried.
 func FindLibDir(explicit string) (string, error) {
 	type cand struct{ dir, from string }
@@ -79,7 +80,10 @@ func FindLibDir(explicit string) (string, error) {
 		dir := filepath.Dir(exe)
 		cands = append(cands,
 			cand{filepath.Join(dir, "lib"), "next to the program"},
-			cand{filepath.Join(dir, "runtime", "llama", Variant()), "next to the program"})
+			cand{filepath.Join(dir, "runtime", "llama", Variant()), "next to the program"},
+			// bin/studio-worker from `make build` in a source tree, whose
+			// runtime/ was filled by `make runtime`.
+			cand{filepath.Join(filepath.Dir(dir), "runtime", "llama", Variant()), "the source tree's runtime folder"})
 	}
 	nf := &LibNotFoundError{}
 	for _, c := range cands {
