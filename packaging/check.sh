@@ -249,4 +249,5 @@ phase "sizes"
 for f in "$deb" "$vdeb" "$tarball" "$setup"; do
   printf 'package-check: %-48s %10s bytes (%s)\n' "${f#"$root/"}" "$(stat -c %s "$f")" "$(du -h "$f" | cut -f1)"
 done
-echo "package-check: $pass passed, 0 failed ($((SECONDS - t0)) s)"
+echo "package-check: checks took $((SECONDS - t0)) s"
+echo "package-check: $pass passed, 0 failed"
