@@ -194,6 +194,32 @@ ok "Apps & features entry: $(grep -E 'DisplayName|DisplayVersion' <<<"$reg" | xa
 run_dllcheck
 ok "installed CPU runtime loads under Wine with one ggml: $(grep -E '^  device' <<<"$out" | head -1 | xargs)"
 
+# Installing over a running Studio Worker must stop, not half-replace it:
+# a stand-in program runs as studio-worker.exe while the installer runs.
+# It writes a marker once running, so the check waits for that, not a guess.
+cat >"$work/sleeper.c" <<'C'
+#include <stdio.h>
+#include <windows.h>
+int main(int argc, char **argv) {
+    FILE *f = fopen(argv[1], "w");
+    if (f) { fputs("running", f); fclose(f); }
+    Sleep(120000);
+    return 0;
+}
+C
+x86_64-w64-mingw32-gcc -o "$work/sleeper.exe" "$work/sleeper.c"
+cp "$work/sleeper.exe" "$inst/studio-worker.exe"
+rm -f "$work/sleeper.started"
+"$WINE" "$inst/studio-worker.exe" "$(winepath -w "$work/sleeper.started" 2>/dev/null | tr -d '\r')" &
+sleeper=$!
+for _ in $(seq 100); do [ -f "$work/sleeper.started" ] && break; sleep 0.2; done
+[ -f "$work/sleeper.started" ] || fail "the stand-in program did not start under Wine"
+rc=0; "$WINE" "$setup" /S || rc=$?
+[ "$rc" = 2 ] || fail "installing over a running Studio Worker exited $rc, want 2 (quit it first)"
+cmp -s "$inst/studio-worker.exe" "$work/sleeper.exe" || fail "the installer replaced a running studio-worker.exe"
+kill "$sleeper" 2>/dev/null || true; wineserver -k 2>/dev/null || true; wineserver -w
+ok "installing over a running Studio Worker stops with exit code 2 and leaves it alone"
+
 "$WINE" "$setup" /S /RUNTIME=vulkan /AUTOSTART; wineserver -w
 same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64-vulkan" || fail "/RUNTIME=vulkan: lib\\ is not exactly the Vulkan runtime"
 "$WINE" reg query "$runkey" /v "Studio Worker" 2>/dev/null | tr -d '\r' | grep -qi 'studio-worker.exe' || fail "/AUTOSTART did not set HKCU Run"

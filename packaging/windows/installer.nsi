@@ -64,8 +64,25 @@ VIAddVersionKey "LegalCopyright" "${PUBLISHER}"
 
 Var Runtime ; the selected runtime section
 
+; A running studio-worker.exe cannot be replaced or deleted (Windows locks a
+; running program's file): ask the donor to quit it instead of failing on
+; a half-copied install. Silent installs give up with an error code.
+!macro EnsureNotRunning
+  ${If} ${FileExists} "$INSTDIR\studio-worker.exe"
+    retry_delete:
+    ClearErrors
+    Delete "$INSTDIR\studio-worker.exe"
+    ${If} ${Errors}
+      MessageBox MB_RETRYCANCEL|MB_ICONEXCLAMATION "Studio Worker is running. Quit it (tray icon > Quit), then press Retry." /SD IDCANCEL IDRETRY retry_delete
+      SetErrorLevel 2
+      Abort "Studio Worker is running; quit it and try again."
+    ${EndIf}
+  ${EndIf}
+!macroend
+
 Section "-${APPNAME}" SecApp
   SectionIn RO
+  !insertmacro EnsureNotRunning
   SetOutPath "$INSTDIR"
   ; A runtime from an earlier install (maybe another variant) goes first,
   ; so that lib\ never mixes two builds.
@@ -194,7 +211,7 @@ FunctionEnd
 
 Section "Uninstall"
   ; Only what the installer put here; never the donor's settings or models.
-  Delete "$INSTDIR\studio-worker.exe"
+  !insertmacro EnsureNotRunning
   Delete "$INSTDIR\studio-worker.ico"
   RMDir /r "$INSTDIR\lib"
   Delete "$INSTDIR\uninstall.exe"
