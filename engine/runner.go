@@ -34,7 +34,6 @@ type RunnerConfig struct {
 // the studio worker's JobRunner.
 type Runner struct {
 	router *Router
-	store  *Store
 	budget func() float64
 	probe  GPUProbe
 	log    *slog.Logger
@@ -49,6 +48,9 @@ type Runner struct {
 
 	estMu     sync.Mutex
 	estimates map[string]float64 // last admitted estimate by engine+model
+
+	storeMu sync.Mutex
+	store   *Store
 }
 
 // NewRunner builds a Runner. Store and BudgetGB are required.
@@ -82,8 +84,23 @@ func NewRunner(cfg RunnerConfig) *Runner {
 // Router is the runner's router (for the UI: which engines are loaded).
 func (r *Runner) Router() *Router { return r.router }
 
-// Store is the model store the runner downloads through.
-func (r *Runner) Store() *Store { return r.store }
+// Store is the model store the runner downloads through now.
+func (r *Runner) Store() *Store {
+	r.storeMu.Lock()
+	defer r.storeMu.Unlock()
+	return r.store
+}
+
+// SetStore makes the next jobs use s (the donor chose another models
+// folder) and returns the store used until now. A job already running
+// keeps the store it started with to its end, so its files stay in one
+// folder; the caller should Sync the old store before the process exits.
+func (r *Runner) SetStore(s *Store) (old *Store) {
+	r.storeMu.Lock()
+	defer r.storeMu.Unlock()
+	old, r.store = r.store, s
+	return old
+}
 
 // Kinds lists the task kinds some loaded engine can run.
 func (r *Runner) Kinds() []TaskKind { return r.router.Kinds() }
@@ -91,8 +108,8 @@ func (r *Runner) Kinds() []TaskKind { return r.router.Kinds() }
 // SupportedModels is the advertised per-kind model list.
 func (r *Runner) SupportedModels() map[TaskKind][]string {
 	var local []string
-	if r.store != nil {
-		local = r.store.LocalGGUF()
+	if st := r.Store(); st != nil {
+		local = st.LocalGGUF()
 	}
 	return r.router.SupportedModels(local)
 }
@@ -151,7 +168,7 @@ func (r *Runner) Admit(a Admission) error {
 	v := r.VRAM()
 	if !v.Known {
 		r.log.Debug("GPU memory is unknown; admitting on the budget alone", "op", "admit", "model", a.Model, "need_gb", a.VRAMGB)
-	} else if err := checkFree(a.VRAMGB, usableFree(v, a.Kind), r.residentTotal()); err != nil {
+	} else if err := checkFree(a.VRAMGB, usableFree(v, a.Kind), r.ResidentVRAMBytes()); err != nil {
 		return err
 	}
 	r.estMu.Lock()
@@ -160,7 +177,10 @@ func (r *Runner) Admit(a Admission) error {
 	return nil
 }
 
-func (r *Runner) residentTotal() uint64 {
+// ResidentVRAMBytes is the GPU memory the engines' resident models hold
+// (what releasing them all would give back); the worker shows it as the
+// memory Studio Worker has in use.
+func (r *Runner) ResidentVRAMBytes() uint64 {
 	var sum uint64
 	for _, e := range r.router.Engines() {
 		sum += e.ResidentVRAMBytes()
@@ -179,20 +199,23 @@ func (r *Runner) Run(ctx context.Context, job Job, progress ProgressFunc) (res R
 	if err != nil {
 		return Result{}, err
 	}
-	if r.store == nil {
+	// One store for the whole job, even if the models folder changes
+	// meanwhile.
+	store := r.Store()
+	if store == nil {
 		return Result{}, errors.New("the worker has no models folder configured")
 	}
-	release := r.store.Use(job.Model)
+	release := store.Use(job.Model)
 	defer release()
 	log := r.log.With("job", job.ID, "model", job.Model)
 
-	files, err := r.store.EnsureSource(ctx, job.Model, job.Source, progress)
+	files, err := store.EnsureSource(ctx, job.Model, job.Source, progress)
 	if err != nil {
 		return Result{}, err
 	}
 	if _, ok := files[RoleModel]; !ok && len(job.Source.Files) == 0 && eng.Name() == EngineLlamaCpp {
 		// An advertised local GGUF placed straight in the models folder.
-		if p, ok := r.store.LooseGGUF(job.Model); ok {
+		if p, ok := store.LooseGGUF(job.Model); ok {
 			files[RoleModel] = p
 		}
 	}

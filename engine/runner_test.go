@@ -291,3 +291,83 @@ func TestEvictionPlan(t *testing.T) {
 		}
 	}
 }
+
+// gatedEngine holds each job inside Run until the test lets it go.
+type gatedEngine struct {
+	fakeEngine
+	started chan Job
+	proceed chan struct{}
+}
+
+func (g *gatedEngine) Run(ctx context.Context, job Job, progress ProgressFunc) (Result, error) {
+	g.started <- job
+	select {
+	case <-g.proceed:
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+	return g.fakeEngine.Run(ctx, job, progress)
+}
+
+func TestSetStoreLeavesARunningJobItsStore(t *testing.T) {
+	b := newBlob(4096, 23)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { b.serve(w, r) })
+	llama := &gatedEngine{fakeEngine: fakeEngine{name: EngineLlamaCpp, kinds: []TaskKind{KindLLM}},
+		started: make(chan Job), proceed: make(chan struct{})}
+	first, second := newTestStore(t, StoreOptions{}), newTestStore(t, StoreOptions{})
+	r := NewRunner(RunnerConfig{Store: first, Engines: []Engine{llama}, BudgetGB: func() float64 { return 12 }, Probe: fixedVRAM(VRAMInfo{})})
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Run(context.Background(), llmJob(srv.URL, b, 1), nil)
+		done <- err
+	}()
+	running := <-llama.started
+	if old := r.SetStore(second); old != first {
+		t.Fatalf("SetStore returned %p, want the first store %p", old, first)
+	}
+	if r.Store() != second {
+		t.Fatal("Store() does not report the new store")
+	}
+	// The running job still holds its model in the first folder.
+	if err := first.Delete("tiny-llama"); !errors.Is(err, ErrModelInUse) {
+		t.Fatalf("deleting the running job's model from its store: %v", err)
+	}
+	close(llama.proceed)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(running.Files[RoleModel], first.Root()) {
+		t.Fatalf("the running job's file %q is not in its store %q", running.Files[RoleModel], first.Root())
+	}
+
+	go func() {
+		_, err := r.Run(context.Background(), llmJob(srv.URL, b, 1), nil)
+		done <- err
+	}()
+	next := <-llama.started
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(next.Files[RoleModel], second.Root()) {
+		t.Fatalf("the next job's file %q is not in the new store %q", next.Files[RoleModel], second.Root())
+	}
+	if got := r.SupportedModels()[KindLLM]; strings.Join(got, ",") != "llama-cpp:*,tiny-llama" {
+		t.Fatalf("the new folder's models are not advertised: %q", got)
+	}
+}
+
+func TestResidentVRAMBytesSumsEngines(t *testing.T) {
+	llama := &fakeEngine{name: EngineLlamaCpp, kinds: []TaskKind{KindLLM}, resident: 3 << 30}
+	sd := &fakeEngine{name: EngineSDCpp, kinds: []TaskKind{KindImage}, resident: 2 << 30}
+	r := NewRunner(RunnerConfig{Store: newTestStore(t, StoreOptions{}), Engines: []Engine{llama, sd}, Probe: fixedVRAM(VRAMInfo{})})
+	if got := r.ResidentVRAMBytes(); got != 5<<30 {
+		t.Fatalf("resident %d, want %d", got, uint64(5<<30))
+	}
+	if err := r.ReleaseAll(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.ResidentVRAMBytes(); got != 0 {
+		t.Fatalf("resident after ReleaseAll %d", got)
+	}
+}
