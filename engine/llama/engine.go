@@ -53,7 +53,10 @@ type Engine struct {
 	res *resident
 
 	residentBytes atomic.Uint64
-	loads         atomic.Int64
+	// residentPath mirrors res.path so that it can be read while a job
+	// holds mu.
+	residentPath atomic.Pointer[string]
+	loads        atomic.Int64
 }
 
 // resident is the loaded model with its context.
@@ -134,6 +137,15 @@ func (e *Engine) ResidentVRAMBytes() uint64 {
 // (weights plus an estimate of the KV cache), wherever they live.
 func (e *Engine) ResidentBytes() uint64 { return e.residentBytes.Load() }
 
+// ResidentModel is the path of the GGUF file held in memory, "" when none.
+// It does not wait for a running job.
+func (e *Engine) ResidentModel() string {
+	if p := e.residentPath.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
 // Loads counts model loads since the engine started (warm jobs load none).
 func (e *Engine) Loads() int64 { return e.loads.Load() }
 
@@ -153,6 +165,7 @@ func (e *Engine) releaseLocked() {
 	yz.ModelFree(e.res.model)
 	e.log.Info("model released", "op", "llama.release", "path", e.res.path)
 	e.res = nil
+	e.residentPath.Store(nil)
 	e.residentBytes.Store(0)
 }
 
@@ -404,6 +417,7 @@ func (e *Engine) ensureModelLocked(path string, wantCtx int, progress engine.Pro
 			r.weights = uint64(st.Size())
 		}
 		e.res = r
+		e.residentPath.Store(&r.path)
 		e.log.Info("model loaded", "op", "llama.load", "path", path, "bytes", st.Size(),
 			"trained_context", r.nCtxTrain, "load_ms", time.Since(t0).Milliseconds(),
 			"has_template", r.template != "")

@@ -241,20 +241,29 @@ func TestWarmReuse(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if got := e.ResidentModel(); got != "" {
+		t.Fatalf("resident model %q before any job", got)
+	}
 	run(a)
 	run(a)
 	if n := e.Loads(); n != 1 {
 		t.Fatalf("two jobs on one model loaded it %d times", n)
 	}
+	if got := e.ResidentModel(); got != a {
+		t.Fatalf("resident model %q, want %q", got, a)
+	}
 	run(b)
 	if n := e.Loads(); n != 2 {
 		t.Fatalf("another model: %d loads, want 2", n)
 	}
+	if got := e.ResidentModel(); got != b {
+		t.Fatalf("resident model %q after the swap, want %q", got, b)
+	}
 	if err := e.Release(); err != nil {
 		t.Fatal(err)
 	}
-	if e.ResidentBytes() != 0 || e.ResidentVRAMBytes() != 0 {
-		t.Fatalf("after Release: %d bytes resident", e.ResidentBytes())
+	if e.ResidentBytes() != 0 || e.ResidentVRAMBytes() != 0 || e.ResidentModel() != "" {
+		t.Fatalf("after Release: %d bytes resident, model %q", e.ResidentBytes(), e.ResidentModel())
 	}
 	run(b)
 	if n := e.Loads(); n != 3 {
