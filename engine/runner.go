@@ -116,24 +116,15 @@ func (r *Runner) SupportedModels() map[TaskKind][]string {
 
 // VRAM is what is known about GPU memory now (a briefly cached probe).
 func (r *Runner) VRAM() VRAMInfo {
-	r.cacheMu.Lock()
-	if r.haveVRAM && r.now().Sub(r.cachedAt) < r.ttl {
-		v := r.cached
-		r.cacheMu.Unlock()
+	if v, ok := r.cachedVRAM(); ok {
 		return v
 	}
-	r.cacheMu.Unlock()
-
 	r.probeMu.Lock()
 	defer r.probeMu.Unlock()
 	// Another caller may have probed while this one waited.
-	r.cacheMu.Lock()
-	if r.haveVRAM && r.now().Sub(r.cachedAt) < r.ttl {
-		v := r.cached
-		r.cacheMu.Unlock()
+	if v, ok := r.cachedVRAM(); ok {
 		return v
 	}
-	r.cacheMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	v := r.probe.Probe(ctx)
 	cancel()
@@ -141,6 +132,16 @@ func (r *Runner) VRAM() VRAMInfo {
 	r.cached, r.cachedAt, r.haveVRAM = v, r.now(), true
 	r.cacheMu.Unlock()
 	return v
+}
+
+// cachedVRAM is the last probe while it is fresh.
+func (r *Runner) cachedVRAM() (VRAMInfo, bool) {
+	r.cacheMu.Lock()
+	defer r.cacheMu.Unlock()
+	if r.haveVRAM && r.now().Sub(r.cachedAt) < r.ttl {
+		return r.cached, true
+	}
+	return VRAMInfo{}, false
 }
 
 // forgetVRAM drops the cached probe after something changed GPU memory.
