@@ -133,8 +133,14 @@ else
   echo "package-check: note: 7z not installed (Debian p7zip-full); the archive listing is skipped, the Wine install below checks the files"
 fi
 
-WINE="$(command -v wine64 || command -v wine || true)"
-[ -n "$WINE" ] || fail "wine not found (Debian: apt-get install wine64)"
+# Debian's wine64 alone (no recommends) has no wine/wineserver on PATH:
+# fall back to its loader and server in /usr/lib/wine.
+WINE="$(command -v wine || command -v wine64 || true)"
+[ -n "$WINE" ] || { [ -x /usr/lib/wine/wine64 ] && WINE=/usr/lib/wine/wine64; } || fail "wine not found (Debian: apt-get install wine64 wine)"
+WINESERVER="$(command -v wineserver || true)"
+[ -n "$WINESERVER" ] || { [ -x /usr/lib/wine/wineserver ] && WINESERVER=/usr/lib/wine/wineserver; } || fail "wineserver not found (Debian: wine64)"
+wineserver() { "$WINESERVER" "$@"; }
+winepath() { "$WINE" winepath "$@"; }
 export WINEPREFIX="$work/wineprefix" WINEDEBUG=-all WINEARCH=win64
 # No Mono/Gecko prompts, and no Linux menu entries made for Windows shortcuts.
 export WINEDLLOVERRIDES="mscoree=d;mshtml=d;winemenubuilder.exe=d"
