@@ -5,9 +5,13 @@ BIN := bin/studio-worker
 RUNTIME_DIR ?= $(CURDIR)/runtime/llama/linux-x64
 export STUDIO_WORKER_LLAMA_LIB ?= $(RUNTIME_DIR)
 
-.PHONY: all build run test bench demo runtime vet fmt-check package-linux package-windows package-macos package-check clean
+.PHONY: all deps build run test unit-test gui-check bench demo runtime vet fmt-check package-linux package-windows package-macos package-check clean
 
 all: build
+
+# Debian packages the build and tests need (installed only when missing).
+deps:
+	./scripts/deps.sh test
 
 build:
 	$(GO) build -o $(BIN) .
@@ -18,8 +22,10 @@ runtime:
 
 # A newcomer's first look: the desktop app against a dev studio on loopback
 # that approves it and feeds it demo jobs.
-run: runtime build
-	./$(BIN)
+run:
+	./scripts/deps.sh run
+	$(MAKE) runtime build
+	./$(BIN) --dev-studio
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -27,8 +33,17 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-test: runtime fmt-check vet
+test: deps runtime fmt-check vet unit-test gui-check
+
+unit-test:
 	$(GO) test -race -count=1 ./...
+
+# The real window under Xvfb, the tray over D-Bus, demo jobs through llama.cpp.
+# GUI_SHOTS=1 refreshes docs/screenshots/; GUI_IDLE=60 measures idle CPU/RSS.
+GUI_SHOTS ?= 0
+GUI_IDLE ?= 0
+gui-check: build runtime
+	SHOTS=$(GUI_SHOTS) IDLE_SECONDS=$(GUI_IDLE) ./app/testdata/gui-check.sh $(BIN)
 
 bench: runtime
 	$(GO) test -run '^$$' -bench . -benchmem ./...
