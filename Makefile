@@ -45,8 +45,10 @@ GUI_IDLE ?= 0
 gui-check: build runtime
 	SHOTS=$(GUI_SHOTS) IDLE_SECONDS=$(GUI_IDLE) ./app/testdata/gui-check.sh $(BIN)
 
+# Every benchmark; each figure also comes out as one `ratio <name> <value>`
+# line, measured against its baseline in the same run.
 bench: runtime
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem ./... | awk -f scripts/bench-ratios.awk
 
 demo: runtime build
 	./$(BIN) demo

@@ -20,8 +20,10 @@ test_pkgs=(
 	# a real window, screenshots and the tray on a private session bus
 	xvfb xauth x11-utils xdotool imagemagick dbus dbus-x11 libglib2.0-bin
 	haskell-status-notifier-item-utils curl python3
-	# packaging: Windows cross-build, NSIS, Wine to run the installer
-	gcc-mingw-w64-x86-64 nsis wine64 xz-utils file
+	# packaging: Windows cross-build, NSIS, Wine to run the installer, 7z to
+	# list it, Mesa's software Vulkan for the Vulkan add-on, .desktop checks
+	gcc-mingw-w64-x86-64 nsis wine wine64 xz-utils file p7zip-full
+	mesa-vulkan-drivers desktop-file-utils
 )
 
 pkgs=("${run_pkgs[@]}")
