@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,10 +28,14 @@ type DevStudio struct {
 }
 
 // StartDevStudio serves a dev studio on loopback, keeping its state in
-// dir; with autoApprove it approves every worker by itself.
-func StartDevStudio(dir string, autoApprove bool, log *slog.Logger) (*DevStudio, error) {
+// dir; with autoApprove it approves every worker by itself. The studio's
+// own warnings go to stderr (nil means os.Stderr).
+func StartDevStudio(dir string, autoApprove bool, log *slog.Logger, stderr io.Writer) (*DevStudio, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if stderr == nil {
+		stderr = os.Stderr
 	}
 	models := filepath.Join(dir, "models")
 	if err := os.MkdirAll(models, 0o755); err != nil {
@@ -38,7 +43,7 @@ func StartDevStudio(dir string, autoApprove bool, log *slog.Logger) (*DevStudio,
 	}
 	// The studio's own lines go to stderr only: shipped back to it as the
 	// worker's logBatch they would feed on themselves.
-	studioLog := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	studioLog := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := devstudio.New(devstudio.Options{DataDir: dir, ModelsDir: models, AutoApprove: autoApprove, Log: studioLog})
 	if err != nil {
 		return nil, err
@@ -73,28 +78,36 @@ var demoPrompts = []string{
 	"List two uses for a spare GPU.",
 }
 
-// EnqueueDemoJobs queues n text jobs for a tiny generated model, which the
-// dev studio serves itself. kinds is what the worker can run: without the
-// llama.cpp runtime there is nothing real to feed it, and it says so.
-func (d *DevStudio) EnqueueDemoJobs(n int, kinds []engine.TaskKind) error {
+// DemoJobs are the jobs EnqueueDemoJobs queued.
+type DemoJobs struct {
+	IDs   []string
+	Model string // the model id the jobs name
+	File  string // its file, as the studio serves it
+}
+
+// EnqueueDemoJobs queues n text jobs of at most maxTokens tokens for a tiny
+// generated model, which the dev studio serves itself. kinds is what the
+// worker can run: without the llama.cpp runtime there is nothing real to
+// feed it, and it says so.
+func (d *DevStudio) EnqueueDemoJobs(n, maxTokens int, kinds []engine.TaskKind) (DemoJobs, error) {
 	if !slices.Contains(kinds, engine.KindLLM) {
-		return errors.New("text jobs need the llama.cpp runtime, which is not loaded (run `make runtime`)")
+		return DemoJobs{}, errors.New("text jobs need the llama.cpp runtime, which is not loaded (run `make runtime`)")
 	}
 	spec := gguf.Tiny()
 	path, err := gguf.EnsureIn(d.modelsDir, spec)
 	if err != nil {
-		return fmt.Errorf("could not write the demo model: %w", err)
+		return DemoJobs{}, fmt.Errorf("could not write the demo model: %w", err)
 	}
-	file, err := devstudio.ModelFile(d.URL, d.modelsDir, filepath.Base(path), engine.RoleModel)
+	jobs := DemoJobs{Model: spec.Name, File: filepath.Base(path)}
+	file, err := devstudio.ModelFile(d.URL, d.modelsDir, jobs.File, engine.RoleModel)
 	if err != nil {
-		return err
+		return jobs, err
 	}
 	for i := range n {
-		max := 160
 		id, err := d.Server.EnqueueJob(devstudio.JobSpec{
 			Task: engine.Task{Kind: engine.KindLLM, LLM: &engine.LLMParams{
 				Messages:  []engine.ChatMessage{{Role: "user", Content: demoPrompts[i%len(demoPrompts)]}},
-				MaxTokens: max,
+				MaxTokens: maxTokens,
 			}},
 			Model:          spec.Name,
 			ModelSource:    engine.ModelSource{Engine: engine.EngineLlamaCpp, Files: []engine.ModelFile{file}},
@@ -103,11 +116,12 @@ func (d *DevStudio) EnqueueDemoJobs(n int, kinds []engine.TaskKind) error {
 			AssetName:      fmt.Sprintf("demo-%d", i+1),
 		})
 		if err != nil {
-			return err
+			return jobs, err
 		}
+		jobs.IDs = append(jobs.IDs, id)
 		d.log.Info("demo job queued: "+id, "op", "devstudio", "job", id, "model", spec.Name)
 	}
-	return nil
+	return jobs, nil
 }
 
 // Close stops the dev studio.

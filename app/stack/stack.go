@@ -1,8 +1,8 @@
-// Package stack builds everything behind the desktop window: the logger,
-// the settings, the credentials, the model store, the engines, the runner
-// and the worker, and (for `make run`) an embedded dev studio. It knows
-// nothing of Fyne, so the headless entry could use it too and its tests
-// need no display.
+// Package stack is the one composition root of the worker: it builds the
+// logger, the settings, the credentials, the model store, the engines, the
+// runner and the worker, and (for `make run` and the demo) an embedded dev
+// studio. The desktop window and the headless commands (`run`, `demo`)
+// both stand on it. It knows nothing of Fyne, so its tests need no display.
 package stack
 
 import (
@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,7 +61,28 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// Clock drives the worker's timers (tests); nil means real time.
 	Clock studio.Clock
+
+	// Headless is the worker without a window (`studio-worker run`, the
+	// demo): with no Settings page to fix them in, an unusable config
+	// folder or unusable settings are an error from New instead of Notices.
+	Headless bool
+	// StudioURL, when set, replaces the saved studio address for this run
+	// only (the file keeps what was saved).
+	StudioURL string
+	// Level is the lowest level logged (default Info).
+	Level slog.Level
+	// RegisterPoll overrides the registration poll: the protocol's 30 s
+	// for a real studio, devRegisterPoll for the embedded dev studio.
+	RegisterPoll time.Duration
 }
+
+// devRegisterPoll is the registration poll against the embedded dev
+// studio, which approves at once: the first look should not wait 30 s.
+const devRegisterPoll = time.Second
+
+// desktopDemoTokens bounds the answers of `make run`'s demo jobs: long
+// enough to watch the progress bar move.
+const desktopDemoTokens = 160
 
 // Stack is the running worker and what it needs.
 type Stack struct {
@@ -87,14 +111,47 @@ type Stack struct {
 	removeQueue func()
 }
 
+// UsableDir creates dir when needed and proves it is a writable folder;
+// the error says why it is not, in words (the caller names the folder).
+func UsableDir(dir string) error {
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return errors.New("it is a file, not a folder")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return plainErr(err)
+	}
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("cannot write there: %v", plainErr(err))
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// plainErr drops the *PathError's repetition of the path the message
+// already names.
+func plainErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
 // DefaultDevDir is where `make run` keeps its dev studio and settings.
 func DefaultDevDir() string {
 	return filepath.Join(xdg.StateHome, settings.AppDirName, "dev")
 }
 
 // New builds the stack. It does not start the worker (see Start).
-func New(opts Options) (*Stack, error) {
+func New(opts Options) (_ *Stack, err error) {
 	st := &Stack{opts: opts}
+	defer func() {
+		if err != nil {
+			st.abandon()
+		}
+	}()
 	logPath := opts.LogPath
 	if logPath == "" {
 		p, err := logging.DefaultLogPath()
@@ -105,14 +162,15 @@ func New(opts Options) (*Stack, error) {
 	if logPath == "-" {
 		logPath = ""
 	}
-	lg, err := logging.New(logging.Options{Stderr: opts.Stderr, FilePath: logPath, Level: slog.LevelInfo})
+	lg, err := logging.New(logging.Options{Stderr: opts.Stderr, FilePath: logPath, Level: opts.Level})
 	if err != nil {
 		// A log file that cannot be opened must not stop the worker.
-		lg, err = logging.New(logging.Options{Stderr: opts.Stderr, Level: slog.LevelInfo})
+		fileErr := err
+		lg, err = logging.New(logging.Options{Stderr: opts.Stderr, Level: opts.Level})
 		if err != nil {
 			return nil, err
 		}
-		st.notice(lg.Slog(), "The log file could not be opened, so logs are only kept in memory: "+err.Error())
+		st.notice(lg.Slog(), "The log file could not be opened, so logs are only kept in memory: "+fileErr.Error())
 	}
 	st.Logger, st.Log = lg, lg.Slog()
 
@@ -132,17 +190,22 @@ func New(opts Options) (*Stack, error) {
 			return nil, err
 		}
 	}
+	cfgDir = settings.ExpandHome(cfgDir)
+	if opts.Headless {
+		if err := UsableDir(cfgDir); err != nil {
+			return nil, fmt.Errorf("cannot use the config folder %s: %v", cfgDir, err)
+		}
+	}
 	store := settings.NewStore(cfgDir)
 	cur, err := store.Load()
 	var corrupt *settings.CorruptError
 	switch {
 	case errors.As(err, &corrupt):
-		st.notice(st.Log, titleFirst(corrupt.Error())+".")
+		st.notice(st.Log, corrupt.Error()+".")
+	case err != nil && opts.Headless:
+		return nil, err
 	case err != nil:
 		st.notice(st.Log, "The settings could not be read, so defaults are used: "+err.Error())
-	}
-	if err := settings.ValidateStudioURL(cur.StudioURL); err != nil && !opts.DevStudio {
-		st.notice(st.Log, "The studio address in the settings cannot be used ("+err.Error()+"). Fix it on the Settings page and save; the worker starts then.")
 	}
 	if opts.DevStudio {
 		st.Creds = settings.NewFileCredentialStore(cfgDir)
@@ -154,6 +217,31 @@ func New(opts Options) (*Stack, error) {
 		st.Creds = settings.NewCredentialStore(cfgDir)
 	}
 	st.Settings = &Controller{store: store, cur: cur, stack: st}
+	if opts.StudioURL != "" {
+		st.Settings.override(func(s *settings.Settings) { s.StudioURL = strings.TrimSpace(opts.StudioURL) })
+	}
+	poll := opts.RegisterPoll
+	if opts.DevStudio {
+		dev, err := StartDevStudio(filepath.Join(opts.DevDir, "studio"), true, st.Log, opts.Stderr)
+		if err != nil {
+			return nil, fmt.Errorf("could not start the dev studio: %w", err)
+		}
+		st.Dev = dev
+		st.Settings.override(func(s *settings.Settings) { s.StudioURL = dev.URL })
+		st.Log.Info("dev studio listening on "+dev.URL+" (it approves this worker by itself)", "op", "devstudio")
+		if poll == 0 {
+			poll = devRegisterPoll
+		}
+	}
+	if opts.Headless {
+		// Before anything else speaks: a refusal is one line. Validating
+		// creates the models folder, or says why it cannot.
+		if err := st.Settings.Current().Validate(0); err != nil {
+			return nil, fmt.Errorf("settings in %s: %v", store.Path(), err)
+		}
+	} else {
+		st.checkForWindow(st.Settings.Current())
+	}
 
 	st.Store = engine.NewStore(settings.ExpandHome(cur.ModelsDir), engine.StoreOptions{
 		UserAgent: studio.UserAgent(), Log: st.Log,
@@ -179,34 +267,54 @@ func New(opts Options) (*Stack, error) {
 		Log:      st.Log,
 	})
 
-	if opts.DevStudio {
-		dev, err := StartDevStudio(filepath.Join(opts.DevDir, "studio"), true, st.Log)
-		if err != nil {
-			return nil, fmt.Errorf("could not start the dev studio: %w", err)
-		}
-		st.Dev = dev
-		st.Settings.override(func(s *settings.Settings) { s.StudioURL = dev.URL })
-		st.Log.Info("dev studio listening on "+dev.URL+" (it approves this worker by itself)", "op", "devstudio")
+	if v := st.Runner.VRAM(); v.Known && cur.VRAMBudgetGB > v.TotalGB() {
+		st.Log.Warn(fmt.Sprintf("the VRAM budget (%s GB) is above this computer's graphics memory (%.1f GB)",
+			strconv.FormatFloat(cur.VRAMBudgetGB, 'f', -1, 64), v.TotalGB()), "op", "settings")
 	}
 
 	queue := studio.NewLogQueue(0)
 	st.removeQueue = st.Logger.AddSink(queue)
 	st.Worker = studio.NewWorker(studio.WorkerConfig{
-		Settings:      st.Settings.Current,
-		Runner:        st.Runner,
-		Creds:         st.Creds,
-		Log:           st.Log,
-		Logs:          queue,
-		ShutdownGrace: opts.ShutdownGrace,
-		Clock:         opts.Clock,
+		Settings:             st.Settings.Current,
+		Runner:               st.Runner,
+		Creds:                st.Creds,
+		Log:                  st.Log,
+		Logs:                 queue,
+		ShutdownGrace:        opts.ShutdownGrace,
+		Clock:                opts.Clock,
+		RegisterPollInterval: poll,
 	})
 	if opts.Autostart {
 		// Refresh the login entry so it names the program running now.
 		if err := autostart.Apply(opts.AutostartConfig, cur.StartAtLogin); err != nil {
-			st.notice(st.Log, titleFirst(err.Error())+".")
+			st.notice(st.Log, err.Error()+".")
 		}
 	}
 	return st, nil
+}
+
+// checkForWindow turns settings the worker cannot use into notices: the
+// window shows them and the donor fixes them on the Settings page.
+func (st *Stack) checkForWindow(s settings.Settings) {
+	if err := settings.ValidateStudioURL(s.StudioURL); err != nil {
+		st.notice(st.Log, "The studio address in the settings cannot be used ("+err.Error()+"). Fix it on the Settings page and save; the worker starts then.")
+	}
+	if err := settings.ValidateModelsDir(s.ModelsDir); err != nil {
+		st.notice(st.Log, "The models folder in the settings cannot be used ("+err.Error()+"), so no model can be downloaded. Choose another on the Settings page.")
+	}
+}
+
+// abandon frees what a failed New had made.
+func (st *Stack) abandon() {
+	if st.Dev != nil {
+		st.Dev.Close()
+	}
+	if st.removeQueue != nil {
+		st.removeQueue()
+	}
+	if st.Logger != nil {
+		_ = st.Logger.Close()
+	}
 }
 
 func (st *Stack) notice(log *slog.Logger, msg string) {
@@ -224,7 +332,7 @@ func (st *Stack) Start(ctx context.Context) {
 	st.startRun()
 	if st.Dev != nil && st.opts.DemoJobs > 0 {
 		go func() {
-			if err := st.Dev.EnqueueDemoJobs(st.opts.DemoJobs, st.Runner.Kinds()); err != nil {
+			if _, err := st.Dev.EnqueueDemoJobs(st.opts.DemoJobs, desktopDemoTokens, st.Runner.Kinds()); err != nil {
 				st.Log.Warn("demo jobs not queued: "+err.Error(), "op", "devstudio")
 			}
 		}()
@@ -338,17 +446,6 @@ func (st *Stack) LoadedModel() string {
 
 // Models is the model store as the Models page sees it.
 func (st *Stack) Models() *engine.Store { return st.Store }
-
-func titleFirst(s string) string {
-	if s == "" {
-		return s
-	}
-	r := []rune(s)
-	if r[0] >= 'a' && r[0] <= 'z' {
-		r[0] -= 'a' - 'A'
-	}
-	return string(r)
-}
 
 // ensure the interfaces the window expects are met where they can be
 // checked without importing the window.

@@ -45,6 +45,9 @@ func (unknownGPU) Probe(context.Context) engine.VRAMInfo { return engine.VRAMInf
 func testOptions(t *testing.T) Options {
 	t.Helper()
 	dir := t.TempDir()
+	// The default models folder is under the home folder, and checking it
+	// creates it.
+	t.Setenv("HOME", dir)
 	return Options{
 		ConfigDir:       filepath.Join(dir, "config"),
 		DevDir:          filepath.Join(dir, "dev"),
@@ -220,7 +223,7 @@ func TestStartOverAfterRejection(t *testing.T) {
 	opts := testOptions(t)
 	clock := studio.NewFakeClock(time.Now())
 	opts.Clock = clock
-	dev, err := StartDevStudio(t.TempDir(), false, nil)
+	dev, err := StartDevStudio(t.TempDir(), false, nil, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +279,7 @@ func TestBadStudioURLIsReportedAndFixedBySaving(t *testing.T) {
 	if stopped.StopReason == "" {
 		t.Error("the stop has no reason to show")
 	}
-	dev, err := StartDevStudio(t.TempDir(), false, nil)
+	dev, err := StartDevStudio(t.TempDir(), false, nil, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,5 +292,69 @@ func TestBadStudioURLIsReportedAndFixedBySaving(t *testing.T) {
 	until(ctx, t, st.Worker, func(s studio.Snapshot) bool { return s.Registration.State == "pending" }, nil)
 	if err := st.Shutdown(5 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestHeadlessRefusesWhatItCannotUse(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions(t)
+	opts.Headless = true
+	opts.ConfigDir = file
+	if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "cannot use the config folder") || !strings.Contains(err.Error(), "it is a file, not a folder") {
+		t.Errorf("config folder that is a file: %v", err)
+	}
+
+	opts = testOptions(t)
+	opts.Headless = true
+	opts.StudioURL = "ftp://studio.example/"
+	if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "must start with https://") {
+		t.Errorf("ftp studio: %v", err)
+	}
+
+	opts = testOptions(t)
+	if err := os.MkdirAll(opts.ConfigDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	toml := "models_dir = \"" + file + "\"\n"
+	if err := os.WriteFile(filepath.Join(opts.ConfigDir, settings.FileName), []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts.Headless = true
+	if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "models folder") {
+		t.Errorf("models folder that is a file, headless: %v", err)
+	}
+	// The window reports it instead and keeps going.
+	opts.Headless = false
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(time.Second)
+	if len(st.Notices) == 0 || !strings.Contains(strings.Join(st.Notices, "\n"), "The models folder in the settings cannot be used") {
+		t.Errorf("notices %q", st.Notices)
+	}
+}
+
+func TestHeadlessStudioOverride(t *testing.T) {
+	opts := testOptions(t)
+	opts.Headless = true
+	opts.StudioURL = " http://127.0.0.1:9/ "
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(time.Second)
+	if got := st.Settings.Current().StudioURL; got != "http://127.0.0.1:9/" {
+		t.Errorf("studio in force %q", got)
+	}
+	saved, err := settings.NewStore(opts.ConfigDir).Load()
+	if err != nil || saved.StudioURL == "http://127.0.0.1:9/" {
+		t.Errorf("the override must not be saved: %q %v", saved.StudioURL, err)
+	}
+	if len(st.Notices) != 0 {
+		t.Errorf("a headless stack with usable settings has notices: %q", st.Notices)
 	}
 }

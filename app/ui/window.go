@@ -73,7 +73,7 @@ func (m *Main) Content() fyne.CanvasObject { return m.root }
 // AddNotice shows a message above the pages until the donor dismisses it:
 // problems found at start, or that closing the window quits.
 func (m *Main) AddNotice(text string) {
-	msg := widget.NewLabel(text)
+	msg := widget.NewLabel(titleCase(text))
 	msg.Wrapping = fyne.TextWrapWord
 	msg.Importance = widget.WarningImportance
 	var row *fyne.Container
