@@ -143,6 +143,9 @@ func LoadRuntime(dir string, log *slog.Logger) (string, error) {
 			"op", "llama.load", "setting", dir, "using", found)
 	}
 	dir = found
+	if err := preloadDeps(dir); err != nil {
+		return "", fmt.Errorf("cannot load the llama.cpp libraries from %s: %w", dir, err)
+	}
 	if err := yz.Load(dir); err != nil {
 		return "", fmt.Errorf("cannot load the llama.cpp libraries from %s (they may be for another platform or version; llama.cpp %s is expected): %w", dir, LlamaCppRelease, err)
 	}
