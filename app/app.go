@@ -101,12 +101,12 @@ func Run(opts Options) int {
 
 	backend := st.Backend()
 	m := ui.NewMain(ui.Deps{
-		Backend:     backend,
-		Models:      st.Store,
-		Settings:    st.Settings,
-		Logs:        st.Logger.Ring(),
-		LoadedModel: st.LoadedModel,
-		Log:         st.Log,
+		Backend:       backend,
+		Models:        st.Models(),
+		Settings:      st.Settings,
+		Logs:          st.Logger.Ring(),
+		ResidentModel: st.ResidentModel,
+		Log:           st.Log,
 	}, w)
 	w.SetContent(m.Content())
 	for _, n := range st.Notices {

@@ -34,8 +34,9 @@ func (c *Controller) override(f func(*settings.Settings)) {
 	c.mu.Unlock()
 }
 
-// Save validates, persists and applies s. The note names what waits for a
-// restart.
+// Save validates, persists and applies s. The note tells the donor how
+// the change applies: what waits for a restart, and what a new models
+// folder means for the models in the old one.
 func (c *Controller) Save(s settings.Settings) (string, error) {
 	st := c.stack
 	detected := 0.0
@@ -55,7 +56,7 @@ func (c *Controller) Save(s settings.Settings) (string, error) {
 	c.cur = s
 	c.mu.Unlock()
 
-	var problems, later []string
+	var problems, later, notes []string
 	if st.opts.Autostart && (s.StartAtLogin != old.StartAtLogin || s.StartAtLogin) {
 		if err := autostart.Apply(st.opts.AutostartConfig, s.StartAtLogin); err != nil {
 			problems = append(problems, err.Error())
@@ -64,8 +65,11 @@ func (c *Controller) Save(s settings.Settings) (string, error) {
 	if st.Llama != nil && s.Threads != old.Threads {
 		st.Llama.SetThreads(s.Threads)
 	}
-	if settings.ExpandHome(s.ModelsDir) != settings.ExpandHome(old.ModelsDir) {
-		later = append(later, "the new models folder")
+	if st.Runner != nil && st.useModelsDir(s.ModelsDir) {
+		notes = append(notes, "New jobs use the new models folder; models downloaded to the old one stay there (move their folders over to use them without downloading again).")
+		if st.Worker != nil && st.Worker.Snapshot().Current != nil {
+			notes = append(notes, "The job running now finishes with the old folder.")
+		}
 	}
 	if s.LlamaLibDir != old.LlamaLibDir || s.SDLibPath != old.SDLibPath {
 		later = append(later, "the new engine libraries")
@@ -80,7 +84,7 @@ func (c *Controller) Save(s settings.Settings) (string, error) {
 		}
 	}
 	st.Log.Info("settings saved and applied", "op", "settings")
-	var note []string
+	note := notes
 	if len(later) > 0 {
 		note = append(note, "Studio Worker uses "+strings.Join(later, " and ")+" from its next start.")
 	}

@@ -91,7 +91,6 @@ type Stack struct {
 	Log      *slog.Logger
 	Settings *Controller
 	Creds    settings.CredentialStore
-	Store    *engine.Store
 	Runner   *engine.Runner
 	Llama    *llama.Engine // nil when Options.Engines replaced it
 	Image    *sd.Engine    // nil when Options.Engines replaced it
@@ -109,6 +108,13 @@ type Stack struct {
 	runErr  error
 
 	removeQueue func()
+
+	// storeOpts make the store of a newly chosen models folder; stores
+	// keeps every store made, by folder, so that one folder has one store
+	// and Shutdown can wait for all of them.
+	storeOpts engine.StoreOptions
+	storesMu  sync.Mutex
+	stores    map[string]*engine.Store
 }
 
 // UsableDir creates dir when needed and proves it is a writable folder;
@@ -146,7 +152,7 @@ func DefaultDevDir() string {
 
 // New builds the stack. It does not start the worker (see Start).
 func New(opts Options) (_ *Stack, err error) {
-	st := &Stack{opts: opts}
+	st := &Stack{opts: opts, stores: map[string]*engine.Store{}}
 	defer func() {
 		if err != nil {
 			st.abandon()
@@ -243,9 +249,7 @@ func New(opts Options) (_ *Stack, err error) {
 		st.checkForWindow(st.Settings.Current())
 	}
 
-	st.Store = engine.NewStore(settings.ExpandHome(cur.ModelsDir), engine.StoreOptions{
-		UserAgent: studio.UserAgent(), Log: st.Log,
-	})
+	st.storeOpts = engine.StoreOptions{UserAgent: studio.UserAgent(), Log: st.Log}
 	engines := opts.Engines
 	if engines == nil {
 		st.Llama = llama.New(llama.Config{LibDir: cur.LlamaLibDir, Threads: cur.Threads, Log: st.Log})
@@ -260,7 +264,7 @@ func New(opts Options) (_ *Stack, err error) {
 		engines = []engine.Engine{st.Llama, st.Image}
 	}
 	st.Runner = engine.NewRunner(engine.RunnerConfig{
-		Store:    st.Store,
+		Store:    st.storeFor(cur.ModelsDir),
 		Engines:  engines,
 		BudgetGB: func() float64 { return st.Settings.Current().VRAMBudgetGB },
 		Probe:    opts.Probe,
@@ -315,6 +319,31 @@ func (st *Stack) abandon() {
 	if st.Logger != nil {
 		_ = st.Logger.Close()
 	}
+}
+
+// storeFor is the model store of a folder, made on first use.
+func (st *Stack) storeFor(dir string) *engine.Store {
+	dir = filepath.Clean(settings.ExpandHome(dir))
+	st.storesMu.Lock()
+	defer st.storesMu.Unlock()
+	s, ok := st.stores[dir]
+	if !ok {
+		s = engine.NewStore(dir, st.storeOpts)
+		st.stores[dir] = s
+	}
+	return s
+}
+
+// useModelsDir sends the next jobs' downloads to dir; a job already
+// running finishes with the folder it started in. It reports whether the
+// folder changed.
+func (st *Stack) useModelsDir(dir string) bool {
+	next := st.storeFor(dir)
+	if st.Runner.SetStore(next) == next {
+		return false
+	}
+	st.Log.Info("models folder is now "+next.Root(), "op", "settings")
+	return true
 }
 
 func (st *Stack) notice(log *slog.Logger, msg string) {
@@ -411,8 +440,13 @@ func (st *Stack) Shutdown(timeout time.Duration) error {
 		st.removeQueue()
 	}
 	_ = st.Runner.ReleaseAll()
-	// A finished download may still be going to disk with its record.
-	st.Store.Sync()
+	// A finished download may still be going to disk with its record, in
+	// the models folder of now or of before a change.
+	st.storesMu.Lock()
+	for _, s := range st.stores {
+		s.Sync()
+	}
+	st.storesMu.Unlock()
 	_ = st.Logger.Close()
 	return err
 }
@@ -429,23 +463,37 @@ func (st *Stack) Backend() *Backend { return &Backend{Worker: st.Worker, st: st}
 // StartOver forgets the credentials and registers afresh.
 func (b *Backend) StartOver() error { return b.st.StartOver() }
 
-// LoadedModel names the text model llama.cpp holds in memory, or "". The
-// engine keeps the last model it ran resident, so while it holds one, that
-// is the model of the latest text job that got as far as generating.
-func (st *Stack) LoadedModel() string {
-	if st.Llama == nil || st.Llama.ResidentBytes() == 0 {
+// ResidentModel is the path of the model file llama.cpp holds in memory,
+// "" when none (or when the engines were replaced, in tests).
+func (st *Stack) ResidentModel() string {
+	if st.Llama == nil {
 		return ""
 	}
-	for _, j := range st.Worker.Snapshot().Recent {
-		if j.Kind == engine.KindLLM && (j.Phase == engine.PhaseGenerate || j.Outcome == "done") {
-			return j.Model
-		}
-	}
-	return ""
+	return st.Llama.ResidentModel()
 }
 
-// Models is the model store as the Models page sees it.
-func (st *Stack) Models() *engine.Store { return st.Store }
+// Models is the models folder as the Models page sees it. It follows the
+// folder the runner uses, so a folder chosen on the Settings page shows at
+// once.
+func (st *Stack) Models() ModelFolder { return ModelFolder{r: st.Runner} }
+
+// ModelFolder is the runner's model store of the moment (ui.ModelStore).
+type ModelFolder struct{ r *engine.Runner }
+
+// Root is the models folder.
+func (m ModelFolder) Root() string { return m.r.Store().Root() }
+
+// List describes the models in the folder.
+func (m ModelFolder) List() ([]engine.StoredModel, error) { return m.r.Store().List() }
+
+// Delete removes a model unless a job uses it.
+func (m ModelFolder) Delete(modelID string) error { return m.r.Store().Delete(modelID) }
+
+// DiskUsage is the bytes under the folder.
+func (m ModelFolder) DiskUsage() (uint64, error) { return m.r.Store().DiskUsage() }
+
+// FreeSpace is the free space of the folder's disk.
+func (m ModelFolder) FreeSpace() (uint64, error) { return m.r.Store().FreeSpace() }
 
 // ensure the interfaces the window expects are met where they can be
 // checked without importing the window.

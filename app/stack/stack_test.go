@@ -20,12 +20,15 @@ import (
 
 // echoEngine is a test double for llama.cpp: it checks that the model file
 // the store fetched is there and answers with a fixed completion.
-type echoEngine struct{ ran chan string }
+type echoEngine struct {
+	ran      chan string
+	resident uint64
+}
 
 func (e *echoEngine) Name() engine.EngineName   { return engine.EngineLlamaCpp }
 func (e *echoEngine) Kinds() []engine.TaskKind  { return []engine.TaskKind{engine.KindLLM} }
 func (e *echoEngine) Release() error            { return nil }
-func (e *echoEngine) ResidentVRAMBytes() uint64 { return 0 }
+func (e *echoEngine) ResidentVRAMBytes() uint64 { return e.resident }
 func (e *echoEngine) Run(ctx context.Context, job engine.Job, _ engine.ProgressFunc) (engine.Result, error) {
 	path := job.Files[engine.RoleModel]
 	if _, err := os.Stat(path); err != nil {
@@ -116,6 +119,12 @@ func TestDevStudioApprovesAndRunsDemoJobs(t *testing.T) {
 	if got := st.Settings.Current().ModelsDir; got != filepath.Join(opts.DevDir, "models") {
 		t.Errorf("dev models folder %q", got)
 	}
+	// A models folder chosen before the first job is where it downloads.
+	s := st.Settings.Current()
+	s.ModelsDir = filepath.Join(t.TempDir(), "chosen")
+	if _, err := st.Settings.Save(s); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	st.Start(ctx)
@@ -134,6 +143,10 @@ func TestDevStudioApprovesAndRunsDemoJobs(t *testing.T) {
 		if err != nil || got.State != devstudio.JobDone {
 			t.Errorf("job %s: %s %v (%s)", j.ID, got.State, err, got.Error)
 		}
+	}
+	models, err := st.Models().List()
+	if err != nil || len(models) != 1 || filepath.Dir(models[0].Dir) != s.ModelsDir {
+		t.Errorf("the demo model is not in the chosen folder %s: %+v %v", s.ModelsDir, models, err)
 	}
 	if err := st.Shutdown(5 * time.Second); err != nil {
 		t.Fatal(err)
@@ -196,8 +209,11 @@ func TestSaveAppliesSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(note, "models folder") {
-		t.Errorf("note %q should say the new models folder waits for a restart", note)
+	if strings.Contains(note, "next start") || !strings.Contains(note, "New jobs use the new models folder") {
+		t.Errorf("note %q should say the new models folder is used from the next job", note)
+	}
+	if st.Runner.Store().Root() != s.ModelsDir || st.Models().Root() != s.ModelsDir {
+		t.Errorf("models folder in force: runner %q, Models page %q, want %q", st.Runner.Store().Root(), st.Models().Root(), s.ModelsDir)
 	}
 	if st.Settings.Current().VRAMBudgetGB != 3 || st.Worker.Snapshot().VRAM.BudgetGB != 3 {
 		t.Errorf("budget not in force: settings %v, worker %v", st.Settings.Current().VRAMBudgetGB, st.Worker.Snapshot().VRAM.BudgetGB)
@@ -211,8 +227,8 @@ func TestSaveAppliesSettings(t *testing.T) {
 		t.Errorf("not persisted: %+v %v", reloaded, err)
 	}
 	s.StartAtLogin = false
-	if _, err := st.Settings.Save(s); err != nil {
-		t.Fatal(err)
+	if note, err := st.Settings.Save(s); err != nil || note != "" {
+		t.Fatalf("saving with the same models folder: note %q, %v", note, err)
 	}
 	if _, err := os.Stat(entry); !os.IsNotExist(err) {
 		t.Errorf("login entry still there after turning it off")
@@ -356,5 +372,21 @@ func TestHeadlessStudioOverride(t *testing.T) {
 	}
 	if len(st.Notices) != 0 {
 		t.Errorf("a headless stack with usable settings has notices: %q", st.Notices)
+	}
+}
+
+func TestResidentMemoryReachesTheSnapshot(t *testing.T) {
+	opts := testOptions(t)
+	opts.Engines = []engine.Engine{&echoEngine{resident: 3 << 30}}
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(time.Second)
+	if got := st.Worker.Snapshot().VRAM.InUseBytes; got != 3<<30 {
+		t.Errorf("VRAM in use %d, want the engine's resident %d", got, uint64(3<<30))
+	}
+	if got := st.ResidentModel(); got != "" {
+		t.Errorf("resident model %q without llama.cpp", got)
 	}
 }

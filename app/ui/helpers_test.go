@@ -129,7 +129,7 @@ type harness struct {
 	models   *fakeModels
 	settings *fakeSettings
 	ring     *logging.Ring
-	loaded   string
+	resident string
 }
 
 func newHarness(t *testing.T, snap studio.Snapshot) *harness {
@@ -150,12 +150,12 @@ func newHarness(t *testing.T, snap studio.Snapshot) *harness {
 	h.w = test.NewTempWindow(t, nil)
 	h.w.Resize(fyne.NewSize(900, 700))
 	h.main = NewMain(Deps{
-		Backend:     h.backend,
-		Models:      h.models,
-		Settings:    h.settings,
-		Logs:        h.ring,
-		LoadedModel: func() string { return h.loaded },
-		Async:       func(f func()) { f() },
+		Backend:       h.backend,
+		Models:        h.models,
+		Settings:      h.settings,
+		Logs:          h.ring,
+		ResidentModel: func() string { return h.resident },
+		Async:         func(f func()) { f() },
 	}, h.w)
 	h.w.SetContent(h.main.Content())
 	return h

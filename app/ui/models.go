@@ -3,6 +3,7 @@ package ui
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
@@ -38,7 +39,7 @@ type modelListing struct {
 	listErr   error
 	usageErr  error
 	freeErr   error
-	loadedID  string
+	resident  string // path of the model file held in memory
 	folderDir string
 }
 
@@ -88,8 +89,8 @@ func (p *ModelsPage) Reload() {
 		l.models, l.listErr = p.deps.Models.List()
 		l.used, l.usageErr = p.deps.Models.DiskUsage()
 		l.free, l.freeErr = p.deps.Models.FreeSpace()
-		if p.deps.LoadedModel != nil {
-			l.loadedID = p.deps.LoadedModel()
+		if p.deps.ResidentModel != nil {
+			l.resident = p.deps.ResidentModel()
 		}
 		fyne.Do(func() { p.show(l) })
 	})
@@ -121,7 +122,7 @@ func (p *ModelsPage) show(l modelListing) {
 	}
 	objs := make([]fyne.CanvasObject, 0, len(l.models))
 	for _, m := range l.models {
-		objs = append(objs, p.modelRow(m, m.ID == l.loadedID && l.loadedID != ""))
+		objs = append(objs, p.modelRow(m, holds(m, l.resident)))
 	}
 	p.rows.Objects = objs
 	p.rows.Refresh()
@@ -130,6 +131,11 @@ func (p *ModelsPage) show(l modelListing) {
 	} else {
 		p.empty.Hide()
 	}
+}
+
+// holds says whether the model file at path lives in m's folder.
+func holds(m engine.StoredModel, path string) bool {
+	return path != "" && m.Dir != "" && filepath.Dir(filepath.Clean(path)) == filepath.Clean(m.Dir)
 }
 
 func (p *ModelsPage) modelRow(m engine.StoredModel, loaded bool) fyne.CanvasObject {

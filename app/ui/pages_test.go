@@ -325,10 +325,10 @@ func TestLogsPageFiltersSearchesAndCopies(t *testing.T) {
 func TestModelsPageDeletesAfterConfirm(t *testing.T) {
 	h := newHarness(t, idleSnap())
 	h.models.models = []engine.StoredModel{
-		{ID: "tiny-llama", Bytes: 3 << 20, Engine: "llama-cpp"},
-		{ID: "busy", Bytes: 1 << 20, InUse: true},
+		{ID: "tiny-llama", Dir: filepath.Join(h.models.root, "tiny-llama"), Bytes: 3 << 20, Engine: "llama-cpp"},
+		{ID: "busy", Dir: filepath.Join(h.models.root, "busy"), Bytes: 1 << 20, InUse: true},
 	}
-	h.loaded = "tiny-llama"
+	h.resident = filepath.Join(h.models.root, "tiny-llama", "tiny.gguf")
 	h.main.Show(PageModels)
 	mp := h.main.Models
 	if len(mp.Models()) != 2 {
@@ -341,9 +341,17 @@ func TestModelsPageDeletesAfterConfirm(t *testing.T) {
 	if !strings.Contains(markup, "in use by a job") {
 		t.Error("the busy model is not marked in use")
 	}
-	if !strings.Contains(markup, "3.0 MB · llama-cpp · loaded in memory") {
-		t.Error("the resident model is not marked loaded")
+	if !strings.Contains(markup, "3.0 MB · llama-cpp · loaded in memory") || strings.Count(markup, "loaded in memory") != 1 {
+		t.Error("the resident model (and it alone) should be marked loaded")
 	}
+	// A file held from another folder (the one before a change) marks none.
+	h.resident = filepath.Join(t.TempDir(), "tiny-llama", "tiny.gguf")
+	mp.Reload()
+	if strings.Contains(test.RenderObjectToMarkup(mp.Content()), "loaded in memory") {
+		t.Error("a model in another folder is marked loaded")
+	}
+	h.resident = filepath.Join(h.models.root, "tiny-llama", "tiny.gguf")
+	mp.Reload()
 	dels := 0
 	walkVisible(mp.Content(), func(o fyne.CanvasObject) bool {
 		if b, ok := o.(interface{ Disabled() bool }); ok && strings.Contains(test.RenderObjectToMarkup(o), "Delete") && b.Disabled() {
@@ -467,7 +475,7 @@ func TestValidSettingsAreSavedAndApplied(t *testing.T) {
 	sp.dir.SetText(dir)
 	sp.threads.SetText("1")
 	test.Tap(sp.login)
-	h.settings.note = "The new models folder is used from the next start."
+	h.settings.note = "New jobs use the new models folder; models downloaded to the old one stay there."
 	test.Tap(sp.save)
 	if len(h.settings.saved) != 1 {
 		t.Fatalf("saved %d times; result %q; url err %q", len(h.settings.saved), sp.result.Text, sp.FieldError(settings.FieldStudioURL))
@@ -476,7 +484,7 @@ func TestValidSettingsAreSavedAndApplied(t *testing.T) {
 	if got.StudioURL != "https://studio.example/" || got.VRAMBudgetGB != 7.5 || got.ModelsDir != dir || got.Threads != 1 || !got.StartAtLogin || got.StartMinimised {
 		t.Errorf("saved %+v", got)
 	}
-	if !strings.Contains(sp.result.Text, "next start") {
+	if sp.result.Text != "Saved. "+h.settings.note {
 		t.Errorf("the controller's note is not shown: %q", sp.result.Text)
 	}
 }

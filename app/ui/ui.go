@@ -52,8 +52,9 @@ type ModelStore interface {
 // the donor as it is.
 type SettingsController interface {
 	Current() settings.Settings
-	// Save returns a note for the donor when part of the change waits for
-	// a restart ("" when everything applied).
+	// Save returns a note for the donor on how the change applies (a new
+	// models folder is used from the next job; what waits for a restart);
+	// "" when everything simply applied.
 	Save(settings.Settings) (note string, err error)
 }
 
@@ -69,9 +70,10 @@ type Deps struct {
 	Models   ModelStore
 	Settings SettingsController
 	Logs     LogSource
-	// LoadedModel names the model an engine holds in memory ("" = none or
-	// unknown); optional.
-	LoadedModel func() string
+	// ResidentModel is the path of the model file an engine holds in
+	// memory ("" = none or unknown); optional. It must not wait for a
+	// running job.
+	ResidentModel func() string
 	// Log receives the window's own messages (a failed save, a delete).
 	Log *slog.Logger
 	// Async runs slow work (disk listing) off the UI goroutine; nil means
