@@ -57,13 +57,7 @@ func (p *JobsPage) Render(s studio.Snapshot) {
 	for _, j := range s.Recent {
 		objs = append(objs, jobRow(j))
 	}
-	p.rows.Objects = objs
-	p.rows.Refresh()
-	if len(objs) == 0 {
-		p.empty.Show()
-	} else {
-		p.empty.Hide()
-	}
+	setRows(p.rows, p.empty, objs)
 }
 
 func jobRow(j studio.JobInfo) fyne.CanvasObject {

@@ -124,13 +124,7 @@ func (p *ModelsPage) show(l modelListing) {
 	for _, m := range l.models {
 		objs = append(objs, p.modelRow(m, holds(m, l.resident)))
 	}
-	p.rows.Objects = objs
-	p.rows.Refresh()
-	if len(objs) == 0 {
-		p.empty.Show()
-	} else {
-		p.empty.Hide()
-	}
+	setRows(p.rows, p.empty, objs)
 }
 
 // holds says whether the model file at path lives in m's folder.

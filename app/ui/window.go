@@ -186,3 +186,14 @@ func pause(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
+
+// setRows fills a list and shows its placeholder when the list is empty.
+func setRows(rows *fyne.Container, empty fyne.CanvasObject, objs []fyne.CanvasObject) {
+	rows.Objects = objs
+	rows.Refresh()
+	if len(objs) == 0 {
+		empty.Show()
+	} else {
+		empty.Hide()
+	}
+}
