@@ -62,8 +62,14 @@ func (c *Controller) Save(s settings.Settings) (string, error) {
 			problems = append(problems, err.Error())
 		}
 	}
-	if st.Llama != nil && s.Threads != old.Threads {
-		st.Llama.SetThreads(s.Threads)
+	if s.Threads != old.Threads {
+		if st.Llama != nil {
+			st.Llama.SetThreads(s.Threads)
+		}
+		if st.Image != nil && st.Image.LoadError() == nil {
+			// stable-diffusion.cpp takes its thread count when it loads.
+			later = append(later, "the new thread count for image jobs")
+		}
 	}
 	if st.Runner != nil && st.useModelsDir(s.ModelsDir) {
 		notes = append(notes, "New jobs use the new models folder; models downloaded to the old one stay there (move their folders over to use them without downloading again).")
