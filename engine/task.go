@@ -75,7 +75,7 @@ type ChatMessage struct {
 type LLMParams struct {
 	Messages           []ChatMessage   `json:"messages"`
 	System             string          `json:"system,omitempty"`
-	MaxTokens          int             `json:"maxTokens,omitempty"`
+	MaxTokens          *int            `json:"maxTokens,omitempty"` // nil: the default 512; 0 or less is refused
 	Temperature        *float64        `json:"temperature,omitempty"`
 	TopP               *float64        `json:"topP,omitempty"`
 	Stop               []string        `json:"stop,omitempty"`

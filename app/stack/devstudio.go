@@ -107,7 +107,7 @@ func (d *DevStudio) EnqueueDemoJobs(n, maxTokens int, kinds []engine.TaskKind) (
 		id, err := d.Server.EnqueueJob(devstudio.JobSpec{
 			Task: engine.Task{Kind: engine.KindLLM, LLM: &engine.LLMParams{
 				Messages:  []engine.ChatMessage{{Role: "user", Content: demoPrompts[i%len(demoPrompts)]}},
-				MaxTokens: maxTokens,
+				MaxTokens: &maxTokens,
 			}},
 			Model:          spec.Name,
 			ModelSource:    engine.ModelSource{Engine: engine.EngineLlamaCpp, Files: []engine.ModelFile{file}},

@@ -91,7 +91,7 @@ const benchTokens = 64
 func benchParams() engine.LLMParams {
 	return engine.LLMParams{
 		Messages:  []engine.ChatMessage{{Role: "user", Content: "Tell me a story about the cat and the dog"}},
-		MaxTokens: benchTokens,
+		MaxTokens: ptr(benchTokens),
 		Seed:      ptr(uint64(1)),
 	}
 }
@@ -210,7 +210,7 @@ func BenchmarkLLMColdVsWarm(b *testing.B) {
 	e := New(Config{Threads: benchThreads, Log: slog.New(slog.DiscardHandler)})
 	defer e.Release()
 	p := benchParams()
-	p.MaxTokens = 1
+	p.MaxTokens = ptr(1)
 	job := llmJob(path, p, benchCli)
 	job.Model = filepath.Base(path)
 	var cold, warm time.Duration

@@ -65,7 +65,7 @@ func TestGenOptions(t *testing.T) {
 	if err != nil || o.maxTokens != 512 || o.temperature != 0.7 || o.topP != 1 || o.contextSize != 8192 {
 		t.Fatalf("defaults: %+v %v", o, err)
 	}
-	o, err = genOptions(&engine.LLMParams{Messages: msgs, MaxTokens: 9, Temperature: ptr(0.0), TopP: ptr(0.9),
+	o, err = genOptions(&engine.LLMParams{Messages: msgs, MaxTokens: ptr(9), Temperature: ptr(0.0), TopP: ptr(0.9),
 		Seed: ptr(uint64(1) << 40), Stop: []string{"x"}}, &engine.CliDefaults{ContextSize: 2048})
 	if err != nil || o.maxTokens != 9 || o.temperature != 0 || o.topP != 0.9 || o.contextSize != 2048 || o.stops[0] != "x" {
 		t.Fatalf("given: %+v %v", o, err)
@@ -75,7 +75,8 @@ func TestGenOptions(t *testing.T) {
 	}
 	bad := []engine.LLMParams{
 		{},
-		{Messages: msgs, MaxTokens: -5},
+		{Messages: msgs, MaxTokens: ptr(-5)},
+		{Messages: msgs, MaxTokens: ptr(0)},
 		{Messages: msgs, Temperature: ptr(-1.0)},
 		{Messages: msgs, TopP: ptr(0.0)},
 		{Messages: msgs, TopP: ptr(1.01)},
@@ -117,7 +118,7 @@ func TestFindLibDir(t *testing.T) {
 	t.Setenv(LibEnv, "")
 	empty := t.TempDir()
 	_, err := FindLibDir(empty)
-	if err == nil || !strings.Contains(err.Error(), empty) || !strings.Contains(err.Error(), "make runtime") {
+	if err == nil || !strings.Contains(err.Error(), empty) || !strings.Contains(err.Error(), "Reinstall Studio Worker") {
 		t.Fatalf("want an error naming %s, got %v", empty, err)
 	}
 	exe, _ := os.Executable()

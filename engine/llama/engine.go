@@ -308,11 +308,11 @@ func genOptions(p *engine.LLMParams, cli *engine.CliDefaults) (options, error) {
 	if len(p.Messages) == 0 {
 		return o, errors.New("llm task has no messages")
 	}
-	switch {
-	case p.MaxTokens < 0:
-		return o, fmt.Errorf("maxTokens must be positive, got %d", p.MaxTokens)
-	case p.MaxTokens > 0:
-		o.maxTokens = p.MaxTokens
+	if p.MaxTokens != nil {
+		if *p.MaxTokens < 1 {
+			return o, fmt.Errorf("maxTokens must be at least 1, got %d", *p.MaxTokens)
+		}
+		o.maxTokens = *p.MaxTokens
 	}
 	if p.Temperature != nil {
 		t := *p.Temperature

@@ -16,12 +16,16 @@ import (
 	"github.com/minisgg/studio-worker/engine/gguf"
 )
 
+// hello is a chat asking for maxTokens tokens; 0 leaves maxTokens out.
 func hello(maxTokens int, seed uint64) engine.LLMParams {
-	return engine.LLMParams{
-		Messages:  []engine.ChatMessage{{Role: "user", Content: "Tell me a story about the cat"}},
-		MaxTokens: maxTokens,
-		Seed:      ptr(seed),
+	p := engine.LLMParams{
+		Messages: []engine.ChatMessage{{Role: "user", Content: "Tell me a story about the cat"}},
+		Seed:     ptr(seed),
 	}
+	if maxTokens != 0 {
+		p.MaxTokens = ptr(maxTokens)
+	}
+	return p
 }
 
 func TestChatCompletion(t *testing.T) {
@@ -397,7 +401,7 @@ func TestBadParams(t *testing.T) {
 	e, _ := newTestEngine(t)
 	path := modelFile(t, gguf.Tiny())
 	cases := map[string]engine.LLMParams{
-		"maxTokens":   {Messages: hello(1, 1).Messages, MaxTokens: -1},
+		"maxTokens":   {Messages: hello(1, 1).Messages, MaxTokens: ptr(0)},
 		"temperature": {Messages: hello(1, 1).Messages, Temperature: ptr(-0.5)},
 		"topP":        {Messages: hello(1, 1).Messages, TopP: ptr(1.5)},
 		"no messages": {},
@@ -433,10 +437,11 @@ func TestDefaultMaxTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The tiny model's 512-token context ends the reply before 512 new tokens.
+	// maxTokens left out: the tiny model's 512-token context ends the reply
+	// before the default 512 new tokens.
 	doc := parse(t, res)
 	if doc.Choices[0].FinishReason != "length" || doc.Usage.TotalTokens != 513 {
-		t.Fatalf("maxTokens 0 should mean the default 512 (capped by the context): %+v", doc.Usage)
+		t.Fatalf("no maxTokens should mean the default 512 (capped by the context): %+v", doc.Usage)
 	}
 }
 
