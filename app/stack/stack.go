@@ -256,6 +256,10 @@ func New(opts Options) (_ *Stack, err error) {
 		if err := st.Llama.LibError(); err != nil {
 			// The engine has logged it already.
 			st.Notices = append(st.Notices, "Text (LLM) jobs are unavailable: "+err.Error())
+		} else {
+			// ggml sees exactly the GPUs llama.cpp will offload to, so it
+			// is the first source of GPU memory facts (then nvidia-smi, sysfs).
+			llama.RegisterGPUProber()
 		}
 		st.Image = sd.New(sd.Config{LibPath: cur.SDLibPath, Threads: cur.Threads, Log: st.Log})
 		if err := st.Image.LoadError(); err != nil {
