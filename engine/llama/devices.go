@@ -14,9 +14,13 @@ import (
 // offload to, whatever the vendor. The CPU device is left out.
 func Devices() ([]engine.GPUDevice, error) {
 	runtimeState.mu.Lock()
-	loaded := runtimeState.loaded
-	runtimeState.mu.Unlock()
-	if !loaded {
+	defer runtimeState.mu.Unlock()
+	return devicesLocked()
+}
+
+// devicesLocked is Devices with runtimeState.mu held.
+func devicesLocked() ([]engine.GPUDevice, error) {
+	if !runtimeState.loaded {
 		return nil, errors.New("llama.cpp libraries are not loaded")
 	}
 	var out []engine.GPUDevice

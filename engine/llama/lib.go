@@ -49,14 +49,74 @@ func libFile() string {
 // LibNotFoundError lists every folder that was searched and why each failed.
 type LibNotFoundError struct {
 	Looked []string // "folder (reason)"
+	// SourceTree is the source checkout the program was built in (a go.mod
+	// one folder above the program's), "" for an installed program: only
+	// a developer gets the developer's hint.
+	SourceTree string
 }
 
 func (e *LibNotFoundError) Error() string {
 	if len(e.Looked) == 0 {
-		return "llama.cpp libraries not found: no folder to look in (set " + LibEnv + " or the llama library folder in settings)"
+		return "llama.cpp libraries not found: no folder to look in (choose the llama library folder in settings)"
 	}
-	return fmt.Sprintf("llama.cpp libraries (%s) not found; looked in: %s. Run `make runtime`, set %s, or choose the llama library folder in settings",
-		libFile(), strings.Join(e.Looked, "; "), LibEnv)
+	if e.SourceTree != "" {
+		return fmt.Sprintf("llama.cpp libraries (%s) not found; looked in: %s. Run `make runtime` in %s, set %s, or choose the llama library folder in settings",
+			libFile(), strings.Join(e.Looked, "; "), e.SourceTree, LibEnv)
+	}
+	return fmt.Sprintf("the llama.cpp runtime (%s) is missing from this installation; looked in: %s. Reinstall Studio Worker, or choose a llama library folder in settings",
+		libFile(), strings.Join(e.Looked, "; "))
+}
+
+// sourceTree returns the source checkout holding the program (bin/ of a
+// tree with go.mod, as `make build` makes it), "" otherwise.
+func sourceTree(exeDir string) string {
+	root := filepath.Dir(exeDir)
+	if st, err := os.Stat(filepath.Join(root, "go.mod")); err == nil && !st.IsDir() {
+		return root
+	}
+	return ""
+}
+
+// libCandidate is a folder to look in and where it came from.
+type libCandidate struct{ dir, from string }
+
+// libCandidates lists the folders FindLibDir tries, in order.
+func libCandidates(explicit string) (cands []libCandidate, tree string) {
+	if explicit != "" {
+		cands = append(cands, libCandidate{explicit, "setting"})
+	}
+	if env := os.Getenv(LibEnv); env != "" {
+		cands = append(cands, libCandidate{env, LibEnv})
+	}
+	if exe, err := os.Executable(); err == nil {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = real
+		}
+		dir := filepath.Dir(exe)
+		tree = sourceTree(dir)
+		cands = append(cands,
+			libCandidate{filepath.Join(dir, "lib"), "next to the program"},
+			libCandidate{filepath.Join(dir, "runtime", "llama", Variant()), "next to the program"},
+			// bin/studio-worker from `make build` in a source tree, whose
+			// runtime/ was filled by `make runtime`.
+			libCandidate{filepath.Join(filepath.Dir(dir), "runtime", "llama", Variant()), "the source tree's runtime folder"})
+	}
+	return cands, tree
+}
+
+// hasLib says why dir cannot be a runtime folder ("" when it can).
+func hasLib(dir string) string {
+	st, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		return "no such folder"
+	case !st.IsDir():
+		return "not a folder"
+	}
+	if _, err := os.Stat(filepath.Join(dir, libFile())); err != nil {
+		return "no " + libFile()
+	}
+	return ""
 }
 
 // FindLibDir returns the folder holding the llama.cpp libraries. It looks,
@@ -65,48 +125,24 @@ func (e *LibNotFoundError) Error() string {
 // ../runtime/llama/<variant>/ beside a source tree's bin/. When none
 // has them the error names each folder it tried.
 func FindLibDir(explicit string) (string, error) {
-	type cand struct{ dir, from string }
-	var cands []cand
-	if explicit != "" {
-		cands = append(cands, cand{explicit, "setting"})
-	}
-	if env := os.Getenv(LibEnv); env != "" {
-		cands = append(cands, cand{env, LibEnv})
-	}
-	if exe, err := os.Executable(); err == nil {
-		if real, err := filepath.EvalSymlinks(exe); err == nil {
-			exe = real
-		}
-		dir := filepath.Dir(exe)
-		cands = append(cands,
-			cand{filepath.Join(dir, "lib"), "next to the program"},
-			cand{filepath.Join(dir, "runtime", "llama", Variant()), "next to the program"},
-			// bin/studio-worker from `make build` in a source tree, whose
-			// runtime/ was filled by `make runtime`.
-			cand{filepath.Join(filepath.Dir(dir), "runtime", "llama", Variant()), "the source tree's runtime folder"})
-	}
-	nf := &LibNotFoundError{}
+	c, err := findLib(explicit)
+	return c.dir, err
+}
+
+func findLib(explicit string) (libCandidate, error) {
+	cands, tree := libCandidates(explicit)
+	nf := &LibNotFoundError{SourceTree: tree}
 	for _, c := range cands {
-		st, err := os.Stat(c.dir)
-		switch {
-		case err != nil:
-			nf.Looked = append(nf.Looked, fmt.Sprintf("%s (%s: no such folder)", c.dir, c.from))
-			continue
-		case !st.IsDir():
-			nf.Looked = append(nf.Looked, fmt.Sprintf("%s (%s: not a folder)", c.dir, c.from))
+		if why := hasLib(c.dir); why != "" {
+			nf.Looked = append(nf.Looked, fmt.Sprintf("%s (%s: %s)", c.dir, c.from, why))
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(c.dir, libFile())); err != nil {
-			nf.Looked = append(nf.Looked, fmt.Sprintf("%s (%s: no %s)", c.dir, c.from, libFile()))
-			continue
+		if abs, err := filepath.Abs(c.dir); err == nil {
+			c.dir = abs
 		}
-		abs, err := filepath.Abs(c.dir)
-		if err != nil {
-			abs = c.dir
-		}
-		return abs, nil
+		return c, nil
 	}
-	return "", nf
+	return libCandidate{}, nf
 }
 
 // The libraries are process-wide: loaded once, with one log callback.
@@ -114,13 +150,23 @@ var runtimeState struct {
 	mu     sync.Mutex
 	loaded bool
 	dir    string
+	info   RuntimeInfo
+	// refused is the GPU runtime that failed its check, with the reason.
+	refused *refusal
+}
+
+type refusal struct {
+	dir string
+	err error
 }
 
 // LoadRuntime loads the llama.cpp libraries once per process from the
 // folder FindLibDir(dir) finds, initialises the backends found there, and
-// routes llama.cpp's log into slog. A later call with another folder keeps
-// the first one (the libraries cannot be swapped in a running process) and
-// says so in the log.
+// routes llama.cpp's log into slog. A GPU runtime is first tried in a child
+// process (see SetRuntimeChecker); when that fails, a CPU runtime found
+// beside it is loaded instead, or none, and RuntimeInfo.Problem says why.
+// A later call with another folder keeps the first one (the libraries
+// cannot be swapped in a running process) and says so in the log.
 func LoadRuntime(dir string, log *slog.Logger) (string, error) {
 	if log != nil {
 		setLogTarget(log)
@@ -134,27 +180,61 @@ func LoadRuntime(dir string, log *slog.Logger) (string, error) {
 		}
 		return runtimeState.dir, nil
 	}
-	found, err := FindLibDir(dir)
+	found, err := findLib(dir)
 	if err != nil {
 		return "", err
 	}
-	if dir != "" && !sameDir(dir, found) {
+	if dir != "" && !sameDir(dir, found.dir) {
 		currentLog().Warn("the llama library folder in settings has no libraries; using another",
-			"op", "llama.load", "setting", dir, "using", found)
+			"op", "llama.load", "setting", dir, "using", found.dir)
 	}
-	dir = found
+	if r := runtimeState.refused; r != nil && r.dir == found.dir {
+		// Checked in a child already and refused: the same folder will
+		// not do better a second time in this process.
+		return "", r.err
+	}
+	info, err := chooseRuntime(context.Background(), found, dir, currentChecker())
+	if err != nil {
+		currentLog().Error(err.Error(), "op", "llama.load")
+		runtimeState.info = info
+		runtimeState.refused = &refusal{dir: found.dir, err: err}
+		return "", err
+	}
+	if info.Problem != "" {
+		currentLog().Warn(info.Problem, "op", "llama.load")
+	}
+	dir = info.Dir
+	if err := loadLibs(dir); err != nil {
+		return "", err
+	}
+	info.Loaded = true
+	runtimeState.loaded, runtimeState.dir = true, dir
+	if info.Devices, err = devicesLocked(); err != nil {
+		currentLog().Warn("cannot list the GPUs ggml sees: "+err.Error(), "op", "llama.load")
+	}
+	info.MachineGPUs = machineGPUs(context.Background())
+	info.Advice = advise(thisOS(), info)
+	runtimeState.info = info
+	currentLog().Info(info.Summary(), "op", "llama.load", "dir", dir,
+		"gpu_offload", yz.SupportsGpuOffload())
+	if info.Advice != "" {
+		currentLog().Warn(info.Advice, "op", "llama.load")
+	}
+	return dir, nil
+}
+
+// loadLibs loads the libraries in dir into the process and initialises
+// every backend in that folder.
+func loadLibs(dir string) error {
 	if err := preloadDeps(dir); err != nil {
-		return "", fmt.Errorf("cannot load the llama.cpp libraries from %s: %w", dir, err)
+		return fmt.Errorf("cannot load the llama.cpp libraries from %s: %w", dir, err)
 	}
 	if err := yz.Load(dir); err != nil {
-		return "", fmt.Errorf("cannot load the llama.cpp libraries from %s (they may be for another platform or version; llama.cpp %s is expected): %w", dir, LlamaCppRelease, err)
+		return fmt.Errorf("cannot load the llama.cpp libraries from %s (they may be for another platform or version; llama.cpp %s is expected): %w", dir, LlamaCppRelease, err)
 	}
 	installLogCallback()
 	yz.Init()
-	runtimeState.loaded, runtimeState.dir = true, dir
-	currentLog().Info("llama.cpp libraries loaded", "op", "llama.load", "dir", dir,
-		"gpu_offload", yz.SupportsGpuOffload())
-	return dir, nil
+	return nil
 }
 
 // LlamaCppRelease is the llama.cpp build yzma v1.28.0 is bound to.
