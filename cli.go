@@ -22,6 +22,7 @@ import (
 
 	"github.com/minisgg/studio-worker/app/stack"
 	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/engine/llama"
 	"github.com/minisgg/studio-worker/logging"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
@@ -38,7 +39,7 @@ usage:
                                      run a local studio (tests, demos, self-hosting)
   studio-worker demo [--jobs N] [--dir DIR]
                                      run real chat jobs through a local studio and this worker
-  studio-worker version              print the version
+  studio-worker version [--verbose]  print the version (--verbose: and which llama.cpp runtime loads)
 `
 
 // Timings of the headless worker's shutdown: the worker gives a running job
@@ -62,8 +63,9 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintf(stdout, "studio-worker %s\n", studio.Version)
-		return 0
+		return cmdVersion(args[1:], stdout, stderr)
+	case "runtime-check": // hidden: the child in which a GPU runtime is tried
+		return llama.RuntimeCheckMain(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -12,5 +12,6 @@ import (
 )
 
 func main() {
+	installRuntimeCheck()
 	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
 }
