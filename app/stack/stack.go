@@ -260,6 +260,14 @@ func New(opts Options) (_ *Stack, err error) {
 			// ggml sees exactly the GPUs llama.cpp will offload to, so it
 			// is the first source of GPU memory facts (then nvidia-smi, sysfs).
 			llama.RegisterGPUProber()
+			// A GPU runtime that failed its check in a child process, or a
+			// GPU this runtime cannot use: logged by the engine, shown too.
+			rt := st.Llama.Runtime()
+			for _, msg := range []string{rt.Problem, rt.Advice} {
+				if msg != "" {
+					st.Notices = append(st.Notices, msg)
+				}
+			}
 		}
 		st.Image = sd.New(sd.Config{LibPath: cur.SDLibPath, Threads: cur.Threads, Log: st.Log})
 		if err := st.Image.LoadError(); err != nil {
