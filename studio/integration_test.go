@@ -402,6 +402,44 @@ func TestIntegrationUpload500TwiceThenSuccess(t *testing.T) {
 	}
 }
 
+// failOnceRunner fails the first run of each job retryably, then runs it.
+type failOnceRunner struct {
+	*stubRunner
+	mu     sync.Mutex
+	failed map[string]bool
+}
+
+func (r *failOnceRunner) Run(ctx context.Context, job engine.Job, p engine.ProgressFunc) (engine.Result, error) {
+	r.mu.Lock()
+	first := !r.failed[job.ID]
+	r.failed[job.ID] = true
+	r.mu.Unlock()
+	if first {
+		return engine.Result{}, errors.New("the GPU ran out of memory mid-job")
+	}
+	return r.stubRunner.Run(ctx, job, p)
+}
+
+// The dev studio offers a retryably failed job again as soon as it reads
+// the fail; the worker has given its one-job gate back by then, so the
+// offer is accepted at once instead of being turned down as busy (which
+// would park the job until the next heartbeat).
+func TestIntegrationRetryableFailureIsReofferedWithoutABusyReject(t *testing.T) {
+	ls := startStudio(t, t.TempDir(), "", true)
+	tw, _ := connectedWorker(t, ls, &failOnceRunner{stubRunner: newStubRunner(), failed: map[string]bool{}})
+	id := enqueue(t, ls, llmSpec("try me twice"))
+	st := waitJob(t, ls, id, devstudio.JobDone, devstudio.JobFailed)
+	if st.State != devstudio.JobDone || st.Attempts != 1 {
+		t.Fatalf("job %+v, want done after one failed attempt", st)
+	}
+	snap := waitSnap(t, tw.w, "the job recorded twice", func(s studio.Snapshot) bool {
+		return s.Counters.Done == 1 && s.Counters.Failed == 1 && s.Current == nil
+	})
+	if c := snap.Counters; c.Offered != 2 || c.Accepted != 2 || c.Rejected != 0 {
+		t.Errorf("counters %+v (last reject %q): the re-offer should be accepted straight away", c, snap.LastReject)
+	}
+}
+
 func TestIntegrationPauseStopsOffersAndResumeBringsThemBack(t *testing.T) {
 	ls := startStudio(t, t.TempDir(), "", true)
 	tw, id := connectedWorker(t, ls, newStubRunner())

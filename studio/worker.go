@@ -119,7 +119,10 @@ type Worker struct {
 	paused     bool
 	pauseAfter bool
 	stopping   bool
-	cur        *jobRun
+	cur        *jobRun // holds the one-job gate
+	// sending gave the gate back and is sending its final frame or
+	// upload; it stays on show as the current job until that is done.
+	sending    *jobRun
 	recent     []JobInfo
 	counters   Counters
 	lastReject string
@@ -463,6 +466,7 @@ func (w *Worker) deliverJSON(jr *jobRun, res engine.Result) {
 	}
 	c := jr.claim
 	frame := CompleteJSON{JobID: c.JobID, Result: res.JSON, Prompt: c.Task.Prompt()}
+	w.releaseGate(jr)
 	if err := w.sendFinal(jr, frame); err != nil {
 		w.finish(jr, OutcomeLost, msgLost, res)
 		return
@@ -481,6 +485,7 @@ func (w *Worker) deliverBinary(jr *jobRun, res engine.Result) {
 		ext = defaultExt(c.Task)
 	}
 	workerID, token := w.senderCreds(jr.sender)
+	w.releaseGate(jr)
 	// The job's own context: Shutdown's cancel stops a slow upload too, and
 	// the fail then goes out while the session is still open.
 	err := uploadResult(jr.ctx, w.http, w.wait, resultUpload{
@@ -516,6 +521,7 @@ func (w *Worker) deliverFail(jr *jobRun, msg string, retryable bool) {
 	}
 	c := jr.claim
 	w.log.Warn(fmt.Sprintf("job %s failed (retryable=%t): %s", c.JobID, retryable, msg), "op", "job", "job", c.JobID, "model", c.Model)
+	w.releaseGate(jr)
 	if err := w.sendFinal(jr, Fail{JobID: c.JobID, Error: msg, Retryable: retryable}); err != nil {
 		w.finish(jr, OutcomeLost, msg+"; and "+msgLost, engine.Result{})
 		return
@@ -551,9 +557,37 @@ func (w *Worker) senderCreds(s Sender) (workerID, token string) {
 	return w.creds.WorkerID, w.creds.AuthToken
 }
 
-// finish records the job, frees the gate and applies a pending "pause after
-// this job".
+// releaseGate gives the one-job gate back just before jr's final frame or
+// upload goes out, and applies a pending "pause after this job" there. The
+// studio offers nothing to a worker that still holds a job, and it offers a
+// retryably failed job again as soon as it reads the fail: with the gate
+// still held, that offer would be turned down as busy and the job would
+// wait for the next heartbeat. The heartbeat's currentJobId goes with the
+// gate; the snapshot keeps showing the job until finish records it.
+func (w *Worker) releaseGate(jr *jobRun) {
+	w.mu.Lock()
+	if w.cur != jr {
+		w.mu.Unlock()
+		return
+	}
+	w.cur = nil
+	w.sending = jr
+	pauseNow := w.pauseAfter
+	if pauseNow {
+		w.pauseAfter = false
+		w.paused = true
+	}
+	w.mu.Unlock()
+	if pauseNow {
+		w.log.Info("claiming paused by operator (after finishing job "+jr.claim.JobID+")", "op", "pause")
+		w.publish()
+	}
+}
+
+// finish records the job and, on a paused worker, lets the resident models
+// go.
 func (w *Worker) finish(jr *jobRun, outcome, errText string, res engine.Result) {
+	w.releaseGate(jr) // every path releases it earlier; this keeps the rule in one place
 	w.mu.Lock()
 	info := jr.info
 	info.Finished = w.clock.Now()
@@ -573,21 +607,17 @@ func (w *Worker) finish(jr *jobRun, outcome, errText string, res engine.Result) 
 	} else {
 		w.counters.Failed++
 	}
-	if w.cur == jr {
-		w.cur = nil
+	if w.sending == jr {
+		w.sending = nil
 	}
-	pauseNow := w.pauseAfter
-	if pauseNow {
-		w.pauseAfter = false
-		w.paused = true
-	}
+	paused := w.paused
 	w.mu.Unlock()
 	jr.cancel()
 	if outcome == OutcomeLost {
 		w.log.Warn(fmt.Sprintf("job %s lost: %s", jr.claim.JobID, errText), "op", "job", "job", jr.claim.JobID)
 	}
-	if pauseNow {
-		w.log.Info("claiming paused by operator (after finishing job "+jr.claim.JobID+")", "op", "pause")
+	if paused {
+		// Paused during the job, or by "pause after this job".
 		w.releaseIfIdle()
 	}
 	w.publish()
@@ -622,7 +652,7 @@ func (w *Worker) releaseIfIdle() {
 		return
 	}
 	w.mu.Lock()
-	idle := w.paused && w.cur == nil
+	idle := w.paused && w.cur == nil && w.sending == nil
 	w.mu.Unlock()
 	if !idle {
 		return
@@ -743,19 +773,28 @@ func (w *Worker) snapshotLocked() Snapshot {
 	if snap.StopReason == "" {
 		snap.StopReason = w.runErr
 	}
-	if w.cur != nil {
-		info := w.cur.info
+	if jr := w.shownJob(); jr != nil {
+		info := jr.info
 		snap.Current = &info
 	}
 	snap.State, snap.IdleReason = w.stateLocked()
 	return snap
 }
 
+// shownJob is the job the snapshot shows as current: the one holding the
+// gate, else the one still sending its result. Called with w.mu held.
+func (w *Worker) shownJob() *jobRun {
+	if w.cur != nil {
+		return w.cur
+	}
+	return w.sending
+}
+
 // stateLocked derives the one-word state and, when not working, the line
 // that says why the worker is idle.
 func (w *Worker) stateLocked() (WorkerState, string) {
 	switch {
-	case w.cur != nil:
+	case w.shownJob() != nil:
 		return StateWorking, ""
 	case w.reg.State == "rejected":
 		reason := "the studio turned this worker down"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/minisgg/studio-worker/settings"
@@ -244,12 +245,21 @@ func (w *Worker) ApplySettings() {
 func (w *Worker) Shutdown(ctx context.Context) error {
 	w.mu.Lock()
 	w.stopping = true
-	jr := w.cur
+	// A job that already gave the gate back may still be uploading; it
+	// gets the same grace as the one running.
+	var inFlight []*jobRun
+	for _, jr := range []*jobRun{w.cur, w.sending} {
+		if jr != nil {
+			inFlight = append(inFlight, jr)
+		}
+	}
 	w.mu.Unlock()
 	w.publish()
-	if jr != nil {
-		w.drainJob(ctx, jr)
+	var drained sync.WaitGroup
+	for _, jr := range inFlight {
+		drained.Go(func() { w.drainJob(ctx, jr) })
 	}
+	drained.Wait()
 	w.mu.Lock()
 	cancel, done := w.runCtl.cancelRun, w.runCtl.done
 	w.mu.Unlock()

@@ -972,3 +972,116 @@ func TestWorkerShutdownStopsAHangingUploadAndFailsRetryable(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// ---- the gate goes back before the final frame ----
+
+// The studio re-offers a retryably failed job as soon as it reads the fail.
+// The sender here plays that studio at its fastest: the re-offer arrives
+// while the fail is still being sent. It must be accepted, not turned down
+// as busy.
+func TestWorkerReleasesTheGateBeforeTheFinalFrame(t *testing.T) {
+	h := newHarness(t)
+	var mu sync.Mutex
+	runs := 0
+	h.runner.runFn = func(context.Context, engine.Job, engine.ProgressFunc) (engine.Result, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		runs++
+		if runs == 1 {
+			return engine.Result{}, errors.New("the GPU driver reset")
+		}
+		return engine.Result{JSON: json.RawMessage(`{"ok":true}`)}, nil
+	}
+	s := newFakeSender()
+	type during struct {
+		heartbeatJob string
+		snap         Snapshot
+	}
+	seen := make(chan during, 1)
+	var once sync.Once
+	s.failOn = func(f any) error {
+		if _, ok := f.(Fail); ok {
+			once.Do(func() {
+				seen <- during{h.w.currentJobID(), h.w.Snapshot()}
+				h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+			})
+		}
+		return nil
+	}
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	if a, ok := s.next(t).(Accept); !ok || a.JobID != "j1" {
+		t.Fatalf("first offer: %#v", a)
+	}
+	var got []string
+	for range 3 { // the fail, the accept of the re-offer and the result, the first two in either order
+		switch f := s.next(t).(type) {
+		case Fail:
+			got = append(got, "fail")
+		case Accept:
+			got = append(got, "accept")
+		case CompleteJSON:
+			got = append(got, "complete")
+		default:
+			t.Fatalf("unexpected frame %#v (so far %v)", f, got)
+		}
+	}
+	if got[2] != "complete" {
+		t.Errorf("frames %v, want the result last", got)
+	}
+	d := <-seen
+	if d.heartbeatJob != "" {
+		t.Errorf("heartbeat currentJobId while the fail goes out = %q, want none", d.heartbeatJob)
+	}
+	if d.snap.State != StateWorking || d.snap.Current == nil || d.snap.Current.ID != "j1" {
+		t.Errorf("while the fail goes out the job should still show: %+v", d.snap)
+	}
+	waitIdle(t, h.w)
+	snap := h.w.Snapshot()
+	c := snap.Counters
+	if c.Offered != 2 || c.Accepted != 2 || c.Rejected != 0 || c.Failed != 1 || c.Done != 1 {
+		t.Errorf("counters %+v", c)
+	}
+	if len(snap.Recent) != 2 || snap.Recent[0].Outcome != OutcomeDone || snap.Recent[1].Outcome != OutcomeFailed {
+		t.Errorf("recent %+v", snap.Recent)
+	}
+}
+
+// "Pause after this job" takes effect when the gate goes back, so an offer
+// that races the result is turned down as paused.
+func TestWorkerPauseAfterCurrentHoldsBeforeTheFinalFrame(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	h.runner.runFn = blockingRun(release, true)
+	s := newFakeSender()
+	var once sync.Once
+	s.failOn = func(f any) error {
+		if _, ok := f.(CompleteJSON); ok {
+			once.Do(func() { h.w.HandleOffer(s, llmClaim("j2", 1, "hi")) })
+		}
+		return nil
+	}
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	s.next(t)
+	<-h.runner.started
+	h.w.PauseAfterCurrent()
+	close(release)
+	var reject Reject
+	var completed bool
+	for range 2 {
+		switch f := s.next(t).(type) {
+		case Reject:
+			reject = f
+		case CompleteJSON:
+			completed = f.JobID == "j1"
+		default:
+			t.Fatalf("unexpected frame %#v", f)
+		}
+	}
+	if !completed || reject.JobID != "j2" || reject.Code != RejectPaused {
+		t.Fatalf("completed %t, reject %+v", completed, reject)
+	}
+	waitIdle(t, h.w)
+	if snap := h.w.Snapshot(); snap.State != StatePaused || snap.Counters.Accepted != 1 {
+		t.Errorf("after the job: %+v", snap)
+	}
+}
