@@ -28,17 +28,27 @@ type runControl struct {
 // ErrAlreadyRunning is returned by a second concurrent Run.
 var ErrAlreadyRunning = errors.New("the worker is already running")
 
+// ErrShutDown is returned by a Run that starts after Shutdown: a worker
+// that was shut down stays down (its job context is gone), so a caller
+// that wants to work again builds a new one.
+var ErrShutDown = errors.New("the worker was shut down and cannot run again")
+
 // shutdownCancelWait is how long Shutdown waits for a cancelled engine to
 // return before it fails the job itself.
 const shutdownCancelWait = time.Second
 
 // Run registers (or reuses stored credentials), then holds the session,
 // reconnecting as the protocol says. It returns nil when ctx ends or after
-// Shutdown; an error when the studio rejected the registration or stopped
-// the session for good (401, 4001/4003/4004, an error frame). After such an
-// error, Logout and a new Run start over.
+// Shutdown; ErrShutDown at once when it starts after Shutdown; an error
+// when the studio rejected the registration or stopped the session for good
+// (401, 4001/4003/4004, an error frame). After such an error, Logout and a
+// new Run start over.
 func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
+	if w.stopping {
+		w.mu.Unlock()
+		return ErrShutDown
+	}
 	if w.runCtl.running {
 		w.mu.Unlock()
 		return ErrAlreadyRunning

@@ -1085,3 +1085,25 @@ func TestWorkerPauseAfterCurrentHoldsBeforeTheFinalFrame(t *testing.T) {
 		t.Errorf("after the job: %+v", snap)
 	}
 }
+
+// A Run that starts after Shutdown returns at once instead of registering
+// and holding a session nobody will stop.
+func TestWorkerRunAfterShutdownReturnsAtOnce(t *testing.T) {
+	h := newHarness(t)
+	if err := h.w.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.w.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrShutDown) {
+			t.Fatalf("Run after Shutdown = %v, want ErrShutDown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run after Shutdown kept running")
+	}
+	if snap := h.w.Snapshot(); snap.Registration.State != "none" || snap.Session != SessionOffline {
+		t.Errorf("Run after Shutdown still started something: %+v", snap)
+	}
+}
