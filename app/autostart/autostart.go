@@ -60,6 +60,44 @@ func Apply(c Config, enabled bool) error {
 	return nil
 }
 
+// Enabled reports whether a login entry exists that starts this program
+// (c's executable). An entry for another program (a copy elsewhere, a
+// development build) does not count: adopting it would let Apply repoint
+// the donor's entry at this one.
+func Enabled(c Config) (bool, error) {
+	exe, err := c.exe()
+	if err != nil {
+		return false, err
+	}
+	on, err := enabled(c, exe)
+	if err != nil {
+		return false, fmt.Errorf("could not read the start-at-login entry: %w", err)
+	}
+	return on, nil
+}
+
+// runValueProgram is the program a Windows Run value starts: the quoted
+// part when it is quoted (arguments may follow), else the whole value.
+func runValueProgram(v string) string {
+	v = strings.TrimSpace(v)
+	if rest, ok := strings.CutPrefix(v, `"`); ok {
+		if prog, _, ok := strings.Cut(rest, `"`); ok {
+			return prog
+		}
+		return rest
+	}
+	return v
+}
+
+// readEntry reads a file-based entry; a missing one is "", nil.
+func readEntry(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return "", nil
+	}
+	return string(b), err
+}
+
 // DesktopEntry is the XDG autostart file for exe.
 func DesktopEntry(exe string) string {
 	return "[Desktop Entry]\n" +

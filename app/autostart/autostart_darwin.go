@@ -2,7 +2,10 @@
 
 package autostart
 
-import "path/filepath"
+import (
+	"path/filepath"
+	"strings"
+)
 
 // Path is where the entry lives for c.
 func Path(c Config) (string, error) {
@@ -26,4 +29,17 @@ func apply(c Config, enabled bool) error {
 		return err
 	}
 	return writeFile(path, LaunchAgent(exe))
+}
+
+// enabled reads the LaunchAgent: it must name exe as the program.
+func enabled(c Config, exe string) (bool, error) {
+	path, err := Path(c)
+	if err != nil {
+		return false, err
+	}
+	text, err := readEntry(path)
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(text, "<string>"+xmlEscape(exe)+"</string>"), nil
 }

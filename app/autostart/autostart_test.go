@@ -109,3 +109,55 @@ func TestApplyReportsUnwritableFolder(t *testing.T) {
 		t.Fatalf("got %v, want an error about starting at login", err)
 	}
 }
+
+func TestEnabledOnlyForAnEntryThatStartsThisProgram(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("needs a non-Windows system: this test checks the file-based entries")
+	}
+	home := t.TempDir()
+	cfg := Config{Exe: "/opt/Studio Worker/studio-worker", Home: home, ConfigHome: filepath.Join(home, "cfg")}
+	if on, err := Enabled(cfg); err != nil || on {
+		t.Fatalf("no entry: Enabled = %t, %v", on, err)
+	}
+	if err := Apply(cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	if on, err := Enabled(cfg); err != nil || !on {
+		t.Fatalf("after Apply(true): Enabled = %t, %v", on, err)
+	}
+	other := cfg
+	other.Exe = "/home/dev/src/studio-worker/bin/studio-worker"
+	if on, err := Enabled(other); err != nil || on {
+		t.Fatalf("an entry for another copy must not count: Enabled = %t, %v", on, err)
+	}
+	if runtime.GOOS != "darwin" {
+		// A desktop that switched the entry off.
+		path, _ := Path(cfg)
+		if err := os.WriteFile(path, []byte(DesktopEntry(cfg.Exe)+"Hidden=true\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if on, _ := Enabled(cfg); on {
+			t.Error("a Hidden=true entry does not start the program")
+		}
+	}
+	if err := Apply(cfg, false); err != nil {
+		t.Fatal(err)
+	}
+	if on, err := Enabled(cfg); err != nil || on {
+		t.Fatalf("after Apply(false): Enabled = %t, %v", on, err)
+	}
+}
+
+func TestRunValueProgram(t *testing.T) {
+	cases := map[string]string{
+		`"C:\Users\Ann\AppData\Local\Programs\StudioWorker\studio-worker.exe"`: `C:\Users\Ann\AppData\Local\Programs\StudioWorker\studio-worker.exe`,
+		`"C:\Program Files\SW\studio-worker.exe" --minimised`:                  `C:\Program Files\SW\studio-worker.exe`,
+		`  C:\SW\studio-worker.exe `:                                           `C:\SW\studio-worker.exe`,
+		`"C:\unterminated\studio-worker.exe`:                                   `C:\unterminated\studio-worker.exe`,
+	}
+	for in, want := range cases {
+		if got := runValueProgram(in); got != want {
+			t.Errorf("runValueProgram(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -4,6 +4,8 @@ package autostart
 
 import (
 	"errors"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/windows/registry"
 )
@@ -34,4 +36,25 @@ func apply(c Config, enabled bool) error {
 	// Quoted so that a path with spaces (Program Files) starts the program
 	// rather than a prefix of it.
 	return k.SetStringValue(Name, `"`+exe+`"`)
+}
+
+// enabled reads the Run value (the installer's "start at login" writes the
+// same one): it must start exe. Windows paths compare case-insensitively.
+func enabled(c Config, exe string) (bool, error) {
+	k, err := registry.OpenKey(registry.CURRENT_USER, runKey, registry.QUERY_VALUE)
+	if errors.Is(err, registry.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer k.Close()
+	v, _, err := k.GetStringValue(Name)
+	if errors.Is(err, registry.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return strings.EqualFold(filepath.Clean(runValueProgram(v)), filepath.Clean(exe)), nil
 }

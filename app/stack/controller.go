@@ -4,7 +4,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/minisgg/studio-worker/app/autostart"
 	"github.com/minisgg/studio-worker/settings"
 )
 
@@ -58,7 +57,7 @@ func (c *Controller) Save(s settings.Settings) (string, error) {
 
 	var problems, later, notes []string
 	if st.opts.Autostart && (s.StartAtLogin != old.StartAtLogin || s.StartAtLogin) {
-		if err := autostart.Apply(st.opts.AutostartConfig, s.StartAtLogin); err != nil {
+		if err := st.loginStart().Apply(s.StartAtLogin); err != nil {
 			problems = append(problems, err.Error())
 		}
 	}

@@ -52,6 +52,9 @@ type Options struct {
 	Autostart bool
 	// AutostartConfig overrides where the login entry goes (tests).
 	AutostartConfig autostart.Config
+	// LoginStart replaces the login entry altogether (tests); nil means
+	// package autostart at AutostartConfig.
+	LoginStart LoginStart
 	// Engines replaces the real engines (tests); nil loads llama.cpp and
 	// stable-diffusion.cpp.
 	Engines []engine.Engine
@@ -203,6 +206,7 @@ func New(opts Options) (_ *Stack, err error) {
 		}
 	}
 	store := settings.NewStore(cfgDir)
+	firstRun := settingsFileMissing(store)
 	cur, err := store.Load()
 	var corrupt *settings.CorruptError
 	switch {
@@ -212,6 +216,9 @@ func New(opts Options) (_ *Stack, err error) {
 		return nil, err
 	case err != nil:
 		st.notice(st.Log, "The settings could not be read, so defaults are used: "+err.Error())
+	}
+	if firstRun {
+		st.adoptLoginStart(store, &cur)
 	}
 	if opts.DevStudio {
 		st.Creds = settings.NewFileCredentialStore(cfgDir)
@@ -302,7 +309,7 @@ func New(opts Options) (_ *Stack, err error) {
 	})
 	if opts.Autostart {
 		// Refresh the login entry so it names the program running now.
-		if err := autostart.Apply(opts.AutostartConfig, cur.StartAtLogin); err != nil {
+		if err := st.loginStart().Apply(cur.StartAtLogin); err != nil {
 			st.notice(st.Log, err.Error()+".")
 		}
 	}

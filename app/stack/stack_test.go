@@ -390,3 +390,64 @@ func TestResidentMemoryReachesTheSnapshot(t *testing.T) {
 		t.Errorf("resident model %q without llama.cpp", got)
 	}
 }
+
+// fakeLoginStart stands in for the system's login entry.
+type fakeLoginStart struct {
+	entry   bool
+	applied []bool
+}
+
+func (f *fakeLoginStart) Enabled() (bool, error) { return f.entry, nil }
+func (f *fakeLoginStart) Apply(on bool) error {
+	f.applied = append(f.applied, on)
+	f.entry = on
+	return nil
+}
+
+// The Windows installer's "start at login" writes the same entry the app
+// does. On the first run (no settings file yet) the setting follows that
+// entry instead of the default, so the app does not remove what the donor
+// chose in the installer; once the donor has settings, they win.
+func TestFirstRunAdoptsAnExistingLoginEntry(t *testing.T) {
+	cases := []struct {
+		name        string
+		savedBefore *bool // a settings file from an earlier run, with this start_at_login
+		entry       bool
+		want        bool
+	}{
+		{name: "first run, installer set it", entry: true, want: true},
+		{name: "first run, no entry", entry: false, want: false},
+		{name: "saved off, entry there", savedBefore: new(false), entry: true, want: false},
+		{name: "saved on, no entry", savedBefore: new(true), entry: false, want: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := testOptions(t)
+			opts.Autostart = true
+			if tc.savedBefore != nil {
+				s := settings.Default()
+				s.StartAtLogin = *tc.savedBefore
+				if err := settings.NewStore(opts.ConfigDir).Save(s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fake := &fakeLoginStart{entry: tc.entry}
+			opts.LoginStart = fake
+			st, err := New(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Shutdown(time.Second)
+			if got := st.Settings.Current().StartAtLogin; got != tc.want {
+				t.Errorf("StartAtLogin = %t, want %t", got, tc.want)
+			}
+			if len(fake.applied) != 1 || fake.applied[0] != tc.want {
+				t.Errorf("login entry calls %v, want one Apply(%t)", fake.applied, tc.want)
+			}
+			reloaded, err := settings.NewStore(opts.ConfigDir).Load()
+			if err != nil || reloaded.StartAtLogin != tc.want {
+				t.Errorf("saved StartAtLogin = %t (%v), want %t", reloaded.StartAtLogin, err, tc.want)
+			}
+		})
+	}
+}
