@@ -47,6 +47,17 @@ func runAsChild(mode, dir string) int {
 	return 3
 }
 
+// programElsewhere makes the runtime search see the program in an empty
+// folder: a test binary built into a source tree's bin/ would otherwise
+// find that tree's CPU runtime, as the real program rightly does.
+func programElsewhere(t *testing.T) {
+	t.Helper()
+	prev := executable
+	fake := filepath.Join(t.TempDir(), "bin", "studio-worker")
+	executable = func() (string, error) { return fake, nil }
+	t.Cleanup(func() { executable = prev })
+}
+
 // childChecker runs this test binary as the check's child in mode.
 func childChecker(t *testing.T, mode string) RuntimeChecker {
 	t.Helper()
@@ -113,6 +124,7 @@ func TestChooseRuntimeFallsBackWhenTheChildCrashes(t *testing.T) {
 // (text jobs off) instead of taking the worker down.
 func TestChooseRuntimeRefusesWhenNoCPURuntime(t *testing.T) {
 	t.Setenv(LibEnv, "")
+	programElsewhere(t)
 	gpuDir, _ := runtimeTree(t, "win-x64-vulkan", record("win", "x64", `"vulkan"`, "v0.4.0"), false)
 	_, err := chooseRuntime(context.Background(), libCandidate{gpuDir, "setting"}, gpuDir, childChecker(t, "fail"))
 	if err == nil {
@@ -144,12 +156,13 @@ func TestChooseRuntimeKeepsWhatWorks(t *testing.T) {
 	// refusal says which package to remove.
 	addOn := fixture(t, map[string]string{metadataFile: record("linux", "x64", "false", "v0.5.0"), libFile(): "", "libggml-vulkan.so": ""})
 	t.Setenv(LibEnv, "")
+	programElsewhere(t)
 	fail := func(context.Context, string) error {
 		return &CheckError{Crashed: true, Exit: "signal: segmentation fault"}
 	}
 	_, err := chooseRuntime(context.Background(), libCandidate{addOn, "next to the program"}, "", fail)
 	if err == nil || !strings.Contains(err.Error(), "the Vulkan add-on (libggml-vulkan.so) in "+addOn+" crashed on this GPU (signal: segmentation fault)") {
-		t.Errorf("add-on: %v", err)
+		t.Fatalf("add-on: %v", err)
 	}
 	if thisOS() == "linux" && !strings.Contains(err.Error(), "remove the studio-worker-vulkan package") {
 		t.Errorf("add-on refusal should name the package: %v", err)
@@ -192,6 +205,7 @@ func TestEngineSurvivesACrashingGPURuntime(t *testing.T) {
 		realCPU = needLibs(t)
 	}
 	t.Setenv(LibEnv, "")
+	programElsewhere(t)
 	gpuDir, cpuDir := runtimeTree(t, "linux-x64-cuda", record("linux", "x64", `"cuda"`, "v0.5.0"), false)
 	if realCPU != "" {
 		cpuDir = filepath.Join(filepath.Dir(gpuDir), Variant())

@@ -77,6 +77,9 @@ func sourceTree(exeDir string) string {
 	return ""
 }
 
+// executable is os.Executable; tests move the program elsewhere.
+var executable = os.Executable
+
 // libCandidate is a folder to look in and where it came from.
 type libCandidate struct{ dir, from string }
 
@@ -88,7 +91,7 @@ func libCandidates(explicit string) (cands []libCandidate, tree string) {
 	if env := os.Getenv(LibEnv); env != "" {
 		cands = append(cands, libCandidate{env, LibEnv})
 	}
-	if exe, err := os.Executable(); err == nil {
+	if exe, err := executable(); err == nil {
 		if real, err := filepath.EvalSymlinks(exe); err == nil {
 			exe = real
 		}

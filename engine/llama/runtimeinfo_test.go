@@ -1,6 +1,7 @@
 package llama
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,5 +217,33 @@ func TestLibNotFoundWording(t *testing.T) {
 	os.WriteFile(filepath.Join(tree, "go.mod"), []byte("module x\n"), 0o644)
 	if got := sourceTree(bin); got != tree {
 		t.Errorf("sourceTree(%s) = %q, want %q", bin, got, tree)
+	}
+}
+
+// TestRuntimeReportOnThisMachine loads the runtime and holds its report
+// against what the system says: when nvidia-smi or sysfs finds a GPU that
+// the runtime does not use, the advice must name it; without one, there is
+// no advice.
+func TestRuntimeReportOnThisMachine(t *testing.T) {
+	needLibs(t)
+	if _, err := LoadRuntime("", nil); err != nil {
+		t.Fatal(err)
+	}
+	info := Runtime()
+	gpus := machineGPUs(context.Background())
+	t.Logf("%s", info.Summary())
+	for _, g := range gpus {
+		t.Logf("the system reports %s (%s, %s)", g.Name, gb(g.TotalBytes), g.Source)
+	}
+	t.Logf("advice: %q", info.Advice)
+	if !info.Loaded || info.Dir == "" || info.Found == "" {
+		t.Fatalf("report of a loaded runtime: %+v", info)
+	}
+	unused := !info.GPU() || len(info.Devices) == 0
+	switch {
+	case len(gpus) > 0 && unused && !strings.Contains(info.Advice, gpus[0].Name):
+		t.Errorf("the machine's %s goes unused, and the advice does not say so: %q", gpus[0].Name, info.Advice)
+	case (len(gpus) == 0 || !unused) && info.Advice != "":
+		t.Errorf("advice without an unused GPU: %q", info.Advice)
 	}
 }
