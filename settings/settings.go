@@ -173,15 +173,63 @@ func ValidateModelsDir(dir string) error {
 	if !filepath.IsAbs(dir) {
 		return &FieldError{FieldModelsDir, fmt.Sprintf("%q must be a full path", dir)}
 	}
-	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
-		return &FieldError{FieldModelsDir, fmt.Sprintf("%q is a file, not a folder", dir)}
+	var de *DirError
+	if err := UsableDir(dir, 0o755); errors.As(err, &de) {
+		switch de.Problem {
+		case DirIsFile:
+			return &FieldError{FieldModelsDir, fmt.Sprintf("%q is a file, not a folder", dir)}
+		case DirCannotCreate:
+			return &FieldError{FieldModelsDir, fmt.Sprintf("cannot create %q: %s", dir, plainErr(de.Err))}
+		default:
+			return &FieldError{FieldModelsDir, fmt.Sprintf("cannot write in %q: %s", dir, plainErr(de.Err))}
+		}
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return &FieldError{FieldModelsDir, fmt.Sprintf("cannot create %q: %s", dir, plainErr(err))}
+	return nil
+}
+
+// DirProblem is the step at which a folder turned out unusable.
+type DirProblem int
+
+// What UsableDir found.
+const (
+	DirIsFile DirProblem = iota + 1
+	DirCannotCreate
+	DirCannotWrite
+)
+
+// DirError says why a folder cannot be used. Its text leaves the folder
+// out, so the caller names it in its own words.
+type DirError struct {
+	Problem DirProblem
+	Err     error // the system's error, nil for DirIsFile
+}
+
+func (e *DirError) Error() string {
+	switch e.Problem {
+	case DirIsFile:
+		return "it is a file, not a folder"
+	case DirCannotCreate:
+		return plainErr(e.Err)
+	}
+	return "cannot write there: " + plainErr(e.Err)
+}
+
+func (e *DirError) Unwrap() error { return e.Err }
+
+// UsableDir creates dir (with perm) when needed and proves it is a
+// writable folder by creating and removing a temporary file in it; the
+// error is a *DirError. The models folder, the config folder and the dev
+// studio's folders are all checked this way.
+func UsableDir(dir string, perm os.FileMode) error {
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return &DirError{Problem: DirIsFile}
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return &DirError{Problem: DirCannotCreate, Err: err}
 	}
 	f, err := os.CreateTemp(dir, ".write-test-*")
 	if err != nil {
-		return &FieldError{FieldModelsDir, fmt.Sprintf("cannot write in %q: %s", dir, plainErr(err))}
+		return &DirError{Problem: DirCannotWrite, Err: err}
 	}
 	name := f.Name()
 	f.Close()

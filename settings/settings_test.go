@@ -370,3 +370,52 @@ func TestBrokenKeyringFallsBackToFile(t *testing.T) {
 	}
 	testCredentialStore(t, cs)
 }
+
+// One check serves the models folder (worded as a field error above) and
+// the config and dev studio folders (worded by the caller, who names the
+// folder).
+func TestUsableDir(t *testing.T) {
+	base := t.TempDir()
+	file := filepath.Join(base, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		dir     string
+		problem DirProblem
+		text    string
+	}{
+		{file, DirIsFile, "it is a file, not a folder"},
+		{filepath.Join(file, "sub"), DirCannotCreate, "not a directory"},
+	}
+	for _, tc := range cases {
+		err := UsableDir(tc.dir, 0o700)
+		var de *DirError
+		if !errors.As(err, &de) || de.Problem != tc.problem || err.Error() != tc.text {
+			t.Errorf("UsableDir(%s) = %v, want problem %d %q", tc.dir, err, tc.problem, tc.text)
+		}
+		if strings.Contains(err.Error(), base) {
+			t.Errorf("the text %q repeats the path the caller names", err)
+		}
+	}
+	made := filepath.Join(base, "a", "b")
+	if err := UsableDir(made, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(made); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("folder not made with 0700: %v %v", fi, err)
+	}
+	if entries, _ := os.ReadDir(made); len(entries) != 0 {
+		t.Errorf("the write test left %v behind", entries)
+	}
+	if os.Geteuid() != 0 {
+		ro := filepath.Join(base, "ro")
+		if err := os.Mkdir(ro, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		var de *DirError
+		if err := UsableDir(ro, 0o700); !errors.As(err, &de) || de.Problem != DirCannotWrite || !strings.HasPrefix(err.Error(), "cannot write there: ") {
+			t.Errorf("read-only folder: %v", err)
+		}
+	}
+}

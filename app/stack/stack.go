@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -122,31 +121,9 @@ type Stack struct {
 
 // UsableDir creates dir when needed and proves it is a writable folder;
 // the error says why it is not, in words (the caller names the folder).
-func UsableDir(dir string) error {
-	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
-		return errors.New("it is a file, not a folder")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return plainErr(err)
-	}
-	f, err := os.CreateTemp(dir, ".write-test-*")
-	if err != nil {
-		return fmt.Errorf("cannot write there: %v", plainErr(err))
-	}
-	name := f.Name()
-	f.Close()
-	return os.Remove(name)
-}
-
-// plainErr drops the *PathError's repetition of the path the message
-// already names.
-func plainErr(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
+// It is settings.UsableDir with private permissions, for the config folder
+// and the dev studio's folders.
+func UsableDir(dir string) error { return settings.UsableDir(dir, 0o700) }
 
 // DefaultDevDir is where `make run` keeps its dev studio and settings.
 func DefaultDevDir() string {
