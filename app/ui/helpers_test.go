@@ -81,10 +81,12 @@ type fakeModels struct {
 	models  []engine.StoredModel
 	deleted []string
 	delErr  error
+	lists   int // how often the folder was read
 }
 
 func (m *fakeModels) Root() string { return m.root }
 func (m *fakeModels) List() ([]engine.StoredModel, error) {
+	m.lists++
 	return slices.Clone(m.models), nil
 }
 func (m *fakeModels) Delete(id string) error {

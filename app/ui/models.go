@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
@@ -28,8 +29,22 @@ type ModelsPage struct {
 	empty   *widget.Label
 	rows    *fyne.Container
 
-	models   []engine.StoredModel
-	finished int // jobs finished when the list was last read
+	models []engine.StoredModel
+	seen   modelsView // what the list was last read for
+	read   bool       // the list was read at least once
+}
+
+// modelsView is what, in a snapshot, can change the Models page: a finished
+// job (it may have downloaded a model), a job starting or moving on (its
+// model is in use; a download ends), and the model held in memory (a job
+// loads one; pausing releases it, which on a CPU-only computer changes no
+// VRAM figure, so the resident file itself is compared).
+type modelsView struct {
+	finished int
+	job      string
+	started  time.Time
+	phase    engine.Phase
+	resident string
 }
 
 type modelListing struct {
@@ -44,7 +59,7 @@ type modelListing struct {
 }
 
 func newModelsPage(d *Deps, parent fyne.Window) *ModelsPage {
-	p := &ModelsPage{deps: d, parent: parent, finished: -1}
+	p := &ModelsPage{deps: d, parent: parent}
 	p.folder = widget.NewLabel("")
 	p.folder.Wrapping = fyne.TextWrapWord
 	p.usage = widget.NewLabel("")
@@ -67,12 +82,18 @@ func (p *ModelsPage) Content() fyne.CanvasObject { return p.content }
 // Models returns the models listed now.
 func (p *ModelsPage) Models() []engine.StoredModel { return p.models }
 
-// Render re-reads the folder when a job has finished since the last look
-// (a job may have downloaded a model).
+// Render re-reads the folder when the snapshot says something the list
+// shows has changed (see modelsView); progress alone does not.
 func (p *ModelsPage) Render(s studio.Snapshot) {
-	n := s.Counters.Done + s.Counters.Failed
-	if n != p.finished {
-		p.finished = n
+	v := modelsView{finished: s.Counters.Done + s.Counters.Failed}
+	if s.Current != nil {
+		v.job, v.started, v.phase = s.Current.ID, s.Current.Started, s.Current.Phase
+	}
+	if p.deps.ResidentModel != nil {
+		v.resident = p.deps.ResidentModel()
+	}
+	if !p.read || v != p.seen {
+		p.read, p.seen = true, v
 		p.Reload()
 	}
 }

@@ -374,6 +374,55 @@ func TestModelsPageDeletesAfterConfirm(t *testing.T) {
 	}
 }
 
+// The Models page follows the snapshots the window already gets: pausing
+// releases the resident model (no VRAM figure changes on a CPU-only
+// computer) and a starting job puts its model in use, and the open page
+// shows both without a tab switch; progress alone does not re-read the
+// folder.
+func TestModelsPageFollowsSnapshots(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	dir := filepath.Join(h.models.root, "tiny-llama")
+	h.models.models = []engine.StoredModel{{ID: "tiny-llama", Dir: dir, Bytes: 3 << 20, Engine: "llama-cpp"}}
+	h.resident = filepath.Join(dir, "tiny.gguf")
+	drawn := make(chan studio.Snapshot, 8)
+	h.main.rendered = func(s studio.Snapshot) { drawn <- s }
+	h.main.Show(PageModels)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h.main.Follow(ctx)
+	<-drawn
+	mp := h.main.Models
+	markup := func() string { return test.RenderObjectToMarkup(mp.Content()) }
+	if !strings.Contains(markup(), "loaded in memory") {
+		t.Fatal("the resident model is not marked loaded")
+	}
+	// Pause: the worker releases the model, then publishes.
+	h.resident = ""
+	paused := idleSnap()
+	paused.Paused, paused.State = true, studio.StatePaused
+	h.backend.publish(paused)
+	<-drawn
+	if strings.Contains(markup(), "loaded in memory") {
+		t.Error("after the pause released the model the page still marks it loaded")
+	}
+	// Resume and a job starts with that model.
+	h.models.models[0].InUse = true
+	started := time.Now()
+	h.backend.publish(workingSnap(started))
+	<-drawn
+	if !strings.Contains(markup(), "in use by a job") {
+		t.Error("the model of the job that started is not marked in use")
+	}
+	lists := h.models.lists
+	more := workingSnap(started)
+	more.Current.Done = 50 << 20
+	h.backend.publish(more)
+	<-drawn
+	if h.models.lists != lists {
+		t.Errorf("progress alone read the folder again (%d reads, want %d)", h.models.lists, lists)
+	}
+}
+
 func TestModelsPageShowsDeleteError(t *testing.T) {
 	h := newHarness(t, idleSnap())
 	h.models.models = []engine.StoredModel{{ID: "m", Bytes: 1}}
