@@ -52,7 +52,10 @@ func Run(opts Options) int {
 		stderr = os.Stderr
 	}
 	opts.Stack.Stderr = stderr
-	opts.Stack.Autostart = true
+	// The login entry belongs to an installed app. A run against the dev
+	// studio (`make run`) has its own settings, off by default, and must not
+	// remove or re-point the entry an installed copy made.
+	opts.Stack.Autostart = !opts.Stack.DevStudio
 
 	lockDir := opts.LockDir
 	if lockDir == "" {
