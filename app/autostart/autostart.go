@@ -177,6 +177,23 @@ func writeFile(path, content string) error {
 	return os.Rename(tmp.Name(), path)
 }
 
+// applyFile makes a file-based entry (XDG desktop file, LaunchAgent) match
+// enabled; content renders the entry for the program's path.
+func applyFile(c Config, enabled bool, content func(exe string) string) error {
+	path, err := Path(c)
+	if err != nil {
+		return err
+	}
+	if !enabled {
+		return removeFile(path)
+	}
+	exe, err := c.exe()
+	if err != nil {
+		return err
+	}
+	return writeFile(path, content(exe))
+}
+
 func removeFile(path string) error {
 	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 		return err

@@ -17,18 +17,7 @@ func Path(c Config) (string, error) {
 }
 
 func apply(c Config, enabled bool) error {
-	path, err := Path(c)
-	if err != nil {
-		return err
-	}
-	if !enabled {
-		return removeFile(path)
-	}
-	exe, err := c.exe()
-	if err != nil {
-		return err
-	}
-	return writeFile(path, LaunchAgent(exe))
+	return applyFile(c, enabled, LaunchAgent)
 }
 
 // enabled reads the LaunchAgent: it must name exe as the program.

@@ -25,18 +25,7 @@ func Path(c Config) (string, error) {
 }
 
 func apply(c Config, enabled bool) error {
-	path, err := Path(c)
-	if err != nil {
-		return err
-	}
-	if !enabled {
-		return removeFile(path)
-	}
-	exe, err := c.exe()
-	if err != nil {
-		return err
-	}
-	return writeFile(path, DesktopEntry(exe))
+	return applyFile(c, enabled, DesktopEntry)
 }
 
 // enabled reads the desktop file: its Exec line must start exe, and the
