@@ -14,6 +14,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"image"
 	"os"
 	"strconv"
 	"strings"
@@ -113,6 +114,20 @@ func parseSizes(s string) ([]int, error) {
 	return out, nil
 }
 
+// iconInputs reads the icon commands' -src PNG and -sizes list, sizes
+// first so that a typo is reported before the image is decoded.
+func iconInputs(src, sizes string) (*image.NRGBA, []int, error) {
+	ss, err := parseSizes(sizes)
+	if err != nil {
+		return nil, nil, err
+	}
+	img, err := loadPNG(src)
+	if err != nil {
+		return nil, nil, err
+	}
+	return img, ss, nil
+}
+
 func cmdIcons(args []string) error {
 	fs := flag.NewFlagSet("icons", flag.ExitOnError)
 	src := fs.String("src", "assets/icon.png", "square source PNG")
@@ -120,11 +135,7 @@ func cmdIcons(args []string) error {
 	name := fs.String("name", "studio-worker", "icon name")
 	sizes := fs.String("sizes", "16,32,48,64,128,256,512", "sizes in pixels")
 	_ = fs.Parse(args)
-	ss, err := parseSizes(*sizes)
-	if err != nil {
-		return err
-	}
-	img, err := loadPNG(*src)
+	img, ss, err := iconInputs(*src, *sizes)
 	if err != nil {
 		return err
 	}
@@ -137,11 +148,7 @@ func cmdICO(args []string) error {
 	out := fs.String("out", "", ".ico file to write")
 	sizes := fs.String("sizes", "16,24,32,48,64,256", "sizes in pixels (at most 256)")
 	_ = fs.Parse(args)
-	ss, err := parseSizes(*sizes)
-	if err != nil {
-		return err
-	}
-	img, err := loadPNG(*src)
+	img, ss, err := iconInputs(*src, *sizes)
 	if err != nil {
 		return err
 	}
