@@ -54,11 +54,10 @@ cmp -s "$work/root/opt/studio-worker/lib/libggml-base.so" "$work/vulkan/lib/libg
 install -m 0755 "$bin" "$work/root/opt/studio-worker/studio-worker"
 "$pkgtool" icons -src "$root/assets/icon.png" -out "$work/icons" -name studio-worker
 
-# nfpm lists every file explicitly (no globs), so the package holds exactly
-# what was staged.
-{
+# What both packages say about themselves besides their name, so the add-on
+# and the app it extends never disagree on version or maintainer.
+nfpm_common() {
   cat <<EOF
-name: studio-worker
 arch: amd64
 platform: linux
 version: "$version"
@@ -67,6 +66,15 @@ priority: optional
 maintainer: "minis.gg <studio@minis.gg>"
 vendor: minis.gg
 homepage: https://minis.gg
+EOF
+}
+
+# nfpm lists every file explicitly (no globs), so the package holds exactly
+# what was staged.
+{
+  echo "name: studio-worker"
+  nfpm_common
+  cat <<EOF
 description: |-
   Lend your GPU to the minis.gg studio.
   Studio Worker is a tray app (and headless worker) that takes jobs from
@@ -113,16 +121,10 @@ EOF
   done
 } >"$work/nfpm.yaml"
 
-cat >"$work/nfpm-vulkan.yaml" <<EOF
-name: studio-worker-vulkan
-arch: amd64
-platform: linux
-version: "$version"
-section: utils
-priority: optional
-maintainer: "minis.gg <studio@minis.gg>"
-vendor: minis.gg
-homepage: https://minis.gg
+{
+  echo "name: studio-worker-vulkan"
+  nfpm_common
+  cat <<EOF
 description: |-
   Vulkan GPU backend for Studio Worker.
   Adds llama.cpp's Vulkan backend to Studio Worker's runtime, so that jobs
@@ -137,6 +139,7 @@ contents:
     dst: /opt/studio-worker/lib/libggml-vulkan.so
     file_info: {mode: 0644}
 EOF
+} >"$work/nfpm-vulkan.yaml"
 
 mkdir -p "$dist"
 deb="$dist/studio-worker_${version}_amd64.deb"
