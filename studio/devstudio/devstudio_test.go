@@ -264,9 +264,7 @@ func TestOfferOnlyToFittingWorker(t *testing.T) {
 		{name: "fits, connected later", cp: caps([]engine.TaskKind{engine.KindImage}, 24)},
 	}
 	for _, x := range ws {
-		id, tok := h.newWorker()
-		x.cl = h.connect(id, tok, x.cp)
-		x.cl.heartbeat(x.cp, "")
+		x.cl = h.idleWorker(x.cp)
 		h.clock.Advance(time.Second)
 	}
 	jobID := h.enqueue(imageSpec(4))
@@ -302,8 +300,7 @@ func TestAcceptCompleteJSON(t *testing.T) {
 		t.Fatalf("before heartbeat: %+v", st)
 	}
 	cl.heartbeat(cp, "")
-	cl.expectOffer(jobID)
-	cl.send(studio.Accept{JobID: jobID})
+	cl.accept(jobID)
 	h.waitJob(jobID, JobRunning)
 	result := json.RawMessage(`{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Io, Europa, Titan"},"finish_reason":"stop"}]}`)
 	cl.send(studio.CompleteJSON{JobID: jobID, Result: result, Prompt: "name three moons"})
@@ -329,14 +326,11 @@ func TestAcceptCompleteJSON(t *testing.T) {
 
 func TestFailRetryableUntilAttemptLimit(t *testing.T) {
 	h := newHarness(t, func(o *Options) { o.MaxAttempts = 2 })
-	id, tok := h.newWorker()
 	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
-	cl := h.connect(id, tok, cp)
-	cl.heartbeat(cp, "")
+	cl := h.idleWorker(cp)
 	jobID := h.enqueue(imageSpec(2))
 
-	cl.expectOffer(jobID)
-	cl.send(studio.Accept{JobID: jobID})
+	cl.accept(jobID)
 	cl.send(studio.Fail{JobID: jobID, Error: "out of memory", Retryable: true})
 	if ack, ok := cl.read().(*studio.FailAck); !ok || ack.JobID != jobID {
 		t.Fatalf("want failAck, got %#v", ack)
@@ -359,13 +353,10 @@ func TestFailRetryableUntilAttemptLimit(t *testing.T) {
 
 func TestFailNotRetryable(t *testing.T) {
 	h := newHarness(t, nil)
-	id, tok := h.newWorker()
 	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
-	cl := h.connect(id, tok, cp)
-	cl.heartbeat(cp, "")
+	cl := h.idleWorker(cp)
 	jobID := h.enqueue(imageSpec(2))
-	cl.expectOffer(jobID)
-	cl.send(studio.Accept{JobID: jobID})
+	cl.accept(jobID)
 	cl.send(studio.Fail{JobID: jobID, Error: "sdcpp engine cannot serve image tasks", Retryable: false})
 	if _, ok := cl.read().(*studio.FailAck); !ok {
 		t.Fatal("want failAck")
@@ -378,10 +369,8 @@ func TestFailNotRetryable(t *testing.T) {
 
 func TestRejectBusyRequeuesWithoutAttempt(t *testing.T) {
 	h := newHarness(t, nil)
-	id, tok := h.newWorker()
 	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
-	cl := h.connect(id, tok, cp)
-	cl.heartbeat(cp, "")
+	cl := h.idleWorker(cp)
 	jobID := h.enqueue(imageSpec(2))
 	cl.expectOffer(jobID)
 	cl.send(studio.Reject{JobID: jobID, Reason: studio.ReasonBusy, Code: studio.RejectBusy})
@@ -409,13 +398,9 @@ func TestRejectBusyRequeuesWithoutAttempt(t *testing.T) {
 func TestRejectWithoutCodeGoesElsewhere(t *testing.T) {
 	h := newHarness(t, nil)
 	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
-	id1, tok1 := h.newWorker()
-	a := h.connect(id1, tok1, cp)
-	a.heartbeat(cp, "")
+	a := h.idleWorker(cp)
 	h.clock.Advance(time.Second)
-	id2, tok2 := h.newWorker()
-	b := h.connect(id2, tok2, cp)
-	b.heartbeat(cp, "")
+	b := h.idleWorker(cp)
 	jobID := h.enqueue(imageSpec(2))
 	a.expectOffer(jobID)
 	a.send(studio.Reject{JobID: jobID, Reason: "modelSource.engine onnx is not served here"})
@@ -436,24 +421,21 @@ func TestHeartbeatNamingUnknownJobMeansBusy(t *testing.T) {
 
 func TestDisconnectReleasesClaim(t *testing.T) {
 	h := newHarness(t, nil)
-	id, tok := h.newWorker()
 	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
-	cl := h.connect(id, tok, cp)
-	cl.heartbeat(cp, "")
+	cl := h.idleWorker(cp)
 	jobID := h.enqueue(imageSpec(2))
-	cl.expectOffer(jobID)
-	cl.send(studio.Accept{JobID: jobID})
+	cl.accept(jobID)
 	h.waitJob(jobID, JobRunning)
 	_ = cl.c.Close(websocket.StatusNormalClosure, "bye")
 	st := h.waitJob(jobID, JobQueued)
 	if st.Attempts != 1 || st.WorkerID != "" {
 		t.Fatalf("after drop: %+v", st)
 	}
-	if _, err := h.srv.WaitWorker(ctxT(t), func(w WorkerStatus) bool { return w.ID == id && w.State == "offline" }); err != nil {
+	if _, err := h.srv.WaitWorker(ctxT(t), func(w WorkerStatus) bool { return w.ID == cl.id && w.State == "offline" }); err != nil {
 		t.Fatal(err)
 	}
 	// Reconnected, it gets the job again.
-	cl2 := h.connect(id, tok, cp)
+	cl2 := h.connect(cl.id, cl.tok, cp)
 	cl2.heartbeat(cp, "")
 	cl2.expectOffer(jobID)
 }
@@ -490,34 +472,31 @@ func (h *harness) upload(workerID, jobID, token, ext string, data []byte) (int, 
 
 func TestMultipartComplete(t *testing.T) {
 	h := newHarness(t, nil)
-	id, tok := h.newWorker()
 	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
-	cl := h.connect(id, tok, cp)
-	cl.heartbeat(cp, "")
+	cl := h.idleWorker(cp)
 	jobID := h.enqueue(imageSpec(2))
 	image := []byte("RIFF\x00\x00\x00\x00WEBPVP8 fake-but-real-bytes")
 
 	// Not held yet (no offer accepted for another job id).
-	if code, body := h.upload(id, "job-other", tok, "webp", image); code != http.StatusConflict {
+	if code, body := h.upload(cl.id, "job-other", cl.tok, "webp", image); code != http.StatusConflict {
 		t.Fatalf("upload for a job not held: %d %s", code, body)
 	}
-	cl.expectOffer(jobID)
-	cl.send(studio.Accept{JobID: jobID})
+	cl.accept(jobID)
 	h.waitJob(jobID, JobRunning)
 
-	if code, _ := h.upload(id, jobID, "wrong-token", "webp", image); code != http.StatusUnauthorized {
+	if code, _ := h.upload(cl.id, jobID, "wrong-token", "webp", image); code != http.StatusUnauthorized {
 		t.Fatalf("wrong token: %d", code)
 	}
 	h.srv.FailNextUploads(2)
 	for i := 0; i < 2; i++ {
-		if code, _ := h.upload(id, jobID, tok, "webp", image); code != http.StatusInternalServerError {
+		if code, _ := h.upload(cl.id, jobID, cl.tok, "webp", image); code != http.StatusInternalServerError {
 			t.Fatalf("injected failure %d: %d", i, code)
 		}
 	}
-	if code, body := h.upload(id, jobID, tok, "bad/ext", image); code != http.StatusBadRequest {
+	if code, body := h.upload(cl.id, jobID, cl.tok, "bad/ext", image); code != http.StatusBadRequest {
 		t.Fatalf("bad ext: %d %s", code, body)
 	}
-	if code, body := h.upload(id, jobID, tok, "webp", image); code != 200 {
+	if code, body := h.upload(cl.id, jobID, cl.tok, "webp", image); code != 200 {
 		t.Fatalf("upload: %d %s", code, body)
 	}
 	st := h.waitJob(jobID)
@@ -529,7 +508,7 @@ func TestMultipartComplete(t *testing.T) {
 		t.Fatalf("stored: %q %v", stored, err)
 	}
 	// Done: a second upload finds nothing held.
-	if code, _ := h.upload(id, jobID, tok, "webp", image); code != http.StatusConflict {
+	if code, _ := h.upload(cl.id, jobID, cl.tok, "webp", image); code != http.StatusConflict {
 		t.Fatalf("second upload: %d", code)
 	}
 	// The stored result is served back.
@@ -546,13 +525,10 @@ func TestMultipartComplete(t *testing.T) {
 
 func TestStaleSweep(t *testing.T) {
 	h := newHarness(t, nil)
-	id, tok := h.newWorker()
 	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
-	cl := h.connect(id, tok, cp)
-	cl.heartbeat(cp, "")
+	cl := h.idleWorker(cp)
 	jobID := h.enqueue(imageSpec(2))
-	cl.expectOffer(jobID)
-	cl.send(studio.Accept{JobID: jobID})
+	cl.accept(jobID)
 	h.waitJob(jobID, JobRunning)
 
 	h.clock.Advance(HeartbeatStaleAfter) // exactly 30 s: not older than 30 s yet
@@ -629,13 +605,10 @@ func TestModelRange(t *testing.T) {
 
 func TestRestartKeepsState(t *testing.T) {
 	h := newHarness(t, nil)
-	id, tok := h.newWorker()
 	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
-	cl := h.connect(id, tok, cp)
-	cl.heartbeat(cp, "")
+	cl := h.idleWorker(cp)
 	held := h.enqueue(imageSpec(2))
-	cl.expectOffer(held)
-	cl.send(studio.Accept{JobID: held})
+	cl.accept(held)
 	h.waitJob(held, JobRunning)
 	waiting := h.enqueue(imageSpec(2)) // stays queued: the only worker is busy
 
@@ -669,7 +642,7 @@ func TestRestartKeepsState(t *testing.T) {
 		t.Fatalf("queued job after restart: %+v", st)
 	}
 	// The approved worker's token still works.
-	cl2 := h.connect(id, tok, cp)
+	cl2 := h.connect(cl.id, cl.tok, cp)
 	cl2.heartbeat(cp, held) // still running the old one: busy
 	cl2.expectNoOffer(cp)   // now idle: offers follow this ack, oldest first
 	cl2.expectOffer(held)
@@ -689,19 +662,17 @@ func TestRevokeAndDelete(t *testing.T) {
 		t.Fatalf("upgrade after revoke: %v %v", err, resp)
 	}
 
-	id2, tok2 := h.newWorker()
-	cl2 := h.connect(id2, tok2, cp)
-	cl2.heartbeat(cp, "")
+	cl2 := h.idleWorker(cp)
 	jobID := h.enqueue(imageSpec(1))
 	cl2.expectOffer(jobID)
-	if err := h.srv.DeleteWorker(id2); err != nil {
+	if err := h.srv.DeleteWorker(cl2.id); err != nil {
 		t.Fatal(err)
 	}
 	cl2.expectClose(studio.ErrCodeWorkerDeleted, studio.CloseWorkerDeleted)
 	if st := h.job(jobID); st.State != JobQueued || st.Attempts != 1 {
 		t.Fatalf("job of a deleted worker: %+v", st)
 	}
-	if _, resp, err := h.dial(id2, tok2); err == nil || resp.StatusCode != http.StatusUnauthorized {
+	if _, resp, err := h.dial(cl2.id, cl2.tok); err == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("upgrade after delete: %v %v", err, resp)
 	}
 }
@@ -839,10 +810,8 @@ func TestServeShutsDownCleanly(t *testing.T) {
 // completeAck.
 func BenchmarkOfferAcceptComplete(b *testing.B) {
 	h := newHarness(b, nil)
-	id, tok := h.newWorker()
 	cp := caps([]engine.TaskKind{engine.KindLLM}, 8)
-	cl := h.connect(id, tok, cp)
-	cl.heartbeat(cp, "")
+	cl := h.idleWorker(cp)
 	spec := llmSpec(1)
 	result := json.RawMessage(`{"object":"chat.completion"}`)
 	b.ResetTimer()
@@ -861,10 +830,8 @@ func BenchmarkOfferAcceptComplete(b *testing.B) {
 // seen by the studio (the job is then failed, untimed, to free the worker).
 func BenchmarkOfferAccept(b *testing.B) {
 	h := newHarness(b, nil)
-	id, tok := h.newWorker()
 	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
-	cl := h.connect(id, tok, cp)
-	cl.heartbeat(cp, "")
+	cl := h.idleWorker(cp)
 	spec := imageSpec(1)
 	ctx := ctxT(b)
 	b.ResetTimer()
@@ -889,13 +856,11 @@ func BenchmarkOfferAccept(b *testing.B) {
 func TestStaleSweepOnStudioFakeClock(t *testing.T) {
 	fc := studio.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	h := newHarness(t, func(o *Options) { o.Clock = fc; o.SweepEvery = 0 })
-	id, tok := h.newWorker()
 	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
-	cl := h.connect(id, tok, cp)
-	cl.heartbeat(cp, "")
+	cl := h.idleWorker(cp)
 	fc.Advance(HeartbeatStaleAfter + SweepInterval)
 	cl.expectClose("", studio.CloseNormal)
-	if _, err := h.srv.WaitWorker(ctxT(t), func(w WorkerStatus) bool { return w.ID == id && !w.Connected }); err != nil {
+	if _, err := h.srv.WaitWorker(ctxT(t), func(w WorkerStatus) bool { return w.ID == cl.id && !w.Connected }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -904,13 +869,10 @@ func TestStaleSweepOnStudioFakeClock(t *testing.T) {
 // it must not keep the worker from its next offer.
 func TestHeartbeatNamingFinishedJobIsNotBusy(t *testing.T) {
 	h := newHarness(t, nil)
-	id, tok := h.newWorker()
 	cp := caps([]engine.TaskKind{engine.KindLLM}, 8)
-	cl := h.connect(id, tok, cp)
-	cl.heartbeat(cp, "")
+	cl := h.idleWorker(cp)
 	first := h.enqueue(llmSpec(1))
-	cl.expectOffer(first)
-	cl.send(studio.Accept{JobID: first})
+	cl.accept(first)
 	cl.send(studio.CompleteJSON{JobID: first, Result: json.RawMessage(`{"ok":true}`), Prompt: "p"})
 	if _, ok := cl.read().(*studio.CompleteAck); !ok {
 		t.Fatal("want completeAck")

@@ -183,10 +183,11 @@ func caps(kinds []engine.TaskKind, threshold float64) studio.Capabilities {
 }
 
 type client struct {
-	t  testing.TB
-	h  *harness
-	c  *websocket.Conn
-	id string
+	t   testing.TB
+	h   *harness
+	c   *websocket.Conn
+	id  string
+	tok string
 }
 
 func (h *harness) wsURL(workerID string) string {
@@ -205,7 +206,7 @@ func (h *harness) dial(workerID, token string) (*client, *http.Response, error) 
 		return nil, resp, err
 	}
 	c.SetReadLimit(maxFrame)
-	cl := &client{t: h.t, h: h, c: c, id: workerID}
+	cl := &client{t: h.t, h: h, c: c, id: workerID, tok: token}
 	h.mu.Lock()
 	h.clients = append(h.clients, cl)
 	h.mu.Unlock()
@@ -228,6 +229,23 @@ func (h *harness) connect(workerID, token string, cp studio.Capabilities) *clien
 		h.t.Fatalf("want welcome for %s, got %#v", workerID, w)
 	}
 	return cl
+}
+
+// idleWorker is a new approved worker, connected with cp and past its
+// first heartbeat: from here the studio may offer it jobs.
+func (h *harness) idleWorker(cp studio.Capabilities) *client {
+	h.t.Helper()
+	id, tok := h.newWorker()
+	cl := h.connect(id, tok, cp)
+	cl.heartbeat(cp, "")
+	return cl
+}
+
+// accept waits for the offer of jobID and accepts it.
+func (cl *client) accept(jobID string) {
+	cl.t.Helper()
+	cl.expectOffer(jobID)
+	cl.send(studio.Accept{JobID: jobID})
 }
 
 func (cl *client) send(frame any) {
