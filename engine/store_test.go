@@ -224,6 +224,39 @@ func writePart(t *testing.T, st *Store, model, name string, data []byte) string 
 	return final
 }
 
+// heldDownload is a first job's download of b as model "m" from a server
+// that holds every answer until release is closed, so that other jobs can
+// join it while it runs.
+type heldDownload struct {
+	st      *Store
+	files   []ModelFile
+	release chan struct{}
+	first   <-chan error // the first job's Ensure result
+}
+
+// startHeldDownload returns once the first job's download exists (its
+// initial 0/total progress report).
+func startHeldDownload(t *testing.T, b *blob) *heldDownload {
+	t.Helper()
+	release := make(chan struct{})
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b.record(r)
+		<-release
+		b.serve(w, r)
+	})
+	d := &heldDownload{st: newTestStore(t, StoreOptions{}), files: []ModelFile{modelFile(srv, b)}, release: release}
+	started := make(chan struct{})
+	var once sync.Once
+	first := make(chan error, 1)
+	go func() {
+		_, err := d.st.Ensure(context.Background(), "m", d.files, func(Progress) { once.Do(func() { close(started) }) })
+		first <- err
+	}()
+	<-started
+	d.first = first
+	return d
+}
+
 func TestEnsureFullDownload(t *testing.T) {
 	b := newBlob(3<<20+123, 1)
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
@@ -485,33 +518,18 @@ func TestEnsureHTTPErrorInWords(t *testing.T) {
 
 func TestEnsureConcurrentJobsDownloadOnce(t *testing.T) {
 	b := newBlob(1<<20, 8)
-	release := make(chan struct{})
-	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		b.record(r)
-		<-release
-		b.serve(w, r)
-	})
-	st := newTestStore(t, StoreOptions{})
-	files := []ModelFile{modelFile(srv, b)}
-
-	started := make(chan struct{})
-	var once1 sync.Once
-	errs := make(chan error, 2)
-	go func() {
-		_, err := st.Ensure(context.Background(), "m", files, func(Progress) { once1.Do(func() { close(started) }) })
-		errs <- err
-	}()
-	<-started // the first job's download exists (its initial 0/total report)
+	d := startHeldDownload(t, b)
 	joined := make(chan struct{})
-	var once2 sync.Once
+	var once sync.Once
+	second := make(chan error, 1)
 	go func() {
 		// Joining a running download replays its last progress at once.
-		_, err := st.Ensure(context.Background(), "m", files, func(Progress) { once2.Do(func() { close(joined) }) })
-		errs <- err
+		_, err := d.st.Ensure(context.Background(), "m", d.files, func(Progress) { once.Do(func() { close(joined) }) })
+		second <- err
 	}()
 	<-joined
-	close(release)
-	for range 2 {
+	close(d.release)
+	for _, errs := range []<-chan error{d.first, second} {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
@@ -754,31 +772,15 @@ func TestFreeSpaceOfMissingRoot(t *testing.T) {
 
 func TestEnsureOneJobLeavingDoesNotStopTheOther(t *testing.T) {
 	b := newBlob(1<<20, 14)
-	release := make(chan struct{})
-	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		b.record(r)
-		<-release
-		b.serve(w, r)
-	})
-	st := newTestStore(t, StoreOptions{})
-	files := []ModelFile{modelFile(srv, b)}
-
-	started := make(chan struct{})
-	var once sync.Once
-	stay := make(chan error, 1)
-	go func() {
-		_, err := st.Ensure(context.Background(), "m", files, func(Progress) { once.Do(func() { close(started) }) })
-		stay <- err
-	}()
-	<-started
+	d := startHeldDownload(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
-	var once2 sync.Once
-	_, err := st.Ensure(ctx, "m", files, func(Progress) { once2.Do(cancel) }) // joins, then leaves
+	var once sync.Once
+	_, err := d.st.Ensure(ctx, "m", d.files, func(Progress) { once.Do(cancel) }) // joins, then leaves
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("leaving job: %v", err)
 	}
-	close(release)
-	if err := <-stay; err != nil {
+	close(d.release)
+	if err := <-d.first; err != nil {
 		t.Fatalf("staying job: %v", err)
 	}
 	if n := len(b.requests()); n != 1 {
