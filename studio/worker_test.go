@@ -314,6 +314,24 @@ func blockingRun(release chan struct{}, honour bool) func(context.Context, engin
 	}
 }
 
+// runBlocked offers llm job "j1" on s to a runner held in
+// blockingRun(release, honour), and returns once the job runs (its accept
+// read from s).
+func (h *harness) runBlocked(t *testing.T, s *fakeSender, release chan struct{}, honour bool) {
+	t.Helper()
+	h.runner.runFn = blockingRun(release, honour)
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	s.next(t)
+	<-h.runner.started
+}
+
+// shutdownAsync starts w.Shutdown and hands back its result.
+func shutdownAsync(w *Worker) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- w.Shutdown(context.Background()) }()
+	return done
+}
+
 // waitSnap reads snapshots until pred holds.
 func waitSnap(t *testing.T, ch <-chan Snapshot, pred func(Snapshot) bool) Snapshot {
 	t.Helper()
@@ -703,11 +721,8 @@ func TestWorkerUpload4xxFailsRetryableWithoutRetry(t *testing.T) {
 func TestWorkerPauseAfterCurrent(t *testing.T) {
 	h := newHarness(t)
 	release := make(chan struct{})
-	h.runner.runFn = blockingRun(release, true)
 	s := newFakeSender()
-	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
-	s.next(t)
-	<-h.runner.started
+	h.runBlocked(t, s, release, true)
 	h.w.PauseAfterCurrent()
 	snap := h.w.Snapshot()
 	if snap.Paused || !snap.PauseAfterJob || snap.State != StateWorking {
@@ -736,13 +751,9 @@ func TestWorkerPauseAfterCurrent(t *testing.T) {
 
 func TestWorkerShutdownCancelsAndFailsRetryable(t *testing.T) {
 	h := newHarness(t)
-	h.runner.runFn = blockingRun(make(chan struct{}), true)
 	s := newFakeSender()
-	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
-	s.next(t)
-	<-h.runner.started
-	done := make(chan error, 1)
-	go func() { done <- h.w.Shutdown(context.Background()) }()
+	h.runBlocked(t, s, make(chan struct{}), true)
+	done := shutdownAsync(h.w)
 	if d := h.clock.nextTimer(t); d != DefaultShutdownGrace {
 		t.Fatalf("grace %v", d)
 	}
@@ -762,13 +773,9 @@ func TestWorkerShutdownFailsAJobWhoseEngineIgnoresCancel(t *testing.T) {
 	h := newHarness(t)
 	stuck := make(chan struct{})
 	defer close(stuck)
-	h.runner.runFn = blockingRun(stuck, false)
 	s := newFakeSender()
-	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
-	s.next(t)
-	<-h.runner.started
-	done := make(chan error, 1)
-	go func() { done <- h.w.Shutdown(context.Background()) }()
+	h.runBlocked(t, s, stuck, false)
+	done := shutdownAsync(h.w)
 	h.clock.nextTimer(t)
 	h.clock.Advance(DefaultShutdownGrace)
 	if d := h.clock.nextTimer(t); d != shutdownCancelWait {
@@ -790,13 +797,9 @@ func TestWorkerShutdownFailsAJobWhoseEngineIgnoresCancel(t *testing.T) {
 func TestWorkerShutdownWaitsForAJobThatFinishes(t *testing.T) {
 	h := newHarness(t)
 	release := make(chan struct{})
-	h.runner.runFn = blockingRun(release, true)
 	s := newFakeSender()
-	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
-	s.next(t)
-	<-h.runner.started
-	done := make(chan error, 1)
-	go func() { done <- h.w.Shutdown(context.Background()) }()
+	h.runBlocked(t, s, release, true)
+	done := shutdownAsync(h.w)
 	h.clock.nextTimer(t)
 	close(release)
 	if c, ok := s.next(t).(CompleteJSON); !ok || c.JobID != "j1" {
@@ -958,8 +961,7 @@ func TestWorkerShutdownStopsAHangingUploadAndFailsRetryable(t *testing.T) {
 	h.w.HandleOffer(s, imageClaim("img1"))
 	s.next(t)
 	<-arrived
-	done := make(chan error, 1)
-	go func() { done <- h.w.Shutdown(context.Background()) }()
+	done := shutdownAsync(h.w)
 	if d := h.clock.nextTimer(t); d != DefaultShutdownGrace {
 		t.Fatalf("grace %v", d)
 	}
@@ -1051,7 +1053,6 @@ func TestWorkerReleasesTheGateBeforeTheFinalFrame(t *testing.T) {
 func TestWorkerPauseAfterCurrentHoldsBeforeTheFinalFrame(t *testing.T) {
 	h := newHarness(t)
 	release := make(chan struct{})
-	h.runner.runFn = blockingRun(release, true)
 	s := newFakeSender()
 	var once sync.Once
 	s.failOn = func(f any) error {
@@ -1060,9 +1061,7 @@ func TestWorkerPauseAfterCurrentHoldsBeforeTheFinalFrame(t *testing.T) {
 		}
 		return nil
 	}
-	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
-	s.next(t)
-	<-h.runner.started
+	h.runBlocked(t, s, release, true)
 	h.w.PauseAfterCurrent()
 	close(release)
 	var reject Reject
