@@ -11,8 +11,8 @@ import (
 // outside _test.go files so the tests of other packages (the dev studio,
 // the app) can drive the session and the worker with it too.
 //
-// The usual pattern: start the code under test, wait with BlockUntil until
-// it has created the timers it waits on, then Advance.
+// The usual pattern: start the code under test, wait with BlockUntilContext
+// until it has created the timers it waits on, then Advance.
 type FakeClock struct {
 	mu      sync.Mutex
 	now     time.Time
@@ -106,11 +106,6 @@ func (f *FakeClock) Waiters() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.waiters)
-}
-
-// BlockUntil waits until at least n timers or tickers are armed.
-func (f *FakeClock) BlockUntil(n int) {
-	_ = f.BlockUntilContext(context.Background(), n)
 }
 
 // BlockUntilContext waits until at least n timers or tickers are armed, or
