@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build, the tests and packaging need, when
-# they are missing. `make run` and `make test` call it, so two commands set
+# they are missing, with their recommended packages (Xvfb's software GL and
+# Wine's helpers come that way on a fresh machine). `make run` and `make test` call it, so two commands set
 # up a fresh Debian 12 machine. Needs root or sudo only when something is
 # missing.
 #
@@ -48,4 +49,4 @@ fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+"${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
