@@ -241,7 +241,7 @@ func advise(goos string, r RuntimeInfo) string {
 		}
 		s := problem + " To use the GPU, install the studio-worker-vulkan package (sudo apt install studio-worker-vulkan)"
 		if nvidia {
-			s += ", or point the llama library folder in settings at a CUDA runtime (it needs a recent NVIDIA driver; see docs/gpu-checks.md)"
+			s += ", or point the llama library folder in settings at a CUDA runtime (the CUDA 13 build needs an NVIDIA driver newer than the 580 series)"
 		}
 		return s + ", then restart Studio Worker."
 	case "windows":

@@ -162,7 +162,7 @@ func TestAdvice(t *testing.T) {
 		{"GPU runtime using the GPU", "linux", withGPUs(vulkanSees, nv), nil, nil},
 		{"GPU runtime not loaded yet", "linux", withGPUs(RuntimeInfo{Accel: AccelCUDA}, nv), nil, nil},
 		{"linux NVIDIA, CPU build", "linux", withGPUs(cpu, nv),
-			[]string{"NVIDIA GeForce RTX 3060", "CPU build", "studio-worker-vulkan", "CUDA runtime", "recent NVIDIA driver", "docs/gpu-checks.md"}, nil},
+			[]string{"NVIDIA GeForce RTX 3060", "CPU build", "studio-worker-vulkan", "CUDA runtime", "NVIDIA driver newer than the 580 series"}, nil},
 		{"linux AMD, CPU build", "linux", withGPUs(cpu, amd),
 			[]string{"Radeon RX 7900 XTX", "studio-worker-vulkan"}, []string{"CUDA"}},
 		{"linux Vulkan add-on that sees no GPU", "linux", withGPUs(vulkanBlind, nv),
