@@ -33,6 +33,7 @@ func idleSnap() studio.Snapshot {
 		IdleReason:   "no jobs for your models yet",
 		VRAM:         studio.VRAM{Known: true, TotalBytes: 8 * gib, FreeBytes: 7 * gib, BudgetGB: 6},
 		StudioURL:    "http://127.0.0.1:8080/",
+		Version:      "9.8.7",
 	}
 }
 
@@ -609,5 +610,13 @@ func TestStoppedWorkerSaysWhyAndWhatToDo(t *testing.T) {
 	}
 	if h.main.Status.icon.Resource != TrayResource(assets.TrayError) {
 		t.Error("a stopped worker should show the error icon")
+	}
+}
+
+func TestAboutShowsTheVersion(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	h.main.Settings.Render(idleSnap())
+	if got := h.main.Settings.about.Text; !strings.Contains(got, "Studio Worker 9.8.7") {
+		t.Fatalf("About says %q, want the worker's version", got)
 	}
 }

@@ -54,6 +54,7 @@ type SettingsPage struct {
 	result     *widget.Label
 
 	workerID *widget.Label
+	about    *widget.Label
 	logout   *widget.Button
 
 	vram      studio.VRAM
@@ -111,6 +112,8 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 	p.workerID = widget.NewLabel("")
 	p.workerID.Wrapping = fyne.TextWrapWord
 	p.logout = widget.NewButtonWithIcon("Log out / reset…", theme.LogoutIcon(), p.confirmLogout)
+	p.about = widget.NewLabel("")
+	p.about.Wrapping = fyne.TextWrapWord
 
 	cores := fmt.Sprintf("CPU threads for text jobs (0 = automatic, which is %d here; at most %d)",
 		settings.Settings{}.EffectiveThreads(), runtime.NumCPU())
@@ -130,6 +133,9 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 		widget.NewLabelWithStyle("Account", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
 		p.workerID,
 		container.NewHBox(p.logout),
+		widget.NewSeparator(),
+		widget.NewLabelWithStyle("About", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
+		p.about,
 	)
 	p.content = container.NewVScroll(form)
 	// An error next to a field goes once the donor edits that field.
@@ -174,6 +180,8 @@ func (p *SettingsPage) Render(s studio.Snapshot) {
 		p.configureBudget()
 		p.setBudget(v)
 	}
+	// The same version the studio sees as agentVersion and the installers carry.
+	p.about.SetText("Studio Worker " + s.Version + ", which lends this computer's GPU to the minis.gg studio.")
 	switch {
 	case s.Registration.WorkerID != "":
 		p.workerID.SetText("This computer is worker " + s.Registration.WorkerID + " at " + orStudio(s.StudioURL) + ". Logging out forgets its credentials; it must then be approved again.")
