@@ -5,7 +5,7 @@ BIN := bin/studio-worker
 RUNTIME_DIR ?= $(CURDIR)/runtime/llama/linux-x64
 export STUDIO_WORKER_LLAMA_LIB ?= $(RUNTIME_DIR)
 
-.PHONY: all deps build run test unit-test gui-check bench demo runtime vet fmt-check package-linux package-windows package-macos package-check clean
+.PHONY: all deps build run test unit-test gui-check bench demo runtime vet fmt-check package-linux package-windows package-macos package-check package-clean-install clean
 
 all: build
 
@@ -100,3 +100,9 @@ package-macos:
 # (.deb with apt-get, the Windows installer under Wine).
 package-check: package-linux package-windows
 	PKG_VERSION=$(PKG_VERSION) ./packaging/check.sh
+
+# The .deb on a clean, minimal Debian 12 (debootstrap): installs from its
+# declared dependencies alone, runs real demo jobs, and removes cleanly.
+package-clean-install:
+	@test -f dist/studio-worker_$(PKG_VERSION)_amd64.deb || $(MAKE) package-linux
+	./packaging/clean-install-check.sh dist/studio-worker_$(PKG_VERSION)_amd64.deb

@@ -25,6 +25,8 @@ test_pkgs=(
 	# list it, Mesa's software Vulkan for the Vulkan add-on, .desktop checks
 	gcc-mingw-w64-x86-64 nsis wine wine64 xz-utils file p7zip-full
 	mesa-vulkan-drivers desktop-file-utils
+	# a clean Debian 12 to install the .deb into
+	debootstrap
 )
 
 pkgs=("${run_pkgs[@]}")
