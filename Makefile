@@ -103,6 +103,5 @@ package-check: package-linux package-windows
 
 # The .deb on a clean, minimal Debian 12 (debootstrap): installs from its
 # declared dependencies alone, runs real demo jobs, and removes cleanly.
-package-clean-install:
-	@test -f dist/studio-worker_$(PKG_VERSION)_amd64.deb || $(MAKE) package-linux
+package-clean-install: package-linux
 	./packaging/clean-install-check.sh dist/studio-worker_$(PKG_VERSION)_amd64.deb
