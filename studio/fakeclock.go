@@ -2,6 +2,7 @@ package studio
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -106,6 +107,20 @@ func (f *FakeClock) Waiters() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.waiters)
+}
+
+// Pending is the time left on each armed timer and ticker, soonest first.
+// Right after the code under test arms a timer, that is the duration it
+// asked for, which lets a test check it.
+func (f *FakeClock) Pending() []time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]time.Duration, 0, len(f.waiters))
+	for w := range f.waiters {
+		out = append(out, w.when.Sub(f.now))
+	}
+	slices.Sort(out)
+	return out
 }
 
 // BlockUntilContext waits until at least n timers or tickers are armed, or

@@ -140,3 +140,18 @@ func TestRealClock(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestFakeClockPending(t *testing.T) {
+	f := NewFakeClock(t0)
+	f.NewTimer(5 * time.Second)
+	tk := f.NewTicker(2 * time.Second)
+	defer tk.Stop()
+	if got := f.Pending(); len(got) != 2 || got[0] != 2*time.Second || got[1] != 5*time.Second {
+		t.Fatalf("pending %v, want [2s 5s]", got)
+	}
+	f.Advance(3 * time.Second)
+	// The ticker fired at 2 s and is due again at 4 s; the timer at 5 s.
+	if got := f.Pending(); len(got) != 2 || got[0] != time.Second || got[1] != 2*time.Second {
+		t.Fatalf("pending after 3 s %v, want [1s 2s]", got)
+	}
+}

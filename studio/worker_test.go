@@ -22,87 +22,20 @@ var _ JobRunner = (*engine.Runner)(nil)
 
 // ---- test doubles (they exist only here) ----
 
-// manualClock is a Clock whose time moves only when the test says so. Each
-// new timer is announced on created, so a test waits for the code under
-// test to arm its timer (a channel receive, not a sleep) before advancing.
-type manualClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	timers  []*manualTimer
-	created chan time.Duration
-}
-
-func newManualClock() *manualClock {
-	return &manualClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), created: make(chan time.Duration, 64)}
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) NewTimer(d time.Duration) Timer {
-	c.mu.Lock()
-	t := &manualTimer{c: c, ch: make(chan time.Time, 1), at: c.now.Add(d), active: true}
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	c.created <- d
-	return t
-}
-
-func (c *manualClock) NewTicker(d time.Duration) Ticker {
-	panic("the worker loop uses no tickers")
-}
-
-// Advance moves time on and fires every timer that is due.
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	for _, t := range c.timers {
-		if t.active && !t.at.After(c.now) {
-			t.active = false
-			t.ch <- c.now
-		}
-	}
-}
-
-// nextTimer waits until the code under test arms a timer and returns its
-// duration.
-func (c *manualClock) nextTimer(t *testing.T) time.Duration {
+// nextTimer waits until the code under test arms a timer on c and returns
+// the duration it asked for.
+func nextTimer(t *testing.T, c *FakeClock) time.Duration {
 	t.Helper()
-	select {
-	case d := <-c.created:
-		return d
-	case <-time.After(10 * time.Second):
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.BlockUntilContext(ctx, 1); err != nil {
 		t.Fatal("no timer was armed")
-		return 0
 	}
+	return c.Pending()[0]
 }
 
-type manualTimer struct {
-	c      *manualClock
-	ch     chan time.Time
-	at     time.Time
-	active bool
-}
-
-func (t *manualTimer) C() <-chan time.Time { return t.ch }
-func (t *manualTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.active = false
-	return was
-}
-func (t *manualTimer) Reset(d time.Duration) bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.at, t.active = t.c.now.Add(d), true
-	return was
-}
+// workerT0 is where the worker tests' fake clock starts.
+var workerT0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // fakeRunner is the engine side as the worker sees it. Run calls runFn,
 // which the test supplies; started reports each job handed to it.
@@ -228,14 +161,14 @@ func (s *fakeSender) none(t *testing.T) {
 type harness struct {
 	w      *Worker
 	runner *fakeRunner
-	clock  *manualClock
+	clock  *FakeClock
 	mu     sync.Mutex
 	set    settings.Settings
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{runner: newFakeRunner(), clock: newManualClock()}
+	h := &harness{runner: newFakeRunner(), clock: NewFakeClock(workerT0)}
 	h.set = settings.Default()
 	h.set.VRAMBudgetGB = 8
 	h.w = NewWorker(WorkerConfig{
@@ -678,11 +611,11 @@ func TestWorkerBinaryUpload500TwiceThenSuccess(t *testing.T) {
 	s := newFakeSender()
 	h.w.HandleOffer(s, imageClaim("img1"))
 	s.next(t) // accept
-	if d := h.clock.nextTimer(t); d != time.Second {
+	if d := nextTimer(t, h.clock); d != time.Second {
 		t.Fatalf("first retry pause %v, want 1 s", d)
 	}
 	h.clock.Advance(time.Second)
-	if d := h.clock.nextTimer(t); d != 2*time.Second {
+	if d := nextTimer(t, h.clock); d != 2*time.Second {
 		t.Fatalf("second retry pause %v, want 2 s", d)
 	}
 	h.clock.Advance(2 * time.Second)
@@ -754,7 +687,7 @@ func TestWorkerShutdownCancelsAndFailsRetryable(t *testing.T) {
 	s := newFakeSender()
 	h.runBlocked(t, s, make(chan struct{}), true)
 	done := shutdownAsync(h.w)
-	if d := h.clock.nextTimer(t); d != DefaultShutdownGrace {
+	if d := nextTimer(t, h.clock); d != DefaultShutdownGrace {
 		t.Fatalf("grace %v", d)
 	}
 	h.w.HandleOffer(s, llmClaim("late", 1, "hi"))
@@ -776,9 +709,9 @@ func TestWorkerShutdownFailsAJobWhoseEngineIgnoresCancel(t *testing.T) {
 	s := newFakeSender()
 	h.runBlocked(t, s, stuck, false)
 	done := shutdownAsync(h.w)
-	h.clock.nextTimer(t)
+	nextTimer(t, h.clock)
 	h.clock.Advance(DefaultShutdownGrace)
-	if d := h.clock.nextTimer(t); d != shutdownCancelWait {
+	if d := nextTimer(t, h.clock); d != shutdownCancelWait {
 		t.Fatalf("cancel wait %v", d)
 	}
 	h.clock.Advance(shutdownCancelWait)
@@ -800,7 +733,7 @@ func TestWorkerShutdownWaitsForAJobThatFinishes(t *testing.T) {
 	s := newFakeSender()
 	h.runBlocked(t, s, release, true)
 	done := shutdownAsync(h.w)
-	h.clock.nextTimer(t)
+	nextTimer(t, h.clock)
 	close(release)
 	if c, ok := s.next(t).(CompleteJSON); !ok || c.JobID != "j1" {
 		t.Fatalf("want the real result, got %#v", c)
@@ -913,7 +846,7 @@ func TestWorkerPauseReleasesResidentModelsWhenIdle(t *testing.T) {
 	runner := releasingRunner{fakeRunner: newFakeRunner(), released: make(chan struct{}, 4)}
 	set := settings.Default()
 	w := NewWorker(WorkerConfig{Settings: func() settings.Settings { return set }, Runner: runner,
-		Creds: settings.NewFileCredentialStore(t.TempDir()), Clock: newManualClock()})
+		Creds: settings.NewFileCredentialStore(t.TempDir()), Clock: NewFakeClock(workerT0)})
 	defer w.lifeCancel()
 
 	release := make(chan struct{})
@@ -962,7 +895,7 @@ func TestWorkerShutdownStopsAHangingUploadAndFailsRetryable(t *testing.T) {
 	s.next(t)
 	<-arrived
 	done := shutdownAsync(h.w)
-	if d := h.clock.nextTimer(t); d != DefaultShutdownGrace {
+	if d := nextTimer(t, h.clock); d != DefaultShutdownGrace {
 		t.Fatalf("grace %v", d)
 	}
 	h.clock.Advance(DefaultShutdownGrace)
