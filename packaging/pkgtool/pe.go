@@ -74,25 +74,12 @@ func importNameOffsets(data []byte) ([]int, error) {
 	default:
 		return nil, fmt.Errorf("not a PE image with an optional header")
 	}
-	rvaToOff := func(rva uint32) (int, bool) {
-		for _, s := range f.Sections {
-			size := s.VirtualSize
-			if s.Size > size {
-				size = s.Size
-			}
-			if rva >= s.VirtualAddress && rva < s.VirtualAddress+size {
-				off := int(rva - s.VirtualAddress + s.Offset)
-				return off, off < len(data)
-			}
-		}
-		return 0, false
-	}
 	var offs []int
 	walk := func(dir pe.DataDirectory, entrySize, nameAt int) error {
 		if dir.VirtualAddress == 0 {
 			return nil
 		}
-		base, ok := rvaToOff(dir.VirtualAddress)
+		base, ok := rvaToOffset(f, dir.VirtualAddress, len(data))
 		if !ok {
 			return fmt.Errorf("import directory outside the file")
 		}
@@ -102,7 +89,7 @@ func importNameOffsets(data []byte) ([]int, error) {
 				return nil
 			}
 			nameRVA := binary.LittleEndian.Uint32(entry[nameAt:])
-			off, ok := rvaToOff(nameRVA)
+			off, ok := rvaToOffset(f, nameRVA, len(data))
 			if !ok {
 				return fmt.Errorf("import name outside the file")
 			}
