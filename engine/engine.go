@@ -94,6 +94,53 @@ func (e *CannotServeError) Error() string {
 	return msg
 }
 
+// JobError is a failure that belongs to the job itself, not to this machine
+// or the network: invalid or unsupported parameters, a prompt that does not
+// fit the model's context, a file that is not a model, a bad input image.
+// Running the same job again, here or elsewhere, cannot succeed, so it is
+// failed with retryable=false (studio-protocol.md §5.1 leaves the choice to
+// the worker; the reference worker retried these and ran them three times).
+type JobError struct {
+	// Field names the task or file field at fault, in the wire's spelling
+	// ("messages[1].content", "width", "initImageUrl"); empty when the job
+	// as a whole is at fault.
+	Field string
+	// Reason is the donor-readable cause, whole (it already says what Err
+	// says, if anything).
+	Reason string
+	// Err is an underlying error, if any, for errors.Is and errors.As.
+	Err error
+}
+
+func (e *JobError) Error() string {
+	msg := e.Reason
+	if e.Field != "" {
+		msg = e.Field + ": " + msg
+	}
+	return msg
+}
+
+func (e *JobError) Unwrap() error { return e.Err }
+
+// Invalid builds a JobError for field with a formatted reason. A %w verb in
+// format wraps its operand as Err.
+func Invalid(field, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &JobError{Field: field, Reason: err.Error(), Err: errors.Unwrap(err)}
+}
+
+// IsRetryable is the one classification the worker uses for fail frames:
+// false when the failure is a property of the job (a JobError or a
+// CannotServeError anywhere in the chain), true for everything else (this
+// machine, its engines, the network), which another try may get past.
+func IsRetryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var je *JobError
+	return !errors.As(err, &je) && !IsCannotServe(err)
+}
+
 // IsCannotServe applies the protocol's rule: the typed error anywhere in the
 // chain, or the words "cannot serve" in the message.
 func IsCannotServe(err error) bool {

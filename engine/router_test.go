@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync"
@@ -107,5 +108,32 @@ func TestRouterKindsAndSupportedModels(t *testing.T) {
 	want = map[TaskKind][]string{KindLLM: {"llama-cpp:*"}, KindImage: {"sd-cpp:*"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("SupportedModels = %v, want %v", got, want)
+	}
+}
+
+func TestIsRetryable(t *testing.T) {
+	base := errors.New("disk gone")
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"machine fault", fmt.Errorf("loading: %w", base), true},
+		{"job fault", Invalid("maxTokens", "must be at least 1, got %d", 0), false},
+		{"job fault wrapped", fmt.Errorf("llama: %w", Invalid("messages", "no messages")), false},
+		{"cannot serve", &CannotServeError{Engine: "x", Kind: KindImage}, false},
+	}
+	for _, c := range cases {
+		if got := IsRetryable(c.err); got != c.want {
+			t.Errorf("%s: IsRetryable(%v) = %v, want %v", c.name, c.err, got, c.want)
+		}
+	}
+	err := Invalid("initImageUrl", "cannot download it: %w", base)
+	if got, want := err.Error(), "initImageUrl: cannot download it: disk gone"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	if !errors.Is(err, base) {
+		t.Error("Invalid with %w does not unwrap to its operand")
 	}
 }

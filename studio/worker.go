@@ -424,7 +424,7 @@ func (w *Worker) runAccepted(jr *jobRun) {
 		if jr.shutdown.Load() {
 			err = errors.New(msgShutdownFail)
 		}
-		w.deliverFail(jr, err.Error(), !engine.IsCannotServe(err))
+		w.deliverFail(jr, err.Error(), engine.IsRetryable(err))
 		return
 	}
 	w.log.Info(fmt.Sprintf("job %s dispatched in %s", c.JobID, w.clock.Now().Sub(start).Round(time.Millisecond)),
