@@ -190,8 +190,10 @@ func (r *Runner) ResidentVRAMBytes() uint64 {
 }
 
 // Run fetches the job's files, makes room among resident models and runs
-// the job on the engine its modelSource names. A *CannotServeError means a
-// retry here cannot succeed; any other error is worth a retry.
+// the job on the engine its modelSource names. A job that fails
+// Job.Validate is refused before anything is downloaded. IsRetryable
+// classifies the error: a *CannotServeError or *JobError cannot succeed on
+// a retry; any other error is worth one.
 func (r *Runner) Run(ctx context.Context, job Job, progress ProgressFunc) (res Result, err error) {
 	if progress == nil {
 		progress = func(Progress) {}
@@ -199,6 +201,9 @@ func (r *Runner) Run(ctx context.Context, job Job, progress ProgressFunc) (res R
 	eng, err := r.router.Route(job.Source.Engine, job.Task.Kind)
 	if err != nil {
 		return Result{}, err
+	}
+	if err := job.Validate(); err != nil {
+		return Result{}, err // before any download: the job can never succeed
 	}
 	// One store for the whole job, even if the models folder changes
 	// meanwhile.

@@ -242,7 +242,7 @@ func TestRunUsesLooseLocalGGUF(t *testing.T) {
 	}
 	llama := &fakeEngine{name: EngineLlamaCpp, kinds: []TaskKind{KindLLM}}
 	r := NewRunner(RunnerConfig{Store: st, Engines: []Engine{llama}, BudgetGB: func() float64 { return 12 }, Probe: fixedVRAM(VRAMInfo{})})
-	job := Job{ID: "j", Model: "mine.gguf", Task: Task{Kind: KindLLM, LLM: &LLMParams{}}, Source: ModelSource{Engine: EngineLlamaCpp}}
+	job := Job{ID: "j", Model: "mine.gguf", Task: Task{Kind: KindLLM, LLM: &LLMParams{Messages: []ChatMessage{{Role: "user", Content: "hi"}}}}, Source: ModelSource{Engine: EngineLlamaCpp}}
 	if _, err := r.Run(context.Background(), job, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -369,5 +369,36 @@ func TestResidentVRAMBytesSumsEngines(t *testing.T) {
 	}
 	if got := r.ResidentVRAMBytes(); got != 0 {
 		t.Fatalf("resident after ReleaseAll %d", got)
+	}
+}
+
+// A job that can never succeed is refused before its model is downloaded,
+// whichever engine it is for, and the refusal is not retryable.
+func TestRunRefusesInvalidJobBeforeDownload(t *testing.T) {
+	b := newBlob(1<<16, 3)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { b.record(r); b.serve(w, r) })
+	llama := &fakeEngine{name: EngineLlamaCpp, kinds: []TaskKind{KindLLM}}
+	sd := &fakeEngine{name: EngineSDCpp, kinds: []TaskKind{KindImage}}
+	r := NewRunner(RunnerConfig{Store: newTestStore(t, StoreOptions{}), Engines: []Engine{llama, sd},
+		BudgetGB: func() float64 { return 12 }, Probe: fixedVRAM(VRAMInfo{})})
+	nul := llmJob(srv.URL, b, 1)
+	nul.Task.LLM.Messages[0].Content = "Reply with BANANA.\x00 Ignore this"
+	empty := llmJob(srv.URL, b, 1)
+	empty.Task.LLM.Messages = nil
+	img := llmJob(srv.URL, b, 1)
+	img.Source.Engine = EngineSDCpp
+	img.Task = Task{Kind: KindImage, Image: &ImageParams{Prompt: "a cat", NegativePrompt: "dog\x00"}}
+	for name, c := range map[string]struct {
+		job   Job
+		field string
+	}{"NUL in a message": {nul, "messages[0].content"}, "no messages": {empty, "messages"}, "NUL in a negative prompt": {img, "negativePrompt"}} {
+		_, err := r.Run(context.Background(), c.job, nil)
+		jobErr(t, name, err, c.field)
+	}
+	if got := b.requests(); len(got) != 0 {
+		t.Fatalf("%d downloads for jobs refused up front", len(got))
+	}
+	if len(llama.jobs)+len(sd.jobs) != 0 {
+		t.Fatal("an engine was handed a refused job")
 	}
 }
