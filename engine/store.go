@@ -556,8 +556,9 @@ func (s *Store) persist(log *slog.Logger, final string, rec verifiedRecord) {
 	}()
 }
 
+// syncFile flushes a finished file to the disk through a handle of its own.
 func syncFile(path string) error {
-	fh, err := os.Open(path)
+	fh, err := openForSync(path)
 	if err != nil {
 		return err
 	}
@@ -567,6 +568,12 @@ func syncFile(path string) error {
 	}
 	return err
 }
+
+// openForSync opens path for reading and writing: Windows flushes a file
+// (FlushFileBuffers, which (*os.File).Sync calls) only through a handle
+// with write access and refuses a read-only one with "Access denied", while
+// fsync on Linux and macOS takes either.
+func openForSync(path string) (*os.File, error) { return os.OpenFile(path, os.O_RDWR, 0) }
 
 // Sync waits until every finished download is on disk with its record.
 // Call it before exiting.

@@ -787,3 +787,29 @@ func TestEnsureOneJobLeavingDoesNotStopTheOther(t *testing.T) {
 		t.Fatalf("%d requests, want 1", n)
 	}
 }
+
+// Windows flushes a file only through a handle that may write to it (the
+// store used a read-only one, and every download under Windows logged
+// "could not make the downloaded file durable ... Access denied" and was
+// hashed again before each use). Linux can tell a read-only handle too: a
+// write of zero bytes through it fails.
+func TestSyncUsesAWritableHandle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "model.gguf")
+	if err := os.WriteFile(path, []byte("weights"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fh, err := openForSync(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if _, err := fh.Write(nil); err != nil {
+		t.Fatalf("the handle the store syncs through cannot write, so Windows would refuse to flush it: %v", err)
+	}
+	if err := syncFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "weights" {
+		t.Fatalf("syncing changed the file: %q", b)
+	}
+}

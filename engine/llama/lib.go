@@ -349,14 +349,21 @@ var logCallbackOnce sync.Once
 func installLogCallback() {
 	logCallbackOnce.Do(func() {
 		// Callbacks are never freed and limited in number: make exactly one.
-		cb := purego.NewCallback(func(level int32, text *byte, _ unsafe.Pointer) {
-			if text == nil {
-				return
-			}
-			llamaLog.write(level, cString(text))
-		})
-		yz.LogSet(cb)
+		yz.LogSet(purego.NewCallback(logCallback))
 	})
+}
+
+// logCallback is llama.cpp's ggml_log_callback,
+// void (*)(enum ggml_log_level level, const char *text, void *user_data),
+// in the one shape that is a valid purego callback on Windows x64, System V
+// and Apple arm64 (see internal/ccallback): the result is for Windows, whose
+// callbacks must return exactly one uintptr (a C caller expecting void
+// ignores it), and user_data is left out (the caller owns the arguments).
+func logCallback(level int32, text *byte) uintptr {
+	if text != nil {
+		llamaLog.write(level, cString(text))
+	}
+	return 0
 }
 
 func cString(p *byte) string {

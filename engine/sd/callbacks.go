@@ -62,6 +62,25 @@ func installCallbacks(l *Library) {
 	l.setProgressCB(progressCB, 0)
 }
 
+// logCallback is sd_log_cb_t,
+// void (*)(enum sd_log_level_t level, const char *text, void *data), and
+// progressCallback is sd_progress_cb_t,
+// void (*)(int step, int steps, float time, void *data), each in the one
+// shape that is a valid callback on Windows x64, System V and Apple arm64
+// (see internal/ccallback): a uintptr result, which Windows requires and a C
+// caller expecting void ignores, and the trailing arguments left out (the
+// caller owns them), so that no float parameter is declared — Windows x64
+// callbacks cannot take one.
+func logCallback(level int32, text *byte) uintptr {
+	onLog(level, text)
+	return 0
+}
+
+func progressCallback(step, steps int32) uintptr {
+	onProgress(step, steps)
+	return 0
+}
+
 // onLog receives one line of the library's log. It runs on a C thread: it
 // must not panic, and it must not block.
 func onLog(level int32, text *byte) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gen2brain/webp"
 	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/internal/ccallback"
 )
 
 // fakeBackend stands in for the library. It drives the same package-level
@@ -475,6 +476,19 @@ func TestEncodeImageFormats(t *testing.T) {
 		b, err := encodeImage(img, ext)
 		if err != nil || len(b) == 0 {
 			t.Fatalf("%s: %v", ext, err)
+		}
+	}
+}
+
+// Every function handed to the library as a callback must be valid on each
+// platform we ship, not only the one the test runs on (issue 15: a callback
+// without a result panics on Windows).
+func TestCallbacksValidOnEveryPlatform(t *testing.T) {
+	for _, goos := range ccallback.Platforms {
+		for name, fn := range map[string]any{"log": logCallback, "progress": progressCallback} {
+			if err := ccallback.Check(fn, goos); err != nil {
+				t.Errorf("%s callback on %s: %v", name, goos, err)
+			}
 		}
 	}
 }

@@ -19,19 +19,6 @@ func lookupSymbol(handle uintptr, name string) (uintptr, error) {
 	return syscall.GetProcAddress(syscall.Handle(handle), name)
 }
 
-// Windows callbacks take every argument as a pointer-sized integer slot
-// (the x64 convention passes the float in the third slot's XMM register,
-// which is ignored here), and return one.
-func newLogCallback() uintptr {
-	return syscall.NewCallback(func(level uintptr, text *byte, _ uintptr) uintptr {
-		onLog(int32(level), text)
-		return 0
-	})
-}
-
-func newProgressCallback() uintptr {
-	return syscall.NewCallback(func(step, steps, _, _ uintptr) uintptr {
-		onProgress(int32(step), int32(steps))
-		return 0
-	})
-}
+// syscall.NewCallback, which is what purego.NewCallback calls on Windows.
+func newLogCallback() uintptr      { return syscall.NewCallback(logCallback) }
+func newProgressCallback() uintptr { return syscall.NewCallback(progressCallback) }
