@@ -22,6 +22,8 @@ import (
 
 	"github.com/minisgg/studio-worker/app/stack"
 	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/engine/host"
+	"github.com/minisgg/studio-worker/engine/host/hosted"
 	"github.com/minisgg/studio-worker/engine/llama"
 	"github.com/minisgg/studio-worker/logging"
 	"github.com/minisgg/studio-worker/settings"
@@ -66,6 +68,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return cmdVersion(args[1:], stdout, stderr)
 	case "runtime-check": // hidden: the child in which a GPU runtime is tried
 		return llama.RuntimeCheckMain(args[1:], stdout, stderr)
+	case "engine-host": // hidden: the child a native engine runs in (engine/host)
+		return host.ChildMain(args[1:], hosted.Builders(), stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/minisgg/studio-worker/engine/host/hosted"
 )
 
 // reexecEnv makes the test binary act as the program: the child runs cli()
@@ -13,6 +15,7 @@ import (
 const reexecEnv = "STUDIO_WORKER_TEST_REEXEC"
 
 func TestMain(m *testing.M) {
+	hosted.RunChildIfAsked() // `engine-host` children of the stack under test
 	if args := os.Getenv(reexecEnv); args != "" {
 		os.Exit(cli(strings.Fields(args), os.Stdout, os.Stderr))
 	}

@@ -1,0 +1,149 @@
+package hosted_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/engine/gguf"
+	"github.com/minisgg/studio-worker/engine/host"
+	"github.com/minisgg/studio-worker/engine/host/hosted"
+	"github.com/minisgg/studio-worker/engine/llama"
+)
+
+func TestMain(m *testing.M) {
+	hosted.RunChildIfAsked() // the test binary stands in for `studio-worker engine-host`
+	os.Exit(m.Run())
+}
+
+// llamaClient starts a real llama.cpp child on 1 thread.
+func llamaClient(t *testing.T) *host.Client {
+	t.Helper()
+	if _, err := llama.FindLibDir(""); err != nil {
+		t.Skipf("needs the llama.cpp libraries: run `make runtime` and set %s (%v)", llama.LibEnv, err)
+	}
+	c := hosted.Client(hosted.Llama, hosted.Options{Exe: os.Args[0], Threads: 1, Log: slog.New(slog.DiscardHandler), KeepAlive: -1})
+	t.Cleanup(func() { c.Close() })
+	if err := c.LoadError(); err != nil {
+		t.Fatalf("llama.cpp child: %v", err)
+	}
+	return c
+}
+
+func model(t *testing.T, s gguf.Spec) string {
+	t.Helper()
+	p, err := gguf.Ensure(s)
+	if err != nil {
+		t.Fatalf("generating %s: %v", s.Name, err)
+	}
+	return p
+}
+
+func chat(path, content string, maxTokens int) engine.Job {
+	return engine.Job{ID: "job-" + content, Model: "tiny.gguf",
+		Task: engine.Task{Kind: engine.KindLLM, LLM: &engine.LLMParams{
+			Messages: []engine.ChatMessage{{Role: "user", Content: content}}, MaxTokens: &maxTokens}},
+		Source: engine.ModelSource{Engine: engine.EngineLlamaCpp},
+		Files:  map[engine.FileRole]string{engine.RoleModel: path}}
+}
+
+func TestChatThroughTheChild(t *testing.T) {
+	c := llamaClient(t)
+	path := model(t, gguf.Tiny())
+	if h := c.Hello(); !strings.HasPrefix(h.Runtime, "llama.cpp runtime:") || h.PID == os.Getpid() {
+		t.Errorf("hello %+v", h)
+	}
+	var phases []engine.Phase
+	res, err := c.Run(context.Background(), chat(path, "Hello there", 8), func(p engine.Progress) {
+		if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+			phases = append(phases, p.Phase)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(res.JSON), `"chat.completion"`) || res.Stats.CompletionTokens == 0 {
+		t.Fatalf("result %s %+v", res.JSON, res.Stats)
+	}
+	if len(phases) < 2 || phases[0] != engine.PhaseLoad || phases[len(phases)-1] != engine.PhaseGenerate {
+		t.Errorf("progress phases %v", phases)
+	}
+	if got := c.ResidentModel(); got != path {
+		t.Errorf("resident model %q, want %q", got, path)
+	}
+	if err := c.Release(); err != nil || c.ResidentModel() != "" {
+		t.Errorf("release: %v, resident %q", err, c.ResidentModel())
+	}
+}
+
+// TestSIGKILLMidGeneration kills the child as it generates: the job fails
+// as a retryable crash, and the next job runs in a fresh child.
+func TestSIGKILLMidGeneration(t *testing.T) {
+	c := llamaClient(t)
+	path := model(t, gguf.Tiny())
+	pid := c.PID()
+	killed := false
+	_, err := c.Run(context.Background(), chat(path, "Tell me a long story", 200), func(p engine.Progress) {
+		if p.Phase == engine.PhaseGenerate && p.Done > 0 && !killed {
+			killed = true
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	var ce *engine.CrashError
+	if !errors.As(err, &ce) || !engine.IsRetryable(err) {
+		t.Fatalf("want a retryable crash, got %#v", err)
+	}
+	if !strings.HasPrefix(err.Error(), "the text engine crashed while generating with model tiny.gguf (signal: killed)") {
+		t.Errorf("got %q", err)
+	}
+	res, err := c.Run(context.Background(), chat(path, "Again", 4), nil)
+	if err != nil || len(res.JSON) == 0 {
+		t.Fatalf("the next job: %v", err)
+	}
+	if c.PID() == pid || c.Starts() != 2 {
+		t.Errorf("the next job should run in a new child (pid %d then %d, starts %d)", pid, c.PID(), c.Starts())
+	}
+}
+
+// llama3Template is enough of Llama 3's chat template for llama.cpp to
+// recognise it by its text.
+const llama3Template = "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+
+// TestNULInAMessage sends a chat message holding U+0000, which made
+// llama.cpp throw std::logic_error and abort the process: with a Llama-3
+// template and with none. Either the engine refuses the text first (a job
+// error, not retryable) or the crash stays in the child (retryable, in
+// the child's words); the next job succeeds either way.
+func TestNULInAMessage(t *testing.T) {
+	c := llamaClient(t)
+	l3 := gguf.Tiny()
+	l3.Name, l3.ChatTemplate = "tiny-llama3-template", llama3Template
+	for _, s := range []gguf.Spec{l3, gguf.TinyNoTemplate()} {
+		path := model(t, s)
+		_, err := c.Run(context.Background(), chat(path, "hi\x00there", 4), nil)
+		var ce *engine.CrashError
+		var je *engine.JobError
+		switch {
+		case errors.As(err, &ce):
+			if !engine.IsRetryable(err) || !strings.Contains(err.Error(), "crashed") {
+				t.Errorf("%s: crash %q", s.Name, err)
+			}
+			t.Logf("%s: %v", s.Name, err)
+		case errors.As(err, &je):
+			if engine.IsRetryable(err) {
+				t.Errorf("%s: a refusal must not be retryable", s.Name)
+			}
+			t.Logf("%s: refused: %v", s.Name, err)
+		default:
+			t.Errorf("%s: want a crash or a refusal, got %#v", s.Name, err)
+		}
+		if res, err := c.Run(context.Background(), chat(path, "hello", 4), nil); err != nil || len(res.JSON) == 0 {
+			t.Fatalf("%s: the next job: %v", s.Name, err)
+		}
+	}
+}
