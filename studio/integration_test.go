@@ -774,25 +774,37 @@ func rawClaim(id string, vram float64) studio.JobOfferClaim {
 		Task: &spec.Task, ModelSource: &spec.ModelSource}
 }
 
+// TestIntegrationMalformedFramesReconnect: an offer that names its job but
+// carries a field the worker cannot use is failed for that job alone, not
+// retryable and naming the field, on the same session (issue 10, item 6);
+// a frame the worker cannot read at all drops the session, and it comes
+// back with backoff.
 func TestIntegrationMalformedFramesReconnect(t *testing.T) {
 	rs := startRawStudio(t)
 	tw := rawWorker(t, rs, newStubRunner())
-	for _, bad := range []string{
-		`{"type":"offer","claim":{"jobId":"j","gameId":"g","assetName":"a","model":"m","vramGbEstimate":1,"modelSource":{"engine":"llama-cpp","files":[]}}}`, // no task
-		`{"type":"offer","claim":{"jobId":"j","gameId":"g","assetName":"a","model":"m","vramGbEstimate":1,"task":{"kind":"llm","messages":[]}}}`,             // no modelSource
-		`this is not json`,
-		`{"type":"teleport","to":"mars"}`,
+	rc := rs.nextConn(t)
+	for _, tc := range []struct{ offer, field string }{
+		{`{"type":"offer","claim":{"jobId":"j1","gameId":"g","assetName":"a","model":"m","vramGbEstimate":1,"modelSource":{"engine":"llama-cpp","files":[]}}}`, "task"},
+		{`{"type":"offer","claim":{"jobId":"j2","gameId":"g","assetName":"a","model":"m","vramGbEstimate":1,"task":{"kind":"llm","messages":[]}}}`, "modelSource"},
+		{`{"type":"offer","claim":{"jobId":"j3","gameId":"g","assetName":"a","model":"m","vramGbEstimate":1,"modelSource":{"engine":"llama-cpp","files":[]},` +
+			`"task":{"kind":"llm","messages":[{"role":"user","content":{"parts":"x"}}]}}}`, "task"},
 	} {
-		rc := rs.nextConn(t)
+		rc.sendText(t, tc.offer)
+		f, ok := rc.next(t).(*studio.Fail)
+		if !ok || f.Retryable || !strings.Contains(f.Error, tc.field) {
+			t.Fatalf("offer %s: want a not-retryable fail naming %s, got %#v", tc.offer, tc.field, f)
+		}
+	}
+	for _, bad := range []string{`this is not json`, `{"type":"teleport","to":"mars"}`} {
 		rc.sendText(t, bad)
 		select {
 		case <-rc.done:
 		case <-waitCtx(t).Done():
 			t.Fatalf("the worker kept the session after %s", bad)
 		}
+		rc = rs.nextConn(t)
 	}
 	// Still running: the next session takes a job.
-	rc := rs.nextConn(t)
 	rc.offer(t, rawClaim("good", 1))
 	if a, ok := rc.next(t).(*studio.Accept); !ok || a.JobID != "good" {
 		t.Fatalf("want accept, got %#v", a)

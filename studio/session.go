@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -34,10 +35,19 @@ const (
 	// readLimit is the largest studio frame accepted. Offers carry whole
 	// chat histories, well past the library's 32 KiB default.
 	readLimit = 16 << 20
+	// HealthyAfter is how long a welcomed session must stay up to count as
+	// healthy when no heartbeat was acknowledged yet. Only a healthy
+	// session resets the reconnect backoff.
+	HealthyAfter = 10 * time.Second
+	// BackoffJitter is the spread of every reconnect wait: the wait is
+	// Backoff(n) scaled by a random factor in [1−BackoffJitter, 1+BackoffJitter),
+	// so workers that lost the studio together do not return together.
+	BackoffJitter = 0.2
 )
 
 // Backoff is the wait before reconnect attempt n (1-based): 1 s·2^(n−1),
-// at most 30 s.
+// at most 30 s (studio-protocol.md §3.6). Session.Run spreads it with
+// BackoffJitter.
 func Backoff(attempt int) time.Duration {
 	if attempt < 1 {
 		attempt = 1
@@ -60,6 +70,11 @@ type SessionConfig struct {
 	// be sent on that Sender. Called on the session goroutine: must not
 	// block.
 	OnOffer func(s Sender, claim JobOfferClaim)
+	// OnUnusableOffer gets an offer whose claim names a job but carries a
+	// field this worker cannot use; it is answered for that job alone and
+	// the session stays up. Called on the session goroutine: must not
+	// block. When nil such offers are only logged.
+	OnUnusableOffer func(s Sender, offer *UnusableOffer)
 	// OnFrame gets completeAck and failAck frames (*CompleteAck, *FailAck).
 	OnFrame  func(frame any)
 	OnStatus func(SessionStatus) // must not block
@@ -67,6 +82,9 @@ type SessionConfig struct {
 	Log      *slog.Logger
 	Clock    Clock        // default RealClock
 	HTTP     *http.Client // used for the upgrade; default http.DefaultClient
+	// Rand returns a number in [0, 1) for the reconnect jitter; default
+	// math/rand/v2's Float64. Tests pin it (0.5 means no jitter).
+	Rand func() float64
 }
 
 // SessionStatus is what the UI shows about the connection.
@@ -79,7 +97,9 @@ type SessionStatus struct {
 }
 
 // StoppedError ends Session.Run for good: the studio refused the
-// credentials, replaced or deleted the worker, or sent an error frame.
+// credentials (401, 4001, auth_failed), replaced the worker (4003,
+// duplicate_worker) or deleted it (4004, worker_deleted). Nothing else
+// stops the session: see docs/protocol-deviations.md.
 type StoppedError struct {
 	Reason string // in words, for the UI
 	Code   string // "401", a close code like "4003", or the error frame's code
@@ -159,6 +179,9 @@ func NewSession(cfg SessionConfig) *Session {
 	if cfg.HTTP == nil {
 		cfg.HTTP = http.DefaultClient
 	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
 	return &Session{
 		cfg:    cfg,
 		clock:  clockOrReal(cfg.Clock),
@@ -195,13 +218,19 @@ func (s *Session) setState(state SessionState, detail string, retryIn time.Durat
 
 // Run connects and reconnects until ctx ends (then it returns nil) or the
 // studio stops the worker for good (a *StoppedError). Reconnects wait
-// 1 s·2^(n−1) up to 30 s, and the count starts over after each welcome.
+// 1 s·2^(n−1) up to 30 s, each spread by ±BackoffJitter. The count starts
+// over only after a session proved healthy (its first heartbeat was
+// acknowledged, or it stayed up HealthyAfter) and ended for an ordinary
+// reason: a session the studio ended with a frame or close code this worker
+// cannot use (troubleError) keeps counting, so a studio that misbehaves on
+// every connection is retried ever more slowly, never in a storm.
 func (s *Session) Run(ctx context.Context) error {
 	if _, err := WebSocketBase(s.cfg.BaseURL); err != nil {
 		s.setState(SessionStopped, err.Error(), 0, err.Error())
 		return &StoppedError{Reason: err.Error(), Code: "config"}
 	}
 	attempt := 0
+	var repeat repeatCounter
 	for {
 		workerID, token, ok := "", "", false
 		if s.cfg.Credentials != nil {
@@ -215,7 +244,7 @@ func (s *Session) Run(ctx context.Context) error {
 			continue
 		}
 		s.setState(SessionConnecting, "connecting to the studio", 0, "")
-		welcomed, err := s.connect(ctx, workerID, token)
+		healthy, err := s.connect(ctx, workerID, token)
 		if ctx.Err() != nil {
 			s.setState(SessionOffline, "stopped", 0, "")
 			return nil
@@ -226,16 +255,29 @@ func (s *Session) Run(ctx context.Context) error {
 			s.setState(SessionStopped, stop.Reason, 0, stop.Reason)
 			return stop
 		}
-		if welcomed {
+		var trouble *troubleError
+		isTrouble := errors.As(err, &trouble)
+		if healthy && !isTrouble {
 			attempt = 0
 		}
 		attempt++
-		wait := Backoff(attempt)
+		wait := s.jitter(Backoff(attempt))
 		var detail string
 		var unreachable *dialError
-		if errors.As(err, &unreachable) {
+		switch {
+		case errors.As(err, &unreachable):
+			repeat.reset()
 			detail = fmt.Sprintf("studio unreachable, retrying in %s", secs(wait))
-		} else {
+		case isTrouble:
+			if n := repeat.note(trouble.key); n > 1 {
+				detail = fmt.Sprintf("%v; %d times in a row, retrying in %s", err, n, secs(wait))
+			} else {
+				detail = fmt.Sprintf("%v; retrying in %s", err, secs(wait))
+			}
+		default:
+			if healthy {
+				repeat.reset()
+			}
 			detail = fmt.Sprintf("disconnected (%v), retrying in %s", err, secs(wait))
 		}
 		s.log.Warn(fmt.Sprintf("disconnected; reconnect attempt %d in %dms", attempt, wait.Milliseconds()), "reason", err)
@@ -247,6 +289,30 @@ func (s *Session) Run(ctx context.Context) error {
 	}
 }
 
+// jitter spreads d by a factor in [1−BackoffJitter, 1+BackoffJitter).
+func (s *Session) jitter(d time.Duration) time.Duration {
+	f := (s.cfg.Rand()*2 - 1) * BackoffJitter
+	return d + time.Duration(f*float64(d))
+}
+
+// repeatCounter counts how many sessions in a row ended with the same
+// trouble, so the donor sees "3 times in a row" rather than one line that
+// looks new each time.
+type repeatCounter struct {
+	key string
+	n   int
+}
+
+func (r *repeatCounter) note(key string) int {
+	if key != r.key {
+		r.key, r.n = key, 0
+	}
+	r.n++
+	return r.n
+}
+
+func (r *repeatCounter) reset() { r.key, r.n = "", 0 }
+
 func secs(d time.Duration) string {
 	return fmt.Sprintf("%d s", int(math.Ceil(d.Seconds())))
 }
@@ -257,23 +323,35 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return "cannot reach the studio: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-// protocolError marks a frame this worker cannot read; the session drops
-// and reconnects.
-type protocolError struct{ err error }
-
-func (e *protocolError) Error() string {
-	return "the studio sent a frame this worker cannot read: " + e.err.Error()
+// troubleError marks a session the studio ended in a way this worker can do
+// nothing about at once: a frame it cannot read (binary, unknown type,
+// malformed JSON), a close with 1011 or 4002, or an internal_error or
+// protocol_violation error frame. The session reconnects with backoff that
+// such an end never resets. key groups repeats of the same trouble.
+type troubleError struct {
+	key string
+	err error
 }
-func (e *protocolError) Unwrap() error { return e.err }
+
+func (e *troubleError) Error() string { return e.err.Error() }
+func (e *troubleError) Unwrap() error { return e.err }
+
+// protocolError is a frame this worker cannot read.
+func protocolError(err error) *troubleError {
+	return &troubleError{
+		key: "frame",
+		err: fmt.Errorf("the studio sent a frame this worker cannot read: %w", err),
+	}
+}
 
 type inbound struct {
 	frame any
 	err   error
 }
 
-// connect runs one socket from dial to teardown. welcomed reports whether
-// the studio sent welcome on it (which resets the backoff).
-func (s *Session) connect(ctx context.Context, workerID, token string) (welcomed bool, err error) {
+// connect runs one socket from dial to teardown. healthy reports whether
+// the session proved itself (see Run).
+func (s *Session) connect(ctx context.Context, workerID, token string) (healthy bool, err error) {
 	u, err := ConnectURL(s.cfg.BaseURL, workerID)
 	if err != nil {
 		return false, &StoppedError{Reason: err.Error(), Code: "config"}
@@ -324,6 +402,7 @@ func (s *Session) connect(ctx context.Context, workerID, token string) (welcomed
 
 	// Nothing but hello goes out until welcome: the studio authenticates
 	// hello asynchronously and kills a session that speaks early.
+	welcomed := false
 	for !welcomed {
 		select {
 		case <-ctx.Done():
@@ -340,41 +419,49 @@ func (s *Session) connect(ctx context.Context, workerID, token string) (welcomed
 				welcomed = true
 				s.onWelcome(f, workerID)
 			case *ErrorFrame:
-				return false, stopForErrorFrame(f)
+				return false, errorFrameEnd(f)
 			default:
 				s.log.Info("ignored a frame that came before welcome", "frame", fmt.Sprintf("%T", f))
 			}
 		}
 	}
 
+	welcomedAt := s.clock.Now()
+	acked := false
+	// proved reports whether this session counts as healthy: a heartbeat
+	// came back acknowledged, or it stayed up HealthyAfter.
+	proved := func() bool { return acked || s.clock.Now().Sub(welcomedAt) >= HealthyAfter }
 	hb := s.clock.NewTicker(HeartbeatInterval)
 	defer hb.Stop()
 	lt := s.clock.NewTicker(LogFlushInterval)
 	defer lt.Stop()
 	if err := s.heartbeat(ctx, conn); err != nil {
-		return true, err
+		return proved(), err
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			return true, ctx.Err()
+			return proved(), ctx.Err()
 		case <-idle.C():
-			return true, errors.New("nothing heard from the studio for 20 s")
+			return proved(), errors.New("nothing heard from the studio for 20 s")
 		case <-hb.C():
 			if err := s.heartbeat(ctx, conn); err != nil {
-				return true, err
+				return proved(), err
 			}
 		case <-lt.C():
 			if err := s.flushLogs(ctx, conn); err != nil {
-				return true, err
+				return proved(), err
 			}
 		case in := <-frames:
 			if in.err != nil {
-				return true, in.err
+				return proved(), in.err
 			}
 			idle.Reset(ReadIdleTimeout)
+			if _, ok := in.frame.(*HeartbeatAck); ok {
+				acked = true
+			}
 			if err := s.dispatch(conn, in.frame); err != nil {
-				return true, err
+				return proved(), err
 			}
 		}
 	}
@@ -442,10 +529,16 @@ func (s *Session) dispatch(c *Conn, frame any) error {
 		if s.cfg.OnFrame != nil {
 			s.cfg.OnFrame(f)
 		}
+	case *UnusableOffer:
+		s.log.Warn("the offer of job "+f.JobID+" carries a field this worker cannot use: "+f.Problem(),
+			logging.KeyJob, f.JobID)
+		if s.cfg.OnUnusableOffer != nil {
+			s.cfg.OnUnusableOffer(c, f)
+		}
 	case *Welcome:
 		s.log.Info("ignored a second welcome", "workerId", f.WorkerID)
 	case *ErrorFrame:
-		return stopForErrorFrame(f)
+		return errorFrameEnd(f)
 	}
 	return nil
 }
@@ -461,18 +554,18 @@ func (s *Session) reader(ctx context.Context, ws *websocket.Conn, out chan<- inb
 		case err != nil:
 			in.err = closeError(err)
 		case typ != websocket.MessageText:
-			in.err = &protocolError{errors.New("a binary frame (the protocol carries JSON text frames only)")}
+			in.err = protocolError(errors.New("a binary frame (the protocol carries JSON text frames only)"))
 		default:
 			f, derr := DecodeServerFrame(data)
 			if derr != nil {
-				in.err = &protocolError{derr}
+				in.err = protocolError(derr)
 			} else {
 				in.frame = f
 			}
 		}
-		var pe *protocolError
-		if errors.As(in.err, &pe) {
-			s.log.Warn("dropping the session and reconnecting: "+pe.Error(), "frame", bodySnippet(data))
+		var te *troubleError
+		if err == nil && errors.As(in.err, &te) {
+			s.log.Warn("dropping the session and reconnecting with backoff: "+te.Error(), "frame", bodySnippet(data))
 		}
 		select {
 		case out <- in:
@@ -486,7 +579,10 @@ func (s *Session) reader(ctx context.Context, ws *websocket.Conn, out chan<- inb
 }
 
 // closeError turns the end of a read into the session's verdict: 4001,
-// 4003 and 4004 stop the worker for good; anything else reconnects.
+// 4003 and 4004 stop the worker for good; 1011 (the studio failed), 4002
+// (it saw a protocol violation) and the other codes that say the two sides
+// disagree reconnect with backoff that they never reset (troubleError);
+// anything else is a plain disconnect.
 func closeError(err error) error {
 	code := websocket.CloseStatus(err)
 	reason := ""
@@ -507,10 +603,29 @@ func closeError(err error) error {
 	case -1:
 		return fmt.Errorf("connection lost: %w", err)
 	}
+	var out error
 	if reason != "" {
-		return fmt.Errorf("the studio closed the connection (%d %s)", code, reason)
+		out = fmt.Errorf("the studio closed the connection (%d %s)", code, reason)
+	} else {
+		out = fmt.Errorf("the studio closed the connection (%d)", code)
 	}
-	return fmt.Errorf("the studio closed the connection (%d)", code)
+	if troubleClose(code) {
+		return &troubleError{key: fmt.Sprintf("close %d", code), err: out}
+	}
+	return out
+}
+
+// troubleClose reports close codes that say the studio failed or the two
+// sides disagree, as opposed to a restart or a network drop.
+func troubleClose(code websocket.StatusCode) bool {
+	switch code {
+	case websocket.StatusProtocolError, websocket.StatusUnsupportedData,
+		websocket.StatusInvalidFramePayloadData, websocket.StatusPolicyViolation,
+		websocket.StatusMessageTooBig, websocket.StatusInternalError:
+		return true
+	}
+	// 4000–4999 are the studio's own; 4001, 4003 and 4004 stop earlier.
+	return code >= 4000 && code <= 4999
 }
 
 func withDetail(reason, detail string) string {
@@ -521,8 +636,16 @@ func withDetail(reason, detail string) string {
 	return reason + " (" + detail + ")"
 }
 
-func stopForErrorFrame(f *ErrorFrame) *StoppedError {
+// errorFrameEnd is the verdict on an error frame. Only auth_failed,
+// duplicate_worker and worker_deleted stop the worker (*StoppedError).
+// internal_error, protocol_violation and any other code end this session
+// only: the worker reconnects with backoff (*troubleError). The reference
+// protocol calls every code but auth_failed fatal; that turns one transient
+// studio fault into a worker that stays offline until someone registers it
+// again (docs/protocol-deviations.md).
+func errorFrameEnd(f *ErrorFrame) error {
 	var reason string
+	stop := true
 	switch f.Code {
 	case ErrCodeAuthFailed:
 		reason = "the studio refused this worker's credentials; log out and register again"
@@ -531,9 +654,9 @@ func stopForErrorFrame(f *ErrorFrame) *StoppedError {
 	case ErrCodeWorkerDeleted:
 		reason = "the studio deleted this worker; log out and register again"
 	case ErrCodeProtocolViolation:
-		reason = "the studio ended the session for a protocol violation"
+		reason, stop = "the studio ended the session for a protocol violation", false
 	default:
-		reason = "the studio ended the session with an error"
+		reason, stop = "the studio ended the session with an error", false
 	}
 	code, detail := f.Code, f.Code
 	if code == "" {
@@ -541,6 +664,9 @@ func stopForErrorFrame(f *ErrorFrame) *StoppedError {
 	}
 	if msg := strings.TrimSpace(f.Message); msg != "" {
 		detail = strings.TrimPrefix(detail+": "+msg, ": ")
+	}
+	if !stop {
+		return &troubleError{key: "error " + code, err: errors.New(withDetail(reason, detail))}
 	}
 	return &StoppedError{Code: code, Reason: withDetail(reason, detail)}
 }

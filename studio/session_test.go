@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	mathrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -167,6 +169,9 @@ type sessHarness struct {
 	done     chan error
 	credsOK  atomic.Bool
 	sess     *Session
+	unusable chan *UnusableOffer
+	// rand is the jitter source: 0.5 (no jitter) unless a test sets it.
+	rand func() float64
 
 	mu    sync.Mutex
 	caps  Capabilities
@@ -192,7 +197,8 @@ func newSessHarness(t *testing.T) *sessHarness {
 		t: t, ctx: ctx, studio: newWSStudio(t), clock: NewFakeClock(t0), logs: NewLogQueue(0),
 		logText:  &syncBuffer{},
 		statuses: make(chan SessionStatus, 1024), offers: make(chan offerSeen, 8), frames: make(chan any, 8),
-		done: make(chan error, 1),
+		done: make(chan error, 1), unusable: make(chan *UnusableOffer, 8),
+		rand: func() float64 { return 0.5 },
 		caps: Capabilities{MachineName: "box", Engine: "multi", VRAMThresholdGB: 12, AutoEnabled: true,
 			TaskKinds: []engine.TaskKind{engine.KindLLM}},
 	}
@@ -225,9 +231,11 @@ func (h *sessHarness) start() {
 				h.t.Error("status channel full")
 			}
 		},
-		Logs:  h.logs,
-		Log:   slog.New(slog.NewTextHandler(h.logText, nil)),
-		Clock: h.clock,
+		OnUnusableOffer: func(s Sender, u *UnusableOffer) { h.unusable <- u },
+		Logs:            h.logs,
+		Log:             slog.New(slog.NewTextHandler(h.logText, nil)),
+		Clock:           h.clock,
+		Rand:            h.rand,
 	})
 	h.sess = s
 	go func() { h.done <- s.Run(runCtx) }()
@@ -492,7 +500,7 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestSessionBackoffResetsAfterWelcome(t *testing.T) {
+func TestSessionBackoffResetsAfterAHealthySession(t *testing.T) {
 	h := newSessHarness(t)
 	h.studio.refuse.Store(http.StatusBadGateway)
 	h.start()
@@ -507,16 +515,76 @@ func TestSessionBackoffResetsAfterWelcome(t *testing.T) {
 		h.advanceWhenArmed(1, st.RetryIn)
 	}
 	p := h.connectWelcomed()
+	p.send(HeartbeatAck{}) // the first heartbeat acknowledged: healthy
+	h.waitAck(h.clock.Now())
 	p.c.Close(websocket.StatusGoingAway, "studio restarting")
 	st := h.waitState(SessionRetrying)
 	if st.RetryIn != time.Second || !strings.Contains(st.Detail, "studio restarting") {
-		t.Fatalf("after a welcomed session: %+v", st)
+		t.Fatalf("after a healthy session: %+v", st)
 	}
 	h.studio.refuse.Store(http.StatusBadGateway)
 	h.advanceWhenArmed(1, st.RetryIn)
 	if st := h.waitState(SessionRetrying); st.RetryIn != 2*time.Second {
 		t.Fatalf("next failure RetryIn %v, want 2 s", st.RetryIn)
 	}
+}
+
+// TestSessionHealthyAfterSomeSecondsWithoutAck: a session that stayed up
+// HealthyAfter counts as healthy even if no heartbeat came back.
+func TestSessionHealthyAfterSomeSecondsWithoutAck(t *testing.T) {
+	h := newSessHarness(t)
+	h.start()
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, time.Second} {
+		p := h.connectWelcomed()
+		if i == 2 {
+			h.advanceWhenArmed(3, HealthyAfter)
+			p.next(h.ctx) // a heartbeat went out, no ack came back
+		}
+		p.c.Close(websocket.StatusGoingAway, "bye")
+		st := h.waitState(SessionRetrying)
+		if st.RetryIn != want {
+			t.Fatalf("session %d: RetryIn %v, want %v", i+1, st.RetryIn, want)
+		}
+		h.advanceWhenArmed(1, st.RetryIn)
+	}
+}
+
+// TestSessionReconnectStormBacksOff is issue 10's item 7: a studio that
+// sends welcome and then closes with 1001 got 21 connections in 20 s. The
+// backoff now resets only after a healthy session, and every wait has
+// jitter: at most 5 connections in 20 s of (fake) time.
+func TestSessionReconnectStormBacksOff(t *testing.T) {
+	h := newSessHarness(t)
+	rng := mathrand.New(mathrand.NewPCG(10, 7))
+	h.rand = rng.Float64
+	h.start()
+	start := h.clock.Now()
+	connections := 0
+	var waits []time.Duration
+	for h.clock.Now().Sub(start) <= 20*time.Second {
+		p := h.connectWelcomed()
+		connections++
+		p.c.Close(websocket.StatusGoingAway, "going away")
+		st := h.waitState(SessionRetrying)
+		base := Backoff(len(waits) + 1)
+		lo, hi := time.Duration(float64(base)*(1-BackoffJitter)), time.Duration(float64(base)*(1+BackoffJitter))
+		if st.RetryIn < lo || st.RetryIn >= hi {
+			t.Fatalf("wait %d is %v, want within [%v, %v)", len(waits)+1, st.RetryIn, lo, hi)
+		}
+		waits = append(waits, st.RetryIn)
+		h.advanceWhenArmed(1, st.RetryIn)
+	}
+	if connections > 5 {
+		t.Fatalf("%d connections in 20 s (waits %v), want at most 5", connections, waits)
+	}
+	jittered := false
+	for i, w := range waits {
+		jittered = jittered || w != Backoff(i+1)
+	}
+	if !jittered {
+		t.Fatalf("waits %v carry no jitter", waits)
+	}
+	t.Logf("%d connections in 20 s; waits %v", connections, waits)
 }
 
 func TestSession401StopsForGood(t *testing.T) {
@@ -563,14 +631,46 @@ func TestSessionTerminalCloseCodes(t *testing.T) {
 	}
 }
 
-func TestSessionPlainCloseReconnects(t *testing.T) {
-	h := newSessHarness(t)
-	h.start()
-	p := h.connectWelcomed()
-	p.c.Close(CloseProtocolViolation, "accept for unknown jobId")
-	st := h.waitState(SessionRetrying)
-	if st.RetryIn != time.Second || !strings.Contains(st.Detail, "4002") {
-		t.Fatalf("status %+v", st)
+// TestSessionTroubleBacksOffEvenWhenHealthy is issue 10's item 17: frames
+// the worker cannot use and closes 1011/4002 end the session, and the
+// backoff grows even though each session was healthy (heartbeat acked), so
+// a studio that misbehaves every time is not hammered every 2 s.
+func TestSessionTroubleBacksOffEvenWhenHealthy(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		end    func(p *wsPeer)
+		detail string
+	}{
+		{"binary frame", func(p *wsPeer) { p.sendRaw(websocket.MessageBinary, `{"type":"heartbeatAck"}`) }, "binary frame"},
+		{"unknown type", func(p *wsPeer) { p.sendRaw(websocket.MessageText, `{"type":"pause"}`) }, "unknown frame type"},
+		{"malformed JSON", func(p *wsPeer) { p.sendRaw(websocket.MessageText, `{"type":"offer","claim":`) }, "malformed"},
+		{"close 1011", func(p *wsPeer) { p.c.Close(websocket.StatusInternalError, "oops") }, "1011 oops"},
+		{"close 4002", func(p *wsPeer) { p.c.Close(CloseProtocolViolation, "accept for unknown jobId") }, "4002"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSessHarness(t)
+			h.start()
+			for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+				p := h.connectWelcomed()
+				p.send(HeartbeatAck{})
+				h.waitAck(h.clock.Now())
+				tc.end(p)
+				st := h.waitState(SessionRetrying)
+				if st.RetryIn != want || !strings.Contains(st.Detail, tc.detail) {
+					t.Fatalf("session %d: %+v, want RetryIn %v and %q", i+1, st, want, tc.detail)
+				}
+				if i > 0 && !strings.Contains(st.Detail, fmt.Sprintf("%d times in a row", i+1)) {
+					t.Fatalf("session %d: the repeat is not counted: %q", i+1, st.Detail)
+				}
+				p.waitGone(h.ctx)
+				h.advanceWhenArmed(1, st.RetryIn)
+			}
+			select {
+			case o := <-h.offers:
+				t.Fatalf("a bad frame reached OnOffer: %+v", o)
+			default:
+			}
+		})
 	}
 }
 
@@ -582,9 +682,8 @@ func TestSessionErrorFrameStops(t *testing.T) {
 		want     string
 	}{
 		{"auth_failed before welcome", false, ErrCodeAuthFailed, "refused this worker's credentials"},
-		{"protocol_violation before welcome", false, ErrCodeProtocolViolation, "protocol violation"},
 		{"duplicate after welcome", true, ErrCodeDuplicateWorker, "another Studio Worker"},
-		{"internal_error after welcome", true, ErrCodeInternalError, "with an error"},
+		{"worker_deleted after welcome", true, ErrCodeWorkerDeleted, "deleted this worker"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newSessHarness(t)
@@ -614,9 +713,54 @@ func TestSessionErrorFrameStops(t *testing.T) {
 	}
 }
 
+// TestSessionTransientErrorFramesReconnect is issue 10's item 13: one
+// internal_error frame took the worker offline for good. internal_error,
+// protocol_violation and unknown codes now end the session only; it
+// reconnects with backoff and shows a repeating one with its count.
+func TestSessionTransientErrorFramesReconnect(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		welcomed bool
+		code     string
+		want     string
+	}{
+		{"internal_error after welcome", true, ErrCodeInternalError, "with an error (internal_error: details here)"},
+		{"protocol_violation before welcome", false, ErrCodeProtocolViolation, "protocol violation (protocol_violation: details here)"},
+		{"unknown code", true, "maintenance", "with an error (maintenance: details here)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSessHarness(t)
+			h.start()
+			for i, want := range []time.Duration{time.Second, 2 * time.Second} {
+				var p *wsPeer
+				if tc.welcomed {
+					p = h.connectWelcomed()
+				} else {
+					p = h.studio.accept(h.ctx)
+					p.next(h.ctx)
+				}
+				p.send(ErrorFrame{Code: tc.code, Message: "details here"})
+				st := h.waitState(SessionRetrying)
+				if st.RetryIn != want || !strings.Contains(st.Detail, tc.want) {
+					t.Fatalf("session %d: %+v", i+1, st)
+				}
+				if i == 1 && !strings.Contains(st.Detail, "2 times in a row") {
+					t.Fatalf("the repeat is not counted: %q", st.Detail)
+				}
+				p.waitGone(h.ctx)
+				h.advanceWhenArmed(1, st.RetryIn)
+			}
+			h.studio.accept(h.ctx) // a third connection: still reconnecting
+			select {
+			case err := <-h.done:
+				t.Fatalf("Run returned %v after a transient error frame", err)
+			default:
+			}
+		})
+	}
+}
+
 func TestSessionBadFramesReconnect(t *testing.T) {
-	noTask := strings.Replace(wireClaimJSON, `"task":{"kind":"image","prompt":"a cat","width":1024,"height":1024,"steps":8,"seed":7},`, ``, 1)
-	noSource := wireClaimJSON[:strings.Index(wireClaimJSON, `,"modelSource"`)] + `}`
 	for _, tc := range []struct {
 		name   string
 		typ    websocket.MessageType
@@ -625,8 +769,7 @@ func TestSessionBadFramesReconnect(t *testing.T) {
 	}{
 		{"malformed JSON", websocket.MessageText, `{"type":"offer","claim":`, "malformed"},
 		{"unknown type", websocket.MessageText, `{"type":"pause"}`, "unknown frame type"},
-		{"offer without task", websocket.MessageText, `{"type":"offer","claim":` + noTask + `}`, "without task"},
-		{"offer without modelSource", websocket.MessageText, `{"type":"offer","claim":` + noSource + `}`, "without modelSource"},
+		{"offer without a job id", websocket.MessageText, `{"type":"offer","claim":{"task":{"kind":"llm","messages":[]}}}`, "without jobId"},
 		{"binary frame", websocket.MessageBinary, `{"type":"heartbeatAck"}`, "binary frame"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -653,6 +796,43 @@ func TestSessionBadFramesReconnect(t *testing.T) {
 				t.Fatal("no hello on the new socket")
 			}
 		})
+	}
+}
+
+// TestSessionUnusableOfferKeepsTheSession is issue 10's item 6: an offer
+// whose messages use a form the worker cannot use dropped the session, 21
+// times in 20 s, and the job was never answered. It now reaches
+// OnUnusableOffer naming the field, and the session stays up for the next
+// offer.
+func TestSessionUnusableOfferKeepsTheSession(t *testing.T) {
+	noTask := strings.Replace(wireClaimJSON, `"task":{"kind":"image","prompt":"a cat","width":1024,"height":1024,"steps":8,"seed":7},`, ``, 1)
+	parts := strings.Replace(wireClaimJSON, `"task":{"kind":"image","prompt":"a cat","width":1024,"height":1024,"steps":8,"seed":7}`,
+		`"task":{"kind":"llm","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, 1)
+	h := newSessHarness(t)
+	h.start()
+	p := h.connectWelcomed()
+	for _, tc := range []struct{ claim, field string }{{noTask, "task"}, {parts, "task"}} {
+		p.sendRaw(websocket.MessageText, `{"type":"offer","claim":`+tc.claim+`}`)
+		select {
+		case u := <-h.unusable:
+			if u.JobID != "job-1" || !strings.HasPrefix(u.Field, tc.field) {
+				t.Fatalf("unusable offer %+v", u)
+			}
+		case <-h.ctx.Done():
+			t.Fatal("the unusable offer was not handed over")
+		}
+	}
+	p.send(Offer{Claim: wireClaim()})
+	select {
+	case o := <-h.offers:
+		if o.claim.JobID != "job-1" {
+			t.Fatalf("claim %+v", o.claim)
+		}
+	case <-h.ctx.Done():
+		t.Fatal("the good offer after the unusable ones did not arrive")
+	}
+	if n := h.studio.attempts.Load(); n != 1 || h.sess.Status().State != SessionConnected {
+		t.Fatalf("%d connections, state %s: the session did not stay up", n, h.sess.Status().State)
 	}
 }
 

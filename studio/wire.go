@@ -177,6 +177,31 @@ type Offer struct {
 
 type HeartbeatAck struct{}
 
+// UnusableOffer is an `offer` frame whose claim names its job but carries
+// a field this worker cannot use: a task or model source of the wrong
+// shape, a missing one, or a value the task decoder refuses (for example a
+// chat message content part of a type other than text). It is not a frame
+// type of its own on the wire: DecodeServerFrame returns it in place of an
+// *Offer, so the worker can answer that job alone (a not-retryable fail
+// naming the field) and keep the session up.
+type UnusableOffer struct {
+	JobID string
+	Model string // as the claim names it, when it does
+	// Field is the claim's field at fault, e.g. "task" or "modelSource",
+	// or a path inside it such as "task.messages.content" when the decoder
+	// names one.
+	Field string
+	Err   error // what was wrong with it
+}
+
+// Problem is the reason in words: the field, then what is wrong with it.
+func (u *UnusableOffer) Problem() string {
+	if u.Field == "" {
+		return u.Err.Error()
+	}
+	return u.Field + ": " + u.Err.Error()
+}
+
 type CompleteAck struct {
 	JobID string `json:"jobId"`
 }
@@ -266,15 +291,75 @@ func decodeWith(data []byte, table map[string]func() any) (any, error) {
 		return nil, fmt.Errorf("%w %q", ErrUnknownFrame, *head.Type)
 	}
 	f := mk()
-	if err := json.Unmarshal(data, f); err != nil {
-		return nil, fmt.Errorf("malformed %s frame: %w", *head.Type, err)
-	}
+	err := json.Unmarshal(data, f)
 	if o, ok := f.(*Offer); ok {
-		if err := o.Claim.validate(); err != nil {
+		if err == nil {
+			err = o.Claim.validate()
+		}
+		if err != nil {
+			if u := unusableOffer(data, err); u != nil {
+				return u, nil
+			}
 			return nil, fmt.Errorf("malformed offer frame: %w", err)
 		}
+		return f, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("malformed %s frame: %w", *head.Type, err)
 	}
 	return f, nil
+}
+
+// unusableOffer turns an offer that failed to decode into an
+// *UnusableOffer when its claim still names a job to answer, or returns nil
+// (then the frame is one the worker cannot read at all). It finds the
+// claim's field at fault by decoding each field alone.
+func unusableOffer(data []byte, err error) *UnusableOffer {
+	var frame struct {
+		Claim map[string]json.RawMessage `json:"claim"`
+	}
+	if json.Unmarshal(data, &frame) != nil || frame.Claim == nil {
+		return nil
+	}
+	var id, model string
+	if json.Unmarshal(frame.Claim["jobId"], &id) != nil || id == "" {
+		return nil
+	}
+	_ = json.Unmarshal(frame.Claim["model"], &model)
+	u := &UnusableOffer{JobID: id, Model: model, Err: err}
+	fields := []struct {
+		name string
+		into any
+	}{
+		{"task", new(engine.Task)},
+		{"modelSource", new(engine.ModelSource)},
+		{"gameId", new(string)},
+		{"assetName", new(string)},
+		{"model", new(string)},
+		{"vramGbEstimate", new(float64)},
+	}
+	for _, f := range fields {
+		raw, ok := frame.Claim[f.name]
+		if !ok || string(raw) == "null" {
+			if f.name == "task" || f.name == "modelSource" {
+				u.Field, u.Err = f.name, errors.New("missing")
+				return u
+			}
+			continue
+		}
+		if ferr := json.Unmarshal(raw, f.into); ferr != nil {
+			u.Field, u.Err = f.name, ferr
+			var te *json.UnmarshalTypeError
+			if errors.As(ferr, &te) {
+				if te.Field != "" && te.Field != f.name {
+					u.Field = f.name + "." + te.Field
+				}
+				u.Err = fmt.Errorf("a JSON %s where this worker expects %s", te.Value, te.Type)
+			}
+			return u
+		}
+	}
+	return u
 }
 
 func (c JobOfferClaim) validate() error {

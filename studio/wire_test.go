@@ -186,7 +186,6 @@ func TestWireNullAcceptedInbound(t *testing.T) {
 
 func TestWireRejectsBadFrames(t *testing.T) {
 	noTask := strings.Replace(wireClaimJSON, `"task":{"kind":"image","prompt":"a cat","width":1024,"height":1024,"steps":8,"seed":7},`, ``, 1)
-	noSource := wireClaimJSON[:strings.Index(wireClaimJSON, `,"modelSource"`)] + `}`
 	cases := []struct {
 		name, in string
 		unknown  bool // must be ErrUnknownFrame
@@ -202,12 +201,9 @@ func TestWireRejectsBadFrames(t *testing.T) {
 		{"not an object", `["welcome"]`, false, "malformed"},
 		{"empty", ``, false, "malformed"},
 		{"wrong field type", `{"type":"welcome","workerId":5}`, false, "malformed welcome"},
-		{"offer without task", `{"type":"offer","claim":` + noTask + `}`, false, "without task"},
-		{"offer with null task", `{"type":"offer","claim":` + strings.Replace(wireClaimJSON, `"task":{"kind":"image","prompt":"a cat","width":1024,"height":1024,"steps":8,"seed":7}`, `"task":null`, 1) + `}`, false, "without task"},
-		{"offer without modelSource", `{"type":"offer","claim":` + noSource + `}`, false, "without modelSource"},
 		{"offer without claim", `{"type":"offer"}`, false, "malformed offer"},
-		{"offer with unknown task kind", `{"type":"offer","claim":` + strings.Replace(wireClaimJSON, `"kind":"image"`, `"kind":"3d"`, 1) + `}`, false, "unknown kind"},
-		{"offer with task missing prompt", `{"type":"offer","claim":` + strings.Replace(wireClaimJSON, `"prompt":"a cat",`, ``, 1) + `}`, false, "prompt"},
+		{"offer whose claim has no jobId", `{"type":"offer","claim":` + strings.Replace(noTask, `"jobId":"job-1"`, `"jobId":""`, 1) + `}`, false, "without jobId"},
+		{"offer whose claim is not an object", `{"type":"offer","claim":[1]}`, false, "malformed offer"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -220,6 +216,46 @@ func TestWireRejectsBadFrames(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.inMsg) {
 				t.Fatalf("error %q does not mention %q", err, tc.inMsg)
+			}
+		})
+	}
+}
+
+// TestWireUnusableOffers: an offer whose claim names its job but carries a
+// field the worker cannot use decodes as an *UnusableOffer naming that
+// field, so the worker can answer that job alone (issue 10, item 6).
+func TestWireUnusableOffers(t *testing.T) {
+	noTask := strings.Replace(wireClaimJSON, `"task":{"kind":"image","prompt":"a cat","width":1024,"height":1024,"steps":8,"seed":7},`, ``, 1)
+	noSource := wireClaimJSON[:strings.Index(wireClaimJSON, `,"modelSource"`)] + `}`
+	parts := strings.Replace(wireClaimJSON, `"task":{"kind":"image","prompt":"a cat","width":1024,"height":1024,"steps":8,"seed":7}`,
+		`"task":{"kind":"llm","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, 1)
+	cases := []struct {
+		name, claim, field, inMsg string
+	}{
+		{"no task", noTask, "task", "missing"},
+		{"null task", strings.Replace(wireClaimJSON, `"task":{"kind":"image","prompt":"a cat","width":1024,"height":1024,"steps":8,"seed":7}`, `"task":null`, 1), "task", "missing"},
+		{"no modelSource", noSource, "modelSource", "missing"},
+		{"unknown task kind", strings.Replace(wireClaimJSON, `"kind":"image"`, `"kind":"3d"`, 1), "task", "unknown kind"},
+		{"task missing prompt", strings.Replace(wireClaimJSON, `"prompt":"a cat",`, ``, 1), "task", "prompt"},
+		{"steps as a string", strings.Replace(wireClaimJSON, `"steps":8`, `"steps":"eight"`, 1), "task.steps", "JSON string where this worker expects int"},
+		{"content parts of an unusable type", parts, "task", "content"},
+		{"vramGbEstimate as a string", strings.Replace(wireClaimJSON, `"vramGbEstimate":`, `"vramGbEstimate":"x","ignored":`, 1), "vramGbEstimate", "JSON string"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := DecodeServerFrame([]byte(`{"type":"offer","claim":` + tc.claim + `}`))
+			if err != nil {
+				t.Fatalf("error %v, want an *UnusableOffer", err)
+			}
+			u, ok := f.(*UnusableOffer)
+			if !ok {
+				t.Fatalf("decoded %#v, want an *UnusableOffer", f)
+			}
+			if u.JobID != "job-1" || !strings.HasPrefix(u.Field, tc.field) || !strings.Contains(u.Problem(), tc.inMsg) {
+				t.Fatalf("%+v (problem %q), want field %s mentioning %q", u, u.Problem(), tc.field, tc.inMsg)
+			}
+			if !strings.HasPrefix(u.Problem(), u.Field+": ") {
+				t.Fatalf("problem %q does not start with the field", u.Problem())
 			}
 		})
 	}

@@ -137,6 +137,7 @@ type Worker struct {
 	resident   uint64
 	subs       map[int]chan Snapshot
 	nextSub    int
+	finished   map[string]finishedJob // by job id, for offers of a job already run (worker_guard.go)
 
 	runCtl runControl
 }
@@ -156,6 +157,7 @@ type jobRun struct {
 	// cancellation. The loser stays silent.
 	settled  atomic.Bool
 	shutdown atomic.Bool // cancelled by Shutdown, not by an engine error
+	final    bool        // failed for a reason of its own (not retryable); set by the settler
 }
 
 // NewWorker builds a worker; Run starts it.
@@ -275,6 +277,8 @@ func (w *Worker) HandleOffer(s Sender, claim JobOfferClaim) {
 		reason, code = reasonShuttingDown, RejectPaused
 	case w.paused:
 		reason, code = ReasonPaused, RejectPaused
+	case w.cur != nil && w.cur.claim.JobID == claim.JobID:
+		reason, code = fmt.Sprintf("job %s is already running on this worker", claim.JobID), RejectBusy
 	case w.cur != nil:
 		reason, code = ReasonBusy, RejectBusy
 	}
@@ -285,6 +289,17 @@ func (w *Worker) HandleOffer(s Sender, claim JobOfferClaim) {
 		go w.sendReject(s, claim, reason, code)
 		return
 	}
+	if w.answerRepeatLocked(s, claim, func() *jobRun { return w.takeGateLocked(s, claim, kind) }) {
+		return
+	}
+	jr := w.takeGateLocked(s, claim, kind)
+	w.mu.Unlock()
+	go w.admitAndRun(jr)
+}
+
+// takeGateLocked makes claim's jobRun and gives it the one-job gate.
+// Called with w.mu held.
+func (w *Worker) takeGateLocked(s Sender, claim JobOfferClaim, kind engine.TaskKind) *jobRun {
 	ctx, cancel := context.WithCancel(w.life)
 	jr := &jobRun{
 		claim:   claim,
@@ -303,8 +318,7 @@ func (w *Worker) HandleOffer(s Sender, claim JobOfferClaim) {
 	}
 	w.cur = jr
 	w.jobs.Add(1)
-	w.mu.Unlock()
-	go w.admitAndRun(jr)
+	return jr
 }
 
 // admitAndRun finishes admission off the reader goroutine (the runner's
@@ -520,6 +534,7 @@ func (w *Worker) deliverFail(jr *jobRun, msg string, retryable bool) {
 		return
 	}
 	c := jr.claim
+	jr.final = !retryable
 	w.log.Warn(fmt.Sprintf("job %s failed (retryable=%t): %s", c.JobID, retryable, msg), "op", "job", "job", c.JobID, "model", c.Model)
 	w.releaseGate(jr)
 	if err := w.sendFinal(jr, Fail{JobID: c.JobID, Error: msg, Retryable: retryable}); err != nil {
@@ -607,6 +622,7 @@ func (w *Worker) finish(jr *jobRun, outcome, errText string, res engine.Result) 
 	} else {
 		w.counters.Failed++
 	}
+	w.rememberLocked(jr, outcome, errText, res)
 	if w.sending == jr {
 		w.sending = nil
 	}

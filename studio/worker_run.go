@@ -166,16 +166,17 @@ func (w *Worker) runSession(ctx context.Context, s settings.Settings, creds sett
 	w.apiBase = base
 	w.mu.Unlock()
 	sess := NewSession(SessionConfig{
-		BaseURL:      s.StudioURL,
-		Credentials:  w.sessionCreds,
-		Capabilities: w.Capabilities,
-		CurrentJobID: w.currentJobID,
-		OnOffer:      w.HandleOffer,
-		OnStatus:     w.onSessionStatus,
-		Logs:         w.cfg.Logs,
-		Log:          w.log,
-		Clock:        w.clock,
-		HTTP:         w.http,
+		BaseURL:         s.StudioURL,
+		Credentials:     w.sessionCreds,
+		Capabilities:    w.Capabilities,
+		CurrentJobID:    w.currentJobID,
+		OnOffer:         w.HandleOffer,
+		OnUnusableOffer: w.HandleUnusableOffer,
+		OnStatus:        w.onSessionStatus,
+		Logs:            w.cfg.Logs,
+		Log:             w.log,
+		Clock:           w.clock,
+		HTTP:            w.http,
 	})
 	return sess.Run(ctx)
 }

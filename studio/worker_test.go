@@ -1039,3 +1039,228 @@ func TestWorkerRunAfterShutdownReturnsAtOnce(t *testing.T) {
 		t.Errorf("Run after Shutdown still started something: %+v", snap)
 	}
 }
+
+// ---- offers answered without a run (issue 10, items 6 and 15) ----
+
+// TestWorkerRepeatOfferIsNotRunAgain: with the model cached, repeated
+// offers for one job id ran the job four times. A job finished within
+// FinishedJobMemory is not run again; its kept result is delivered again.
+func TestWorkerRepeatOfferIsNotRunAgain(t *testing.T) {
+	h := newHarness(t)
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	s.next(t) // accept
+	first, ok := s.next(t).(CompleteJSON)
+	if !ok {
+		t.Fatal("want completeJson")
+	}
+	<-h.runner.started
+	waitIdle(t, h.w)
+	for i := range 3 {
+		h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+		if a, ok := s.next(t).(Accept); !ok || a.JobID != "j1" {
+			t.Fatalf("repeat %d: want accept, got %#v", i+1, a)
+		}
+		again, ok := s.next(t).(CompleteJSON)
+		if !ok || again.JobID != "j1" || string(again.Result) != string(first.Result) || again.Prompt != "hi" {
+			t.Fatalf("repeat %d: %#v, want the same result again", i+1, again)
+		}
+		waitIdle(t, h.w)
+	}
+	select {
+	case j := <-h.runner.started:
+		t.Fatalf("job %s ran again", j.ID)
+	default:
+	}
+	// An hour later it is forgotten and runs as a new job.
+	h.clock.Advance(FinishedJobMemory)
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	s.next(t)
+	s.next(t)
+	if j := <-h.runner.started; j.ID != "j1" {
+		t.Fatalf("ran %s", j.ID)
+	}
+}
+
+func TestWorkerOfferForTheRunningJobIsRejected(t *testing.T) {
+	h := newHarness(t)
+	s := newFakeSender()
+	release := make(chan struct{})
+	h.runBlocked(t, s, release, true)
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	wantReject(t, s.next(t), "j1", "job j1 is already running on this worker", RejectBusy)
+	close(release)
+	if _, ok := s.next(t).(CompleteJSON); !ok {
+		t.Fatal("the running job did not finish")
+	}
+	waitIdle(t, h.w)
+	select {
+	case j := <-h.runner.started:
+		t.Fatalf("job %s ran twice", j.ID)
+	default:
+	}
+}
+
+func TestWorkerRepeatOfferAfterAFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		retryable bool
+	}{{"not retryable: the same failure again", false}, {"retryable: run again", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.runner.runFn = func(context.Context, engine.Job, engine.ProgressFunc) (engine.Result, error) {
+				if tc.retryable {
+					return engine.Result{}, errors.New("download failed: connection reset")
+				}
+				return engine.Result{}, engine.Invalid("maxTokens", "must be at least 1")
+			}
+			s := newFakeSender()
+			h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+			s.next(t)
+			f1 := s.next(t).(Fail)
+			<-h.runner.started
+			waitIdle(t, h.w)
+			h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+			if tc.retryable {
+				if a, ok := s.next(t).(Accept); !ok || a.JobID != "j1" {
+					t.Fatalf("want accept, got %#v", a)
+				}
+				<-h.runner.started
+				s.next(t)
+				return
+			}
+			f2, ok := s.next(t).(Fail)
+			if !ok || f2 != f1 || f2.Retryable {
+				t.Fatalf("repeat answered %#v, want %#v again", f2, f1)
+			}
+			select {
+			case j := <-h.runner.started:
+				t.Fatalf("job %s ran again", j.ID)
+			default:
+			}
+		})
+	}
+}
+
+// TestWorkerLostResultIsDeliveredOnTheRepeatOffer: a result made while the
+// connection dropped is sent when the studio offers the job again.
+func TestWorkerLostResultIsDeliveredOnTheRepeatOffer(t *testing.T) {
+	h := newHarness(t)
+	gone := newFakeSender()
+	gone.failOn = func(f any) error {
+		if _, ok := f.(CompleteJSON); ok {
+			return ErrConnClosed
+		}
+		return nil
+	}
+	h.w.HandleOffer(gone, llmClaim("j1", 1, "hi"))
+	gone.next(t) // accept
+	<-h.runner.started
+	waitIdle(t, h.w)
+	s := newFakeSender()
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	s.next(t) // accept
+	if c, ok := s.next(t).(CompleteJSON); !ok || c.JobID != "j1" {
+		t.Fatalf("want the kept result, got %#v", c)
+	}
+	waitIdle(t, h.w)
+	if r := h.w.Snapshot().Recent; r[0].Outcome != OutcomeDone || r[1].Outcome != OutcomeLost {
+		t.Fatalf("recent %+v", r)
+	}
+	select {
+	case j := <-h.runner.started:
+		t.Fatalf("job %s ran again", j.ID)
+	default:
+	}
+}
+
+// TestWorkerFailedUploadIsUploadedAgainOnTheRepeatOffer: an image whose
+// upload failed is uploaded again, not made again.
+func TestWorkerFailedUploadIsUploadedAgainOnTheRepeatOffer(t *testing.T) {
+	h := newHarness(t)
+	srv, calls := uploadStudio(t, 409, 200)
+	h.w.apiBase = srv.URL + "/graphics/api"
+	h.runner.runFn = func(context.Context, engine.Job, engine.ProgressFunc) (engine.Result, error) {
+		return engine.Result{Bytes: []byte("not really a png"), Ext: "png"}, nil
+	}
+	s := newFakeSender()
+	h.w.HandleOffer(s, imageClaim("img1"))
+	s.next(t) // accept
+	if f, ok := s.next(t).(Fail); !ok || !f.Retryable {
+		t.Fatalf("want a retryable fail, got %#v", f)
+	}
+	<-h.runner.started
+	waitIdle(t, h.w)
+	h.w.HandleOffer(s, imageClaim("img1"))
+	s.next(t) // accept
+	waitIdle(t, h.w)
+	s.none(t)
+	if calls() != 2 {
+		t.Fatalf("%d uploads, want 2", calls())
+	}
+	if r := h.w.Snapshot().Recent; r[0].Outcome != OutcomeDone {
+		t.Fatalf("recent %+v", r)
+	}
+	select {
+	case j := <-h.runner.started:
+		t.Fatalf("job %s ran again", j.ID)
+	default:
+	}
+}
+
+func TestWorkerRepeatOfferWithoutAKeptResultIsRejected(t *testing.T) {
+	h := newHarness(t)
+	s := newFakeSender()
+	h.w.mu.Lock()
+	h.w.pruneFinishedLocked(h.clock.Now())
+	h.w.finished["j1"] = finishedJob{at: h.clock.Now()} // its result was dropped for room
+	h.w.mu.Unlock()
+	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
+	wantReject(t, s.next(t), "j1", "job j1 already ran on this worker at 03:04:05 and its result is no longer kept", "")
+}
+
+func TestWorkerKeptResultsAreBounded(t *testing.T) {
+	h := newHarness(t)
+	h.w.mu.Lock()
+	h.w.pruneFinishedLocked(h.clock.Now())
+	big := make([]byte, keptResultBytes/2)
+	for i, id := range []string{"a", "b", "c"} {
+		h.w.finished[id] = finishedJob{at: h.clock.Now().Add(time.Duration(i) * time.Second), res: engine.Result{Bytes: big}}
+	}
+	h.w.capKeptResultsLocked()
+	kept := h.w.finished["a"].hasResult()
+	rest := h.w.finished["b"].hasResult() && h.w.finished["c"].hasResult()
+	h.w.mu.Unlock()
+	if kept || !rest {
+		t.Fatalf("the oldest result should go first: a kept %v, b and c kept %v", kept, rest)
+	}
+}
+
+// TestWorkerUnusableOfferFailsThatJobAlone: an offer with a field the
+// worker cannot use is failed as not retryable, naming the field.
+func TestWorkerUnusableOfferFailsThatJobAlone(t *testing.T) {
+	h := newHarness(t)
+	s := newFakeSender()
+	f, err := DecodeServerFrame([]byte(`{"type":"offer","claim":{"jobId":"j9","model":"tiny.gguf",` +
+		`"task":{"kind":"llm","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]},` +
+		`"modelSource":{"engine":"llama-cpp","files":[]}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.w.HandleUnusableOffer(s, f.(*UnusableOffer))
+	fail, ok := s.next(t).(Fail)
+	if !ok || fail.JobID != "j9" || fail.Retryable || !strings.Contains(fail.Error, "task") {
+		t.Fatalf("want a not-retryable fail naming the field, got %#v", fail)
+	}
+	snap := h.w.Snapshot()
+	if snap.Counters.Offered != 1 || snap.Counters.Failed != 1 || snap.Recent[0].ID != "j9" || snap.Recent[0].Outcome != OutcomeFailed {
+		t.Fatalf("snapshot %+v %+v", snap.Counters, snap.Recent)
+	}
+	// The worker still takes the next offer.
+	h.w.HandleOffer(s, llmClaim("j10", 1, "hi"))
+	if a, ok := s.next(t).(Accept); !ok || a.JobID != "j10" {
+		t.Fatalf("want accept, got %#v", a)
+	}
+	s.next(t)
+	t.Logf("fail: %s", fail.Error)
+}
