@@ -17,6 +17,25 @@ import (
 // by its <|im_start|> marker and formats chats with its built-in ChatML code.
 const ChatMLTemplate = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 
+// ThinkingTemplate is a Qwen3-style ChatML template (written for these
+// tests, after the behaviour of Qwen3's published template): an earlier
+// assistant turn loses its <think>…</think> block, and the chat template
+// argument enable_thinking=false closes an empty think block in the
+// generation prompt, so the model answers without reasoning.
+const ThinkingTemplate = `{%- for message in messages %}
+{%- if message.role == 'assistant' %}
+{%- set content = message.content %}
+{%- if '</think>' in content %}{%- set content = content.split('</think>')[-1].lstrip('\n') %}{%- endif %}
+{{- '<|im_start|>assistant\n' + content + '<|im_end|>\n' }}
+{%- else %}
+{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+{{- '<|im_start|>assistant\n' }}
+{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- endif %}
+{%- endif %}`
+
 // Spec describes a random-weight llama model. Equal specs give byte-equal
 // files.
 type Spec struct {
@@ -46,6 +65,14 @@ func Tiny() Spec {
 		Name: "tiny-llama", Embd: 64, Layers: 2, Heads: 4, HeadsKV: 2, FF: 128,
 		Vocab: 512, Context: 512, Type: F32, Seed: 1, ChatTemplate: ChatMLTemplate,
 	}
+}
+
+// TinyThinking is Tiny with ThinkingTemplate.
+func TinyThinking() Spec {
+	s := Tiny()
+	s.Name = "tiny-llama-thinking"
+	s.ChatTemplate = ThinkingTemplate
+	return s
 }
 
 // TinyNoTemplate is Tiny without a chat template in its metadata, so the

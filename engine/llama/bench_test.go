@@ -167,7 +167,6 @@ func (l *bareLoop) run(b *testing.B, p *engine.LLMParams) (int, time.Duration) {
 	l.e.mu.Lock()
 	defer l.e.mu.Unlock()
 	r := l.e.res
-	prompt, _ := l.e.formatPrompt(p)
 	mem, _ := yz.GetMemory(l.c)
 	yz.MemoryClear(mem, true)
 	o, _ := genOptions(p, benchCli)
@@ -176,7 +175,10 @@ func (l *bareLoop) run(b *testing.B, p *engine.LLMParams) (int, time.Duration) {
 		b.Fatal(err)
 	}
 	defer yz.SamplerFree(smp)
-	toks := yz.Tokenize(r.vocab, prompt, true, true)
+	toks, _, err := l.e.promptLocked(p, o)
+	if err != nil {
+		b.Fatal(err)
+	}
 	if rc, _ := yz.Decode(l.c, yz.BatchGetOne(toks)); rc != 0 {
 		b.Fatalf("decode rc %d", rc)
 	}

@@ -73,7 +73,8 @@ type resident struct {
 	threads int
 	// nCtxTrain is the model's trained context; 0 when unknown.
 	nCtxTrain int
-	template  string // the model's own template; "" when it has none
+	tmpl      *chatTemplate // the model's own template (source "" when none)
+	facts     *vocabFacts
 	weights   uint64 // bytes of weights
 }
 
@@ -177,15 +178,29 @@ func (e *Engine) freeContextLocked() {
 }
 
 // PromptTooLongError refuses a prompt that does not fit the context: it is
-// never truncated.
+// never truncated. Run returns it inside an *engine.JobError (field
+// "messages"): the same job cannot fit anywhere with the same contextSize.
+// When the prompt was refused on its byte length alone, before tokenizing,
+// PromptTokens is 0 and PromptBytes and MaxTokenBytes say why.
 type PromptTooLongError struct {
 	PromptTokens int
 	Context      int
+	// PromptBytes is the formatted prompt's length, MaxTokenBytes the most
+	// bytes one token of this model's vocabulary covers.
+	PromptBytes, MaxTokenBytes int
 }
 
 func (e *PromptTooLongError) Error() string {
+	if e.PromptTokens == 0 && e.PromptBytes > 0 {
+		return fmt.Sprintf("the prompt is %d bytes, more than a %d-token context can hold whatever the text (one token of this model covers at most %d bytes); shorten the conversation or raise contextSize",
+			e.PromptBytes, e.Context, e.MaxTokenBytes)
+	}
 	return fmt.Sprintf("the prompt is %d tokens but the model's context holds %d (with room for at least one reply token); shorten the conversation or raise contextSize",
 		e.PromptTokens, e.Context)
+}
+
+func tooLong(e *PromptTooLongError) error {
+	return &engine.JobError{Field: "messages", Reason: e.Error(), Err: e}
 }
 
 // Run implements engine.Engine.
@@ -217,7 +232,7 @@ func (e *Engine) Run(ctx context.Context, job engine.Job, progress engine.Progre
 	defer e.mu.Unlock()
 	start := time.Now()
 	if err := e.ensureModelLocked(path, opts.contextSize, progress); err != nil {
-		return engine.Result{}, err
+		return engine.Result{}, fileError(job, path, err)
 	}
 	out, err := e.generateLocked(ctx, p, opts, progress)
 	if err != nil {
@@ -297,36 +312,28 @@ type options struct {
 	seed        uint32
 	stops       []string
 	contextSize int
-	grammar     string // GBNF; "" for free text
+	grammar     string         // GBNF; "" for free text
+	kwargs      map[string]any // chat template arguments; nil when none
 }
 
-// genOptions applies the protocol's defaults and refuses values that make
-// no sense, in words the donor (and the studio's log) understands.
+// genOptions applies the protocol's defaults after engine.Job.Validate has
+// refused values that can never work (its *engine.JobError names the field
+// in words the donor and the studio's log understand).
 func genOptions(p *engine.LLMParams, cli *engine.CliDefaults) (options, error) {
 	o := options{maxTokens: engine.DefaultMaxTokens, temperature: engine.DefaultTemperature, topP: 1,
 		seed: yz.DefaultSeed, contextSize: engine.DefaultContextSize}
-	if len(p.Messages) == 0 {
-		return o, errors.New("llm task has no messages")
+	job := engine.Job{Task: engine.Task{Kind: engine.KindLLM, LLM: p}, Source: engine.ModelSource{CliDefaults: cli}}
+	if err := job.Validate(); err != nil {
+		return o, err
 	}
 	if p.MaxTokens != nil {
-		if *p.MaxTokens < 1 {
-			return o, fmt.Errorf("maxTokens must be at least 1, got %d", *p.MaxTokens)
-		}
 		o.maxTokens = *p.MaxTokens
 	}
 	if p.Temperature != nil {
-		t := *p.Temperature
-		if t < 0 || math.IsNaN(t) || t > 100 {
-			return o, fmt.Errorf("temperature must be between 0 and 100, got %v", t)
-		}
-		o.temperature = t
+		o.temperature = *p.Temperature
 	}
 	if p.TopP != nil {
-		tp := *p.TopP
-		if !(tp > 0 && tp <= 1) {
-			return o, fmt.Errorf("topP must be above 0 and at most 1, got %v", tp)
-		}
-		o.topP = tp
+		o.topP = *p.TopP
 	}
 	if p.Seed != nil {
 		// llama.cpp seeds are 32-bit; 0xFFFFFFFF would mean "random".
@@ -335,11 +342,13 @@ func genOptions(p *engine.LLMParams, cli *engine.CliDefaults) (options, error) {
 	o.stops = p.Stop
 	o.grammar = grammarFor(p.JSONSchema)
 	if cli != nil && cli.ContextSize != 0 {
-		if cli.ContextSize < 0 {
-			return o, fmt.Errorf("contextSize must be positive, got %d", cli.ContextSize)
-		}
 		o.contextSize = cli.ContextSize
 	}
+	kw, err := engine.TemplateKwargs(cli, p)
+	if err != nil {
+		return o, err
+	}
+	o.kwargs = kw
 	return o, nil
 }
 
@@ -364,7 +373,46 @@ func modelPath(job engine.Job) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("the model %q has no GGUF file (a file with role %q or a .gguf file is needed)", job.Model, engine.RoleModel)
+	return "", engine.Invalid("modelSource.files", "the model %q has no GGUF file (a file with role %q or a .gguf file is needed)", job.Model, engine.RoleModel)
+}
+
+// notModelError is a file that is not a model llama.cpp can load: a
+// property of the job's files, not of this machine.
+type notModelError struct{ reason string }
+
+func (e *notModelError) Error() string { return e.reason }
+
+// fileError makes a model file's failure a *engine.JobError naming the
+// file's place in the offer when the file itself is at fault; other errors
+// (an unreadable disk, too little memory) are returned as they are, to be
+// retried.
+func fileError(job engine.Job, path string, err error) error {
+	var nm *notModelError
+	if !errors.As(err, &nm) {
+		return err
+	}
+	field := "modelSource.files"
+	for i, f := range job.Source.Files {
+		if job.Files[f.Role] == path {
+			field = fmt.Sprintf("modelSource.files[%d]", i)
+			break
+		}
+	}
+	return &engine.JobError{Field: field, Reason: nm.reason, Err: err}
+}
+
+// memoryWords mark a llama.cpp load error that is this machine's (memory,
+// mapping), not the file's.
+var memoryWords = []string{"alloc", "memory", "mmap", "mlock", "cuda", "vulkan", "metal"}
+
+func machineReason(reason string) bool {
+	r := strings.ToLower(reason)
+	for _, w := range memoryWords {
+		if strings.Contains(r, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkGGUF gives a clear reason for files llama.cpp would only call
@@ -381,7 +429,7 @@ func checkGGUF(path string) (os.FileInfo, error) {
 	}
 	head := make([]byte, 4)
 	if _, err := io.ReadFull(f, head); err != nil || string(head) != "GGUF" {
-		return nil, fmt.Errorf("%s is not a GGUF model file (it does not start with the GGUF signature)", filepath.Base(path))
+		return nil, &notModelError{fmt.Sprintf("%s is not a GGUF model file (it does not start with the GGUF signature)", filepath.Base(path))}
 	}
 	return st, nil
 }
@@ -403,16 +451,21 @@ func (e *Engine) ensureModelLocked(path string, wantCtx int, progress engine.Pro
 		params := yz.ModelDefaultParams()
 		model, err := yz.ModelLoadFromFile(path, params)
 		if err != nil {
-			if reason := llamaLog.firstError(); reason != "" {
+			reason := llamaLog.firstError()
+			if reason != "" && machineReason(reason) {
 				return fmt.Errorf("llama.cpp could not load %s: %s", filepath.Base(path), reason)
 			}
-			return fmt.Errorf("llama.cpp could not load %s: the file may be corrupt or truncated, or its architecture unknown to llama.cpp %s",
-				filepath.Base(path), LlamaCppRelease)
+			if reason == "" {
+				reason = "the file may be corrupt or truncated, or its architecture unknown to llama.cpp " + LlamaCppRelease
+			}
+			return &notModelError{fmt.Sprintf("llama.cpp could not load %s: %s", filepath.Base(path), reason)}
 		}
 		e.loads.Add(1)
+		vocab := yz.ModelGetVocab(model)
 		r := &resident{path: path, size: st.Size(), modTime: st.ModTime(), model: model,
-			vocab: yz.ModelGetVocab(model), nCtxTrain: int(yz.ModelNCtxTrain(model)),
-			template: yz.ModelChatTemplate(model, ""), weights: yz.ModelSize(model)}
+			vocab: vocab, nCtxTrain: int(yz.ModelNCtxTrain(model)),
+			tmpl: compileTemplate(yz.ModelChatTemplate(model, "")), facts: readVocab(vocab),
+			weights: yz.ModelSize(model)}
 		if r.weights == 0 {
 			r.weights = uint64(st.Size())
 		}
@@ -420,7 +473,11 @@ func (e *Engine) ensureModelLocked(path string, wantCtx int, progress engine.Pro
 		e.residentPath.Store(&r.path)
 		e.log.Info("model loaded", "op", "llama.load", "path", path, "bytes", st.Size(),
 			"trained_context", r.nCtxTrain, "load_ms", time.Since(t0).Milliseconds(),
-			"has_template", r.template != "")
+			"has_template", r.tmpl.source != "", "control_tokens", r.facts.nSpecial)
+		if r.tmpl.compErr != nil {
+			e.log.Warn("the model's chat template is not Jinja this worker can compile; llama.cpp's built-in guess for it is used",
+				"op", "llama.template", "path", path, "err", r.tmpl.compErr)
+		}
 		progress(engine.Progress{Phase: engine.PhaseLoad, Done: 1, Total: 1})
 	}
 	r := e.res
@@ -480,55 +537,17 @@ type genOutput struct {
 	promptOpenedThink bool
 }
 
-func (e *Engine) formatPrompt(p *engine.LLMParams) (prompt, templateName string) {
-	msgs := chatMessages(p)
-	r := e.res
-	if r.template != "" {
-		cmsgs := make([]yz.ChatMessage, len(msgs))
-		for i, m := range msgs {
-			cmsgs[i] = yz.NewChatMessage(m.Role, m.Content)
-		}
-		size := 0
-		for _, m := range msgs {
-			size += len(m.Role) + len(m.Content) + 64
-		}
-		buf := make([]byte, size*2+256)
-		n := yz.ChatApplyTemplate(r.template, cmsgs, true, buf)
-		if int(n) > len(buf) {
-			buf = make([]byte, n)
-			n = yz.ChatApplyTemplate(r.template, cmsgs, true, buf)
-		}
-		// Keep the Go strings behind the C pointers alive through the calls.
-		runtime.KeepAlive(cmsgs)
-		if n > 0 && int(n) <= len(buf) {
-			return string(buf[:n]), "model's own (llama.cpp)"
-		}
-		e.log.Warn("llama.cpp cannot apply this model's chat template; using the fallback "+fallbackTemplateName,
-			"op", "llama.template", "path", r.path)
-	} else {
-		e.log.Info("model has no chat template; using the fallback "+fallbackTemplateName,
-			"op", "llama.template", "path", r.path)
-	}
-	return formatFallback(msgs), fallbackTemplateName
-}
-
 func (e *Engine) generateLocked(ctx context.Context, p *engine.LLMParams, o options, progress engine.ProgressFunc) (genOutput, error) {
 	r := e.res
-	prompt, tmplName := e.formatPrompt(p)
+	tokens, cp, err := e.promptLocked(p, o)
+	if err != nil {
+		return genOutput{}, err
+	}
 	stops := o.stops
-	if tmplName == fallbackTemplateName {
+	if cp.template == fallbackTemplateName {
 		stops = append(append([]string(nil), stops...), fallbackStop)
 	}
-	e.log.Debug("chat template", "op", "llama.template", "template", tmplName)
-
-	tokens := yz.Tokenize(r.vocab, prompt, true, true)
-	out := genOutput{promptTokens: len(tokens), promptOpenedThink: promptOpensThink(prompt)}
-	if len(tokens) == 0 {
-		return out, errors.New("the prompt produced no tokens")
-	}
-	if len(tokens)+1 > r.nCtx {
-		return out, &PromptTooLongError{PromptTokens: len(tokens), Context: r.nCtx}
-	}
+	out := genOutput{promptTokens: len(tokens), promptOpenedThink: promptOpensThink(cp.text())}
 
 	mem, err := yz.GetMemory(r.ctx)
 	if err != nil {
@@ -597,6 +616,31 @@ func (e *Engine) generateLocked(ctx context.Context, p *engine.LLMParams, o opti
 	out.genTime = time.Since(genStart)
 	out.text = string(text)
 	return out, nil
+}
+
+// promptLocked formats the chat and tokenizes it, refusing a prompt that
+// cannot fit the context: first on its byte length (cheap, before any
+// tokenizing: n tokens cover at most n × the longest token's bytes), then
+// on its token count.
+func (e *Engine) promptLocked(p *engine.LLMParams, o options) ([]yz.Token, chatPrompt, error) {
+	r := e.res
+	cp, err := e.formatChat(r, chatMessages(p), o.kwargs)
+	if err != nil {
+		return nil, cp, err
+	}
+	e.log.Debug("chat template", "op", "llama.template", "template", cp.template)
+	room := r.nCtx - 1 // at least one reply token
+	if n, per := cp.bytes(), r.facts.maxTokenBytes; per > 0 && n > room*per {
+		return nil, cp, tooLong(&PromptTooLongError{Context: r.nCtx, PromptBytes: n, MaxTokenBytes: per})
+	}
+	tokens := tokenize(r.vocab, r.facts, cp.segments)
+	if len(tokens) == 0 {
+		return nil, cp, engine.Invalid("messages", "the conversation formats to an empty prompt")
+	}
+	if len(tokens) > room {
+		return nil, cp, tooLong(&PromptTooLongError{PromptTokens: len(tokens), Context: r.nCtx})
+	}
+	return tokens, cp, nil
 }
 
 func decodeError(what string, rc int32, err error) error {

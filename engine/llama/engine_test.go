@@ -282,7 +282,7 @@ func TestTemplates(t *testing.T) {
 	if _, err := e.Run(context.Background(), llmJob(modelFile(t, gguf.Tiny()), p, nil), nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := rec.find("chat template"); len(got) == 0 || got[len(got)-1]["template"] != "model's own (llama.cpp)" {
+	if got := rec.find("chat template"); len(got) == 0 || got[len(got)-1]["template"] != templateJinja {
 		t.Fatalf("model with a template: %v", got)
 	}
 	if len(rec.find("using the fallback")) != 0 {
@@ -300,8 +300,9 @@ func TestTemplates(t *testing.T) {
 	}
 }
 
-// Both templates must render system first and the generation prompt last;
-// llama.cpp's ChatML and our fallback agree token for token.
+// Every template must render system first and the generation prompt last;
+// the model's Jinja template, llama.cpp's built-in ChatML and our fallback
+// agree byte for byte.
 func TestTemplateMatchesFallback(t *testing.T) {
 	e, _ := newTestEngine(t)
 	if _, err := e.Run(context.Background(), llmJob(modelFile(t, gguf.Tiny()), hello(1, 1), nil), nil); err != nil {
@@ -310,11 +311,16 @@ func TestTemplateMatchesFallback(t *testing.T) {
 	p := hello(1, 1)
 	p.System = "Be brief."
 	e.mu.Lock()
-	prompt, name := e.formatPrompt(&p)
+	cp, err := e.formatChat(e.res, chatMessages(&p), nil)
+	prompt, name := cp.text(), cp.template
+	builtin, ok := renderBuiltin(e.res.tmpl.source, chatMessages(&p), newProtector(e.res.facts))
 	e.mu.Unlock()
 	want := "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nTell me a story about the cat<|im_end|>\n<|im_start|>assistant\n"
-	if name != "model's own (llama.cpp)" || prompt != want {
-		t.Fatalf("template %s gave %q", name, prompt)
+	if err != nil || name != templateJinja || prompt != want {
+		t.Fatalf("template %s gave %q (%v)", name, prompt, err)
+	}
+	if !ok || builtin != want {
+		t.Fatalf("llama.cpp's built-in ChatML gave %q", builtin)
 	}
 	if got := formatFallback(chatMessages(&p)); got != want {
 		t.Fatalf("fallback gave %q", got)
@@ -404,13 +410,11 @@ func TestBadParams(t *testing.T) {
 		"maxTokens":   {Messages: hello(1, 1).Messages, MaxTokens: ptr(0)},
 		"temperature": {Messages: hello(1, 1).Messages, Temperature: ptr(-0.5)},
 		"topP":        {Messages: hello(1, 1).Messages, TopP: ptr(1.5)},
-		"no messages": {},
+		"messages":    {},
 	}
-	for want, p := range cases {
+	for field, p := range cases {
 		_, err := e.Run(context.Background(), llmJob(path, p, nil), nil)
-		if err == nil || !strings.Contains(err.Error(), strings.Fields(want)[0]) {
-			t.Errorf("%s: got %v", want, err)
-		}
+		wantJobError(t, field, err, field)
 	}
 	_, err := e.Run(context.Background(), engine.Job{Task: engine.Task{Kind: engine.KindImage, Image: &engine.ImageParams{Prompt: "x"}}}, nil)
 	if !engine.IsCannotServe(err) {

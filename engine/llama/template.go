@@ -1,0 +1,466 @@
+package llama
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/ardanlabs/jinja"
+	yz "github.com/hybridgroup/yzma/pkg/llama"
+
+	"github.com/minisgg/studio-worker/engine"
+)
+
+// How a chat becomes prompt tokens.
+//
+// The model's own chat template (GGUF key tokenizer.chat_template) is a
+// Jinja program written by the model's authors. It is rendered here with
+// github.com/ardanlabs/jinja, a pure-Go Jinja made for chat templates, with
+// the variables Hugging Face's apply_chat_template gives it: messages,
+// add_generation_prompt (true), bos_token, eos_token, and the job's
+// chatTemplateKwargs at the top level (so {"enable_thinking": false} reaches
+// a Qwen3 template). When the template cannot be compiled or rendered by
+// that library, llama.cpp's built-in templates are the fallback
+// (llama_chat_apply_template guesses the format from the template's text;
+// logged), and without a template, or when both fail, ChatML (logged; see
+// chat.go). A template that refuses the messages itself
+// (raise_exception(...), e.g. "roles must alternate") fails the job.
+//
+// Only the template's own markup may become control tokens. A caller who
+// types "<|im_end|>\n<|im_start|>system\n…" into a message must not forge a
+// turn. So, before rendering, every occurrence of a control (or unknown)
+// token's text in caller text (message roles and contents, the system text,
+// string template arguments) is replaced by a placeholder: one code point
+// of the supplementary private-use planes (U+F0000–U+10FFFD) per distinct
+// text, caller-typed code points of that range being replaced the same way.
+// The rendered prompt is then cut at the placeholders: the template's text
+// is tokenized with special-token parsing, each replaced text as plain text.
+//
+// Placeholders rather than sentinels around each message: chat templates
+// transform message text (Llama 3 and Gemma trim it, Qwen3 splits an
+// assistant turn at "</think>", others test a prefix), and a sentinel
+// around the text would defeat a trim and be torn by a split. A placeholder
+// stands where the control text stood, is neither whitespace nor a word a
+// template looks for, and survives such transforms. What differs from the
+// authors' rendering: a template that measures or compares a message that
+// contains control-token text sees one code point where that text was.
+// Tokenization restarts at each cut, so for SentencePiece vocabularies a
+// cut adds the prefix space llama.cpp puts before text that follows a
+// special token; that happens only around caller-typed control text. Text
+// of user-defined tokens (Qwen's "<think>") is not replaced: llama.cpp
+// matches those even without special-token parsing, as Hugging Face does.
+
+// Supplementary private-use planes, used for placeholders.
+const (
+	placeholderLo1, placeholderHi1 = 0xF0000, 0xFFFFD
+	placeholderLo2, placeholderHi2 = 0x100000, 0x10FFFD
+	maxPlaceholders                = (placeholderHi1 - placeholderLo1 + 1) + (placeholderHi2 - placeholderLo2 + 1)
+)
+
+func isPlaceholder(r rune) bool {
+	return (r >= placeholderLo1 && r <= placeholderHi1) || (r >= placeholderLo2 && r <= placeholderHi2)
+}
+
+func placeholderRune(i int) rune {
+	if n := placeholderHi1 - placeholderLo1 + 1; i >= n {
+		return rune(placeholderLo2 + i - n)
+	}
+	return rune(placeholderLo1 + i)
+}
+
+func placeholderIndex(r rune) int {
+	if r >= placeholderLo2 {
+		return int(r-placeholderLo2) + (placeholderHi1 - placeholderLo1 + 1)
+	}
+	return int(r - placeholderLo1)
+}
+
+// vocabFacts are what prompt building needs from a model's vocabulary,
+// read once per load.
+type vocabFacts struct {
+	// special holds the texts of control and unknown tokens (those llama.cpp
+	// matches only with special-token parsing), by first byte, longest first.
+	special  [256][]string
+	nSpecial int
+	bos, eos string // texts of the BOS and EOS tokens ("" when none)
+	addBOS   bool   // tokenizing with add_special puts a BOS first
+	addEOS   bool   // … and an EOS last
+	// maxTokenBytes bounds the bytes of prompt text one token can stand
+	// for: the longest token text. Each byte of a SentencePiece or
+	// byte-level BPE token's text stands for at most one byte of input.
+	// 0 for other vocabularies (their normalisers may drop input).
+	maxTokenBytes int
+}
+
+func readVocab(v yz.Vocab) *vocabFacts {
+	f := &vocabFacts{addBOS: yz.VocabGetAddBOS(v), addEOS: yz.VocabGetAddEOS(v)}
+	n := int(yz.VocabNTokens(v))
+	maxLen := 0
+	for t := 0; t < n; t++ {
+		text := yz.VocabGetText(v, yz.Token(t))
+		maxLen = max(maxLen, len(text))
+		if text == "" || yz.VocabGetAttr(v, yz.Token(t))&(yz.TokenAttrControl|yz.TokenAttrUnknown) == 0 {
+			continue
+		}
+		f.special[text[0]] = append(f.special[text[0]], text)
+		f.nSpecial++
+	}
+	for i := range f.special {
+		sort.SliceStable(f.special[i], func(a, b int) bool { return len(f.special[i][a]) > len(f.special[i][b]) })
+	}
+	if b := yz.VocabBOS(v); b >= 0 {
+		f.bos = yz.VocabGetText(v, b)
+	}
+	if e := yz.VocabEOS(v); e >= 0 {
+		f.eos = yz.VocabGetText(v, e)
+	}
+	switch yz.GetVocabType(v) {
+	case yz.VocabTypeSPM, yz.VocabTypeBPE:
+		f.maxTokenBytes = max(maxLen, 1)
+	}
+	return f
+}
+
+// protector replaces control-token text in caller text by placeholders and
+// remembers what each stands for.
+type protector struct {
+	vf    *vocabFacts
+	texts []string
+	index map[string]rune
+	full  bool // ran out of placeholders
+}
+
+func newProtector(vf *vocabFacts) *protector {
+	return &protector{vf: vf, index: map[string]rune{}}
+}
+
+func (p *protector) placeholder(text string) rune {
+	if r, ok := p.index[text]; ok {
+		return r
+	}
+	if len(p.texts) == maxPlaceholders {
+		p.full = true
+		return utf8.RuneError
+	}
+	r := placeholderRune(len(p.texts))
+	p.texts = append(p.texts, text)
+	p.index[text] = r
+	return r
+}
+
+// protect returns s with every control-token text (leftmost, longest
+// first) and every placeholder-range code point replaced by a placeholder.
+func (p *protector) protect(s string) string {
+	var b *strings.Builder
+	last := 0
+	for i := 0; i < len(s); {
+		match := ""
+		for _, t := range p.vf.special[s[i]] {
+			if strings.HasPrefix(s[i:], t) {
+				match = t
+				break
+			}
+		}
+		if match == "" && s[i] >= 0xF3 { // lead byte of U+C0000 and above
+			if r, n := utf8.DecodeRuneInString(s[i:]); isPlaceholder(r) {
+				match = s[i : i+n]
+			}
+		}
+		if match == "" {
+			i++
+			continue
+		}
+		if b == nil {
+			b = &strings.Builder{}
+			b.Grow(len(s))
+		}
+		b.WriteString(s[last:i])
+		b.WriteRune(p.placeholder(match))
+		i += len(match)
+		last = i
+	}
+	if b == nil {
+		return s
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// protectValue protects every string in a decoded JSON value.
+func (p *protector) protectValue(v any) any {
+	switch x := v.(type) {
+	case string:
+		return p.protect(x)
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = p.protectValue(e)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = p.protectValue(e)
+		}
+		return out
+	}
+	return v
+}
+
+// restore puts the original texts back (for words shown to people).
+func (p *protector) restore(s string) string {
+	var b strings.Builder
+	for _, seg := range p.segments(s) {
+		b.WriteString(seg.text)
+	}
+	return b.String()
+}
+
+// segment is a run of prompt text: the template's own (tokenized with
+// special-token parsing) or caller-typed control text (plain).
+type segment struct {
+	text  string
+	plain bool
+}
+
+// segments cuts a rendered prompt at the placeholders. Adjacent runs of
+// the same kind are merged.
+func (p *protector) segments(rendered string) []segment {
+	var segs []segment
+	add := func(text string, plain bool) {
+		if text == "" {
+			return
+		}
+		if n := len(segs); n > 0 && segs[n-1].plain == plain {
+			segs[n-1].text += text
+			return
+		}
+		segs = append(segs, segment{text, plain})
+	}
+	last := 0
+	for i := 0; i < len(rendered); {
+		r, n := utf8.DecodeRuneInString(rendered[i:])
+		if isPlaceholder(r) {
+			if k := placeholderIndex(r); k < len(p.texts) {
+				add(rendered[last:i], false)
+				add(p.texts[k], true)
+				last = i + n
+			}
+		}
+		i += n
+	}
+	add(rendered[last:], false)
+	return segs
+}
+
+// chatPrompt is a formatted chat, ready to tokenize.
+type chatPrompt struct {
+	segments []segment
+	template string // which template made it, for the log
+}
+
+// text is the prompt as the model reads it.
+func (c chatPrompt) text() string {
+	var b strings.Builder
+	for _, s := range c.segments {
+		b.WriteString(s.text)
+	}
+	return b.String()
+}
+
+func (c chatPrompt) bytes() int {
+	n := 0
+	for _, s := range c.segments {
+		n += len(s.text)
+	}
+	return n
+}
+
+// Template names, as logged.
+const (
+	templateJinja   = "model's own (Jinja)"
+	templateBuiltin = "model's own, as llama.cpp's built-in guess"
+)
+
+// chatTemplate is a model's template, compiled once per load.
+type chatTemplate struct {
+	source  string
+	jinja   *jinja.Template // nil when source is empty or did not compile
+	compErr error
+}
+
+func compileTemplate(source string) *chatTemplate {
+	ct := &chatTemplate{source: source}
+	if source == "" {
+		return ct
+	}
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				ct.compErr = fmt.Errorf("the Jinja compiler failed: %v", p)
+			}
+		}()
+		ct.jinja, ct.compErr = jinja.Compile(source)
+	}()
+	return ct
+}
+
+// templateRefusal is the error of a template's raise_exception(...).
+type templateRefusal struct{ msg string }
+
+func (e *templateRefusal) Error() string { return e.msg }
+
+// renderJinja renders the template with protected messages and arguments.
+func (ct *chatTemplate) renderJinja(msgs []engine.ChatMessage, kwargs map[string]any, vf *vocabFacts, p *protector) (out string, err error) {
+	list := make([]any, len(msgs))
+	for i, m := range msgs {
+		list[i] = map[string]any{"role": p.protect(m.Role), "content": p.protect(m.Content)}
+	}
+	data := make(map[string]jinja.Value, len(kwargs)+5)
+	for k, v := range kwargs {
+		data[k] = jinja.FromGoValue(p.protectValue(v))
+	}
+	data["messages"] = jinja.FromGoValue(list)
+	data["add_generation_prompt"] = jinja.NewBool(true)
+	if _, ok := data["bos_token"]; !ok {
+		data["bos_token"] = jinja.NewString(vf.bos)
+	}
+	if _, ok := data["eos_token"]; !ok {
+		data["eos_token"] = jinja.NewString(vf.eos)
+	}
+	data["raise_exception"] = jinja.NewCallable("raise_exception", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+		msg := "raise_exception() without a message"
+		if len(args) > 0 {
+			msg = p.restore(args[0].String())
+		}
+		return jinja.Undefined(), &templateRefusal{msg: msg}
+	})
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = "", fmt.Errorf("the Jinja renderer failed: %v", r)
+		}
+	}()
+	return ct.jinja.RenderValues(data)
+}
+
+// renderBuiltin applies llama.cpp's built-in template that its heuristics
+// pick for source; ok is false when none fits.
+func renderBuiltin(source string, msgs []engine.ChatMessage, p *protector) (string, bool) {
+	if source == "" {
+		return "", false
+	}
+	cmsgs := make([]yz.ChatMessage, len(msgs))
+	size := 256
+	for i, m := range msgs {
+		role, content := p.protect(m.Role), p.protect(m.Content)
+		cmsgs[i] = yz.NewChatMessage(role, content)
+		size += len(role) + len(content) + 64
+	}
+	buf := make([]byte, size*2)
+	n := yz.ChatApplyTemplate(source, cmsgs, true, buf)
+	if int(n) > len(buf) {
+		buf = make([]byte, n)
+		n = yz.ChatApplyTemplate(source, cmsgs, true, buf)
+	}
+	// Keep the Go memory behind the C pointers alive through the calls.
+	runtime.KeepAlive(cmsgs)
+	if n <= 0 || int(n) > len(buf) {
+		return "", false
+	}
+	return string(buf[:n]), true
+}
+
+// formatChat renders msgs with the model's template (see the comment at the
+// top of this file) and cuts the result into segments. Errors are
+// *engine.JobError: the template refused the messages, or caller text held
+// more distinct control texts than there are placeholders.
+func (e *Engine) formatChat(r *resident, msgs []engine.ChatMessage, kwargs map[string]any) (chatPrompt, error) {
+	p := newProtector(r.facts)
+	var rendered, name string
+	ct := r.tmpl
+	if ct.jinja != nil {
+		out, err := ct.renderJinja(msgs, kwargs, r.facts, p)
+		var refusal *templateRefusal
+		switch {
+		case errors.As(err, &refusal):
+			return chatPrompt{}, engine.Invalid("messages", "the model's chat template refuses these messages: %s", refusal.msg)
+		case err != nil:
+			e.log.Warn("cannot render the model's chat template; using llama.cpp's built-in guess for it",
+				"op", "llama.template", "path", r.path, "err", err)
+		default:
+			rendered, name = out, templateJinja
+		}
+	}
+	if name == "" && len(kwargs) > 0 {
+		keys := make([]string, 0, len(kwargs))
+		for k := range kwargs {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		e.log.Warn("chatTemplateKwargs ignored: only the model's own Jinja template takes them",
+			"op", "llama.template", "path", r.path, "kwargs", strings.Join(keys, ","))
+	}
+	if name == "" && ct.source != "" {
+		if out, ok := renderBuiltin(ct.source, msgs, p); ok {
+			rendered, name = out, templateBuiltin
+		} else {
+			e.log.Warn("llama.cpp cannot apply this model's chat template either; using the fallback "+fallbackTemplateName,
+				"op", "llama.template", "path", r.path)
+		}
+	}
+	if name == "" {
+		if ct.source == "" {
+			e.log.Info("model has no chat template; using the fallback "+fallbackTemplateName,
+				"op", "llama.template", "path", r.path)
+		}
+		protected := make([]engine.ChatMessage, len(msgs))
+		for i, m := range msgs {
+			protected[i] = engine.ChatMessage{Role: p.protect(m.Role), Content: p.protect(m.Content)}
+		}
+		rendered, name = formatFallback(protected), fallbackTemplateName
+	}
+	if p.full {
+		return chatPrompt{}, engine.Invalid("messages", "holds more than %d distinct control-token texts and private-use characters", maxPlaceholders)
+	}
+	segs := p.segments(rendered)
+	// A template that writes bos_token first would double the BOS that
+	// tokenizing adds (llama.cpp's server drops it the same way).
+	if vf := r.facts; vf.addBOS && vf.bos != "" && len(segs) > 0 && !segs[0].plain && strings.HasPrefix(segs[0].text, vf.bos) {
+		segs[0].text = segs[0].text[len(vf.bos):]
+		if segs[0].text == "" {
+			segs = segs[1:]
+		}
+	}
+	return chatPrompt{segments: segs, template: name}, nil
+}
+
+// tokenize turns the segments into tokens: the template's text with
+// special-token parsing, caller text without, with BOS/EOS added as the
+// vocabulary asks. One segment is tokenized exactly as llama.cpp's own
+// tokenize(prompt, add_special, parse_special) would.
+func tokenize(v yz.Vocab, vf *vocabFacts, segs []segment) []yz.Token {
+	if len(segs) == 1 {
+		return yz.Tokenize(v, segs[0].text, true, !segs[0].plain)
+	}
+	var out []yz.Token
+	for i, s := range segs {
+		// add_special's EOS must go at the very end, so a vocabulary that
+		// adds one gets its BOS and EOS placed here instead.
+		addSpecial := i == 0 && !vf.addEOS
+		if i == 0 && vf.addEOS && vf.addBOS {
+			if bos := yz.VocabBOS(v); bos >= 0 {
+				out = append(out, bos)
+			}
+		}
+		out = append(out, yz.Tokenize(v, s.text, addSpecial, !s.plain)...)
+	}
+	if vf.addEOS {
+		if eos := yz.VocabEOS(v); eos >= 0 {
+			out = append(out, eos)
+		}
+	}
+	return out
+}
