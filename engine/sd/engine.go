@@ -147,6 +147,9 @@ func (e *Engine) Run(ctx context.Context, job engine.Job, progress engine.Progre
 	if job.Task.Kind != engine.KindImage || job.Task.Image == nil {
 		return engine.Result{}, &engine.CannotServeError{Engine: string(engine.EngineSDCpp), Kind: job.Task.Kind}
 	}
+	if err := job.Validate(); err != nil {
+		return engine.Result{}, err // text the library cannot take: not retryable
+	}
 	if e.b == nil {
 		return engine.Result{}, cannotServe(e.loadErr.Error())
 	}

@@ -492,3 +492,24 @@ func TestCallbacksValidOnEveryPlatform(t *testing.T) {
 		}
 	}
 }
+
+// Issue 10, item 1: a NUL or invalid UTF-8 in a prompt never reaches the
+// library; the job fails as not retryable, naming the field.
+func TestEngineRefusesTextTheLibraryCannotTake(t *testing.T) {
+	f := newFake()
+	e, _ := fakeEngine(t, f)
+	files := modelFiles(t, "m.gguf")
+	for field, p := range map[string]engine.ImageParams{
+		"prompt":         {Prompt: "a cat\x00 and more", Width: 64, Height: 64, Steps: 1},
+		"negativePrompt": {Prompt: "a cat", NegativePrompt: "blur\xff", Width: 64, Height: 64, Steps: 1},
+	} {
+		_, err := e.Run(context.Background(), imageJob(field, files, p), nil)
+		var je *engine.JobError
+		if !errors.As(err, &je) || je.Field != field || engine.IsRetryable(err) {
+			t.Fatalf("%s: want a not-retryable JobError naming it, got %v", field, err)
+		}
+	}
+	if f.loads != 0 {
+		t.Fatalf("the model was loaded %d times for refused jobs", f.loads)
+	}
+}
