@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 )
 
@@ -127,6 +128,24 @@ func (e *JobError) Unwrap() error { return e.Err }
 func Invalid(field, format string, args ...any) error {
 	err := fmt.Errorf(format, args...)
 	return &JobError{Field: field, Reason: err.Error(), Err: errors.Unwrap(err)}
+}
+
+// ModelFileError is an engine's report that a model file failed to load as
+// a model (its native library refused it). It is a failure of the job (the
+// offer's file is not a usable model), and the runner removes the file from
+// the store (Store.Discard) so that the next offer downloads it again.
+type ModelFileError struct {
+	Path   string // the local file
+	Reason string // why, in words (the library's own message when it gave one)
+}
+
+func (e *ModelFileError) Error() string {
+	return filepath.Base(e.Path) + " could not be loaded as a model: " + e.Reason
+}
+
+// Unwrap makes a ModelFileError a JobError for IsRetryable.
+func (e *ModelFileError) Unwrap() error {
+	return &JobError{Field: filepath.Base(e.Path), Reason: "could not be loaded as a model: " + e.Reason}
 }
 
 // IsRetryable is the one classification the worker uses for fail frames:

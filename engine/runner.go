@@ -222,6 +222,11 @@ func (r *Runner) Run(ctx context.Context, job Job, progress ProgressFunc) (res R
 	if _, ok := files[RoleModel]; !ok && len(job.Source.Files) == 0 && eng.Name() == EngineLlamaCpp {
 		// An advertised local GGUF placed straight in the models folder.
 		if p, ok := store.LooseGGUF(job.Model); ok {
+			// The donor's own file: checked before llama.cpp opens it, but
+			// never deleted.
+			if err := CheckModelContent(p, EngineLlamaCpp, RoleModel); err != nil {
+				return Result{}, fmt.Errorf("the GGUF file %s in the models folder is not a usable model: %w", p, err)
+			}
 			files[RoleModel] = p
 		}
 	}
@@ -239,7 +244,16 @@ func (r *Runner) Run(ctx context.Context, job Job, progress ProgressFunc) (res R
 		}
 		r.forgetVRAM()
 	}()
-	return eng.Run(ctx, job, progress)
+	res, err = eng.Run(ctx, job, progress)
+	var mfe *ModelFileError
+	if errors.As(err, &mfe) {
+		if derr := store.Discard(mfe.Path); derr != nil {
+			log.Warn("could not remove a model file that failed to load", "op", "store", "path", mfe.Path, "err", derr)
+		} else {
+			log.Warn("removed a model file that failed to load; the next offer downloads it again", "op", "store", "path", mfe.Path, "why", mfe.Reason)
+		}
+	}
+	return res, err
 }
 
 // makeRoom releases other engines' resident models when the job would not

@@ -237,12 +237,20 @@ func TestRunUsesLooseLocalGGUF(t *testing.T) {
 	if err := os.MkdirAll(st.Root(), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A loose file that is not a usable GGUF is refused before any engine
+	// sees it, and kept: it is the donor's.
 	if err := os.WriteFile(st.Root()+"/mine.gguf", []byte("gguf"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	llama := &fakeEngine{name: EngineLlamaCpp, kinds: []TaskKind{KindLLM}}
 	r := NewRunner(RunnerConfig{Store: st, Engines: []Engine{llama}, BudgetGB: func() float64 { return 12 }, Probe: fixedVRAM(VRAMInfo{})})
 	job := Job{ID: "j", Model: "mine.gguf", Task: Task{Kind: KindLLM, LLM: &LLMParams{Messages: []ChatMessage{{Role: "user", Content: "hi"}}}}, Source: ModelSource{Engine: EngineLlamaCpp}}
+	if _, err := r.Run(context.Background(), job, nil); err == nil || IsRetryable(err) || len(llama.jobs) != 0 {
+		t.Fatalf("a loose file that is not a GGUF: %v, %d engine runs", err, len(llama.jobs))
+	}
+	if err := os.WriteFile(st.Root()+"/mine.gguf", newBlob(1000, 1).data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := r.Run(context.Background(), job, nil); err != nil {
 		t.Fatal(err)
 	}

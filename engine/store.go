@@ -277,7 +277,7 @@ func (s *Store) Use(modelID string) (release func()) {
 // EnsureSource is Ensure for a whole modelSource; it also records which
 // engine the model belongs to, for the Models page and the advertised list.
 func (s *Store) EnsureSource(ctx context.Context, modelID string, src ModelSource, progress ProgressFunc) (map[FileRole]string, error) {
-	paths, err := s.Ensure(ctx, modelID, src.Files, progress)
+	paths, err := s.ensure(ctx, modelID, src.Engine, src.Files, progress)
 	if err == nil && len(src.Files) > 0 {
 		if merr := s.writeMeta(modelID, src.Engine); merr != nil {
 			s.log.Warn("could not record the model's engine", "op", "store", "model", modelID, "err", merr)
@@ -290,7 +290,16 @@ func (s *Store) EnsureSource(ctx context.Context, modelID string, src ModelSourc
 // downloading what is missing, and returns the local path of each role.
 // Progress is reported as PhaseDownload with bytes done and total over all
 // files that had to be fetched.
+//
+// Every file's bytes must be what its role says (CheckModelContent, judged
+// here by the file name; EnsureSource judges by the engine too): a file that
+// is not is deleted, downloaded again when it was already on disk, and
+// otherwise fails the job with a *JobError naming the file and the field.
 func (s *Store) Ensure(ctx context.Context, modelID string, files []ModelFile, progress ProgressFunc) (map[FileRole]string, error) {
+	return s.ensure(ctx, modelID, "", files, progress)
+}
+
+func (s *Store) ensure(ctx context.Context, modelID string, eng EngineName, files []ModelFile, progress ProgressFunc) (map[FileRole]string, error) {
 	dir, err := s.ModelDir(modelID)
 	if err != nil {
 		return nil, err
@@ -334,7 +343,7 @@ func (s *Store) Ensure(ctx context.Context, modelID string, files []ModelFile, p
 	}
 	for i, f := range files {
 		final := filepath.Join(dir, f.Filename)
-		err := s.ensureFile(ctx, modelID, final, f, func(done, total int64) { agg.set(i, done, total) })
+		err := s.ensureFile(ctx, modelID, eng, final, f, func(done, total int64) { agg.set(i, done, total) })
 		if err != nil {
 			return nil, err
 		}
@@ -386,7 +395,7 @@ type flight struct {
 	last    [2]int64
 }
 
-func (s *Store) ensureFile(ctx context.Context, modelID, final string, f ModelFile, report func(done, total int64)) error {
+func (s *Store) ensureFile(ctx context.Context, modelID string, eng EngineName, final string, f ModelFile, report func(done, total int64)) error {
 	s.mu.Lock()
 	fl := s.flights[final]
 	if fl == nil || fl.stopped {
@@ -394,7 +403,7 @@ func (s *Store) ensureFile(ctx context.Context, modelID, final string, f ModelFi
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 		fl = &flight{done: make(chan struct{}), cancel: cancel, subs: map[int]func(int64, int64){}}
 		s.flights[final] = fl
-		go s.runFlight(fctx, prev, fl, modelID, final, f)
+		go s.runFlight(fctx, prev, fl, modelID, eng, final, f)
 	}
 	fl.waiters++
 	id := fl.nextSub
@@ -433,7 +442,7 @@ func (s *Store) ensureFile(ctx context.Context, modelID, final string, f ModelFi
 	return fmt.Errorf("download of %s stopped: %w", f.Filename, ctx.Err())
 }
 
-func (s *Store) runFlight(ctx context.Context, prev, fl *flight, modelID, final string, f ModelFile) {
+func (s *Store) runFlight(ctx context.Context, prev, fl *flight, modelID string, eng EngineName, final string, f ModelFile) {
 	defer fl.cancel()
 	if prev != nil {
 		<-prev.done // a cancelled download of the same file may still be closing its .part
@@ -450,7 +459,7 @@ func (s *Store) runFlight(ctx context.Context, prev, fl *flight, modelID, final 
 			fn(done, total)
 		}
 	}
-	err := s.checkOrFetch(ctx, modelID, final, f, report)
+	err := s.checkOrFetch(ctx, modelID, eng, final, f, report)
 	s.mu.Lock()
 	fl.err = err
 	if s.flights[final] == fl {
@@ -467,7 +476,15 @@ type verifiedRecord struct {
 	ModTime  int64  `json:"mtimeUnixNano"`
 	SHA256   string `json:"sha256"`
 	Verified string `json:"verifiedAt"`
+	// Checked is the contentCheckVersion whose content check the file
+	// passed; a record from before the check (0) or an older one has the
+	// file checked again.
+	Checked int `json:"contentChecked,omitempty"`
 }
+
+// contentCheckVersion is bumped whenever CheckModelContent gets stricter,
+// so that files checked by an older rule are checked again once.
+const contentCheckVersion = 1
 
 func readRecord(final string) (verifiedRecord, bool) {
 	var rec verifiedRecord
@@ -484,7 +501,7 @@ func recordFor(final, sum string) (verifiedRecord, error) {
 		return verifiedRecord{}, err
 	}
 	return verifiedRecord{Size: st.Size(), ModTime: st.ModTime().UnixNano(), SHA256: strings.ToLower(sum),
-		Verified: time.Now().UTC().Format(time.RFC3339)}, nil
+		Verified: time.Now().UTC().Format(time.RFC3339), Checked: contentCheckVersion}, nil
 }
 
 func writeRecord(final string, rec verifiedRecord) error {
@@ -606,13 +623,27 @@ func writeFileAtomic(path string, data []byte) error {
 
 // checkOrFetch uses the file on disk when it is verified (or verifies it
 // once), and downloads it otherwise.
-func (s *Store) checkOrFetch(ctx context.Context, modelID, final string, f ModelFile, report func(done, total int64)) error {
+func (s *Store) checkOrFetch(ctx context.Context, modelID string, eng EngineName, final string, f ModelFile, report func(done, total int64)) error {
 	log := s.log.With("op", "download", "model", modelID, "file", f.Filename)
 	st, err := os.Stat(final)
 	if err == nil && st.Mode().IsRegular() {
 		rec, hasRec := s.lookupRecord(final)
 		want := strings.ToLower(f.SHA256)
 		if hasRec && rec.Size == st.Size() && rec.ModTime == st.ModTime().UnixNano() && (want == "" || rec.SHA256 == want) {
+			if rec.Checked >= contentCheckVersion {
+				report(st.Size(), st.Size())
+				return nil
+			}
+			// Verified by an older worker that did not look at the bytes:
+			// look now, once.
+			if cerr := s.checkContent(final, f, eng); cerr != nil {
+				return s.redownloadBad(ctx, log, eng, final, f, cerr, report)
+			}
+			rec.Checked = contentCheckVersion
+			s.remember(final, rec)
+			if err := writeRecord(final, rec); err != nil {
+				log.Warn("could not record the checked file", "err", err)
+			}
 			report(st.Size(), st.Size())
 			return nil
 		}
@@ -630,6 +661,9 @@ func (s *Store) checkOrFetch(ctx context.Context, modelID, final string, f Model
 			return fmt.Errorf("could not read the model file %s: %w", final, herr)
 		}
 		if want == "" || sum == want {
+			if cerr := s.checkContent(final, f, eng); cerr != nil {
+				return s.redownloadBad(ctx, log, eng, final, f, cerr, report)
+			}
 			if rec, err := recordFor(final, sum); err == nil {
 				s.remember(final, rec)
 				if err := writeRecord(final, rec); err != nil {
@@ -648,7 +682,63 @@ func (s *Store) checkOrFetch(ctx context.Context, modelID, final string, f Model
 	} else if err == nil {
 		return fmt.Errorf("%s exists but is not a regular file", final)
 	}
-	return s.download(ctx, log, final, f, report)
+	return s.download(ctx, log, eng, final, f, report)
+}
+
+// checkContent runs CheckModelContent on path as the file f of engine eng.
+// Only a *JobError (the bytes are not a model) is returned; a file that
+// cannot be read is left to the steps that read it.
+func (s *Store) checkContent(path string, f ModelFile, eng EngineName) error {
+	err := checkContentNamed(path, f.Filename, eng, f.Role)
+	var je *JobError
+	if errors.As(err, &je) {
+		return err
+	}
+	if err != nil {
+		s.log.Warn("could not check the model file's content", "op", "download", "file", f.Filename, "err", err)
+	}
+	return nil
+}
+
+// redownloadBad deletes a stored file whose bytes are not a model and
+// downloads it again: it may have been stored by a worker that did not
+// check, or changed on disk.
+func (s *Store) redownloadBad(ctx context.Context, log *slog.Logger, eng EngineName, final string, f ModelFile, bad error, report func(done, total int64)) error {
+	log.Warn("the stored model file is not a usable model; deleting it and downloading it again", "why", bad.Error())
+	if err := s.removeFile(final); err != nil {
+		return fmt.Errorf("the stored model file %s is not a usable model (%v) and could not be removed: %w", final, bad, err)
+	}
+	return s.download(ctx, log, eng, final, f, report)
+}
+
+// Discard deletes a downloaded model file that an engine failed to load
+// (see ModelFileError), with its verification record, so that the next job
+// downloads it again. Only files inside a model folder of the store are
+// deleted: a file the donor placed in the models folder itself, or anything
+// elsewhere, is refused.
+func (s *Store) Discard(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	root, err := filepath.Abs(s.root)
+	if err != nil {
+		return err
+	}
+	if filepath.Dir(filepath.Dir(abs)) != root || strings.HasPrefix(filepath.Base(filepath.Dir(abs)), ".") {
+		return fmt.Errorf("%s is not a downloaded model file of the store %s", path, s.root)
+	}
+	return s.removeFile(filepath.Join(s.root, filepath.Base(filepath.Dir(abs)), filepath.Base(abs)))
+}
+
+// removeFile deletes a stored file and what the store knows of it.
+func (s *Store) removeFile(final string) error {
+	s.forget(final)
+	os.Remove(final + verifiedSuffix)
+	if err := os.Remove(final); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 func (s *Store) hashFile(ctx context.Context, path string) (string, error) {
@@ -682,13 +772,13 @@ func (c ctxReader) Read(p []byte) (int, error) {
 // errRestart asks download to start the file over from byte zero.
 var errRestart = errors.New("restart download")
 
-func (s *Store) download(ctx context.Context, log *slog.Logger, final string, f ModelFile, report func(done, total int64)) error {
+func (s *Store) download(ctx context.Context, log *slog.Logger, eng EngineName, final string, f ModelFile, report func(done, total int64)) error {
 	part := final + partSuffix
 	if err := s.preflight(final, part, f); err != nil {
 		return err
 	}
 	for attempt := 0; ; attempt++ {
-		err := s.fetchOnce(ctx, log, final, part, f, report)
+		err := s.fetchOnce(ctx, log, eng, final, part, f, report)
 		if !errors.Is(err, errRestart) {
 			return err
 		}
@@ -765,7 +855,7 @@ func parseContentRange(v string) (start, end, total int64, ok bool) {
 	return start, end, total, true
 }
 
-func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, final, part string, f ModelFile, report func(done, total int64)) error {
+func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName, final, part string, f ModelFile, report func(done, total int64)) error {
 	var offset int64
 	if st, err := os.Stat(part); err == nil {
 		offset = st.Size()
@@ -891,6 +981,13 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, final, part str
 		os.Remove(part)
 		return fmt.Errorf("%s was downloaded but its sha256 is %s, not %s as the studio said; the file was deleted and the next try downloads it again",
 			f.Filename, sum, strings.ToLower(f.SHA256))
+	}
+	if cerr := s.checkContent(part, f, eng); cerr != nil {
+		os.Remove(part)
+		log.Warn("the downloaded file is not a usable model; it was deleted", "why", cerr.Error())
+		var je *JobError
+		errors.As(cerr, &je)
+		return &JobError{Field: je.Field, Reason: je.Reason + " (the download was deleted)", Err: je.Err}
 	}
 	s.forget(final)
 	os.Remove(final + verifiedSuffix)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/minisgg/studio-worker/engine/gguf"
 )
 
 func TestSanitizeModelID(t *testing.T) {
@@ -136,12 +139,28 @@ type blob struct {
 	ranges []string // the Range header of each request, "" when none
 }
 
+// newBlob makes a well-formed GGUF of about n bytes (at least ~300): the
+// metadata of a one-layer "llama" with a one-token vocabulary, so that it
+// passes the content check of a llama.cpp model, and one F32 tensor of
+// random bits making up the size.
 func newBlob(n int, seed uint64) *blob {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	data := make([]byte, n)
-	for i := range data {
-		data[i] = byte(r.Uint32())
+	b := gguf.NewBuilder()
+	b.String("general.architecture", "llama")
+	b.Uint32("llama.block_count", 1)
+	b.Strings("tokenizer.ggml.tokens", []string{"a"})
+	elems := max((n-256)/4, 8)
+	b.Tensor("pad", gguf.F32, []uint64{uint64(elems)}, func(k int, put func(float32)) error {
+		for range k {
+			put(math.Float32frombits(r.Uint32()))
+		}
+		return nil
+	})
+	var buf bytes.Buffer
+	if _, err := b.WriteTo(&buf); err != nil {
+		panic(err)
 	}
+	data := buf.Bytes()
 	s := sha256.Sum256(data)
 	return &blob{data: data, sum: hex.EncodeToString(s[:])}
 }

@@ -24,6 +24,7 @@ import (
 	yz "github.com/hybridgroup/yzma/pkg/llama"
 
 	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/engine/gguf"
 )
 
 // Config configures an Engine.
@@ -398,7 +399,9 @@ func fileError(job engine.Job, path string, err error) error {
 			break
 		}
 	}
-	return &engine.JobError{Field: field, Reason: nm.reason, Err: err}
+	// The ModelFileError inside has the runner remove the file from the
+	// store, so that the next offer downloads it again.
+	return &engine.JobError{Field: field, Reason: nm.reason, Err: &engine.ModelFileError{Path: path, Reason: nm.reason}}
 }
 
 // memoryWords mark a llama.cpp load error that is this machine's (memory,
@@ -430,6 +433,14 @@ func checkGGUF(path string) (os.FileInfo, error) {
 	head := make([]byte, 4)
 	if _, err := io.ReadFull(f, head); err != nil || string(head) != "GGUF" {
 		return nil, &notModelError{fmt.Sprintf("%s is not a GGUF model file (it does not start with the GGUF signature)", filepath.Base(path))}
+	}
+	// The structure and hyper-parameters are checked in Go before
+	// llama.cpp reads a byte of them (issue 10: malformed headers abort it).
+	if _, err := gguf.CheckLLM(f, st.Size()); err != nil {
+		if gguf.IsFormatError(err) {
+			return nil, &notModelError{fmt.Sprintf("%s is a malformed GGUF file: %v", filepath.Base(path), err)}
+		}
+		return nil, fmt.Errorf("cannot read the model file: %w", err)
 	}
 	return st, nil
 }

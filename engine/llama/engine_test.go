@@ -2,6 +2,7 @@ package llama
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -382,10 +383,24 @@ func TestBadModelFiles(t *testing.T) {
 	if _, err := b.WriteTo(&foo); err != nil {
 		t.Fatal(err)
 	}
+	// Header mutations that aborted the whole process inside llama.cpp
+	// (issue 10 item 11) must stop at the Go check instead.
+	info, err := gguf.CheckLLMFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mutate := func(name, key string, v uint32) string {
+		kv, _ := info.Get(key)
+		b := append([]byte(nil), data...)
+		binary.LittleEndian.PutUint32(b[kv.Offset:], v)
+		return write(name, b)
+	}
 	cases := []struct {
 		name, path, want string
 	}{
-		{"truncated", write("trunc.gguf", data[:len(data)/2]), "could not load trunc.gguf"},
+		{"block_count 0x7FFFFFFF", mutate("layers.gguf", "llama.block_count", 0x7FFFFFFF), "llama.block_count"},
+		{"eos id out of range", mutate("eos.gguf", "tokenizer.ggml.eos_token_id", 1<<20), "tokenizer.ggml.eos_token_id"},
+		{"truncated", write("trunc.gguf", data[:len(data)/2]), "trunc.gguf is a malformed GGUF file"},
 		{"not gguf", write("html.gguf", []byte("<html>not found</html>")), "not a GGUF model file"},
 		{"empty", write("empty.gguf", nil), "not a GGUF model file"},
 		{"unknown architecture", write("foo.gguf", []byte(foo.String())), "foo-arch"},
@@ -395,6 +410,12 @@ func TestBadModelFiles(t *testing.T) {
 		_, err := e.Run(context.Background(), llmJob(c.path, hello(2, 1), nil), nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: want an error containing %q, got %v", c.name, c.want, err)
+		}
+		// A file that is not a usable model is named so that the runner
+		// removes it from the store (issue 10 item 5).
+		var mfe *engine.ModelFileError
+		if c.name != "missing" && (!errors.As(err, &mfe) || mfe.Path != c.path) {
+			t.Errorf("%s: no ModelFileError for %s in %v", c.name, c.path, err)
 		}
 	}
 	// And the engine still serves good jobs.
