@@ -82,6 +82,8 @@ func (f *fakeEngine) Run(ctx context.Context, job engine.Job, progress engine.Pr
 		return engine.Result{}, ctx.Err()
 	case "invalid":
 		return engine.Result{}, engine.Invalid("messages[0].content", "the message is %s", "not allowed")
+	case "bad file":
+		return engine.Result{}, &engine.ModelFileError{Path: "/models/m/tiny.gguf", Reason: "llama.cpp: bad magic"}
 	case "image":
 		return engine.Result{Bytes: []byte("\x89PNG\x00bytes"), Ext: "png", Stats: engine.Stats{Images: 1}}, nil
 	}
@@ -131,12 +133,19 @@ func TestResultsAndErrorsCrossThePipeWhole(t *testing.T) {
 	if err.Error() != "messages[0].content: the message is not allowed" {
 		t.Errorf("text %q", err)
 	}
+	// A model file that failed to load keeps its path, so that the parent's
+	// runner can remove it from the store.
+	_, err = c.Run(context.Background(), chatJob("j3b", "bad file"), nil)
+	var mf *engine.ModelFileError
+	if !errors.As(err, &mf) || mf.Path != "/models/m/tiny.gguf" || engine.IsRetryable(err) {
+		t.Fatalf("a model file error must stay one across the pipe: %#v", err)
+	}
 	_, err = c.Run(context.Background(), engine.Job{ID: "j4", Task: engine.Task{Kind: engine.KindImage, Image: &engine.ImageParams{}}}, nil)
 	if !engine.IsCannotServe(err) {
 		t.Errorf("a kind the child does not serve: %v", err)
 	}
 	if c.Starts() != 1 {
-		t.Errorf("four jobs took %d children, want 1", c.Starts())
+		t.Errorf("five jobs took %d children, want 1", c.Starts())
 	}
 }
 

@@ -177,7 +177,9 @@ func readFrame(r io.Reader) (frame, error) {
 // does a *engine.CannotServeError.
 type wireError struct {
 	Msg  string `json:"msg"`
-	Kind string `json:"kind,omitempty"` // "job", "cannot-serve", "canceled" or ""
+	Kind string `json:"kind,omitempty"` // "job", "model-file", "cannot-serve", "canceled" or ""
+	// ModelFileError's path (its Reason goes in Reason).
+	Path string `json:"path,omitempty"`
 	// JobError's fields.
 	Field  string `json:"field,omitempty"`
 	Reason string `json:"reason,omitempty"`
@@ -194,7 +196,10 @@ func encodeError(err error) *wireError {
 	w := &wireError{Msg: err.Error()}
 	var je *engine.JobError
 	var cs *engine.CannotServeError
+	var mf *engine.ModelFileError
 	switch {
+	case errors.As(err, &mf):
+		w.Kind, w.Path, w.Reason = "model-file", mf.Path, mf.Reason
 	case errors.As(err, &je):
 		w.Kind, w.Field, w.Reason = "job", je.Field, je.Reason
 	case errors.As(err, &cs):
@@ -209,6 +214,8 @@ func (w *wireError) decode() error {
 	switch w.Kind {
 	case "job":
 		return &engine.JobError{Field: w.Field, Reason: w.Reason}
+	case "model-file":
+		return &engine.ModelFileError{Path: w.Path, Reason: w.Reason}
 	case "cannot-serve":
 		return &engine.CannotServeError{Engine: w.Engine, Kind: w.TaskKind, Reason: w.Why}
 	case "canceled":
