@@ -83,7 +83,8 @@ func (f *fakeEngine) Run(ctx context.Context, job engine.Job, progress engine.Pr
 	case "invalid":
 		return engine.Result{}, engine.Invalid("messages[0].content", "the message is %s", "not allowed")
 	case "bad file":
-		return engine.Result{}, &engine.ModelFileError{Path: "/models/m/tiny.gguf", Reason: "llama.cpp: bad magic"}
+		return engine.Result{}, &engine.JobError{Field: "modelSource.files[0]", Reason: "llama.cpp: bad magic",
+			Err: &engine.ModelFileError{Path: "/models/m/tiny.gguf", Reason: "llama.cpp: bad magic"}}
 	case "image":
 		return engine.Result{Bytes: []byte("\x89PNG\x00bytes"), Ext: "png", Stats: engine.Stats{Images: 1}}, nil
 	}
@@ -137,7 +138,7 @@ func TestResultsAndErrorsCrossThePipeWhole(t *testing.T) {
 	// runner can remove it from the store.
 	_, err = c.Run(context.Background(), chatJob("j3b", "bad file"), nil)
 	var mf *engine.ModelFileError
-	if !errors.As(err, &mf) || mf.Path != "/models/m/tiny.gguf" || engine.IsRetryable(err) {
+	if !errors.As(err, &mf) || mf.Path != "/models/m/tiny.gguf" || engine.IsRetryable(err) || !errors.As(err, &je) || je.Field != "modelSource.files[0]" {
 		t.Fatalf("a model file error must stay one across the pipe: %#v", err)
 	}
 	_, err = c.Run(context.Background(), engine.Job{ID: "j4", Task: engine.Task{Kind: engine.KindImage, Image: &engine.ImageParams{}}}, nil)

@@ -200,6 +200,9 @@ func encodeError(err error) *wireError {
 	switch {
 	case errors.As(err, &mf):
 		w.Kind, w.Path, w.Reason = "model-file", mf.Path, mf.Reason
+		if errors.As(err, &je) && je.Err == error(mf) {
+			w.Field, w.Why = je.Field, je.Reason
+		}
 	case errors.As(err, &je):
 		w.Kind, w.Field, w.Reason = "job", je.Field, je.Reason
 	case errors.As(err, &cs):
@@ -215,7 +218,11 @@ func (w *wireError) decode() error {
 	case "job":
 		return &engine.JobError{Field: w.Field, Reason: w.Reason}
 	case "model-file":
-		return &engine.ModelFileError{Path: w.Path, Reason: w.Reason}
+		mf := &engine.ModelFileError{Path: w.Path, Reason: w.Reason}
+		if w.Field != "" {
+			return &engine.JobError{Field: w.Field, Reason: w.Why, Err: mf}
+		}
+		return mf
 	case "cannot-serve":
 		return &engine.CannotServeError{Engine: w.Engine, Kind: w.TaskKind, Reason: w.Why}
 	case "canceled":
