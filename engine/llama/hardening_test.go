@@ -352,3 +352,18 @@ func TestPromptByteBound(t *testing.T) {
 		t.Fatalf("outside the bound: want a refusal on the byte length, got %v", errOut)
 	}
 }
+
+func TestTextSetFindsTheLongest(t *testing.T) {
+	var ts textSet
+	for _, s := range []string{"<a>", "<ab>", "<a>", "<unused12>", "<"} {
+		ts.add(s)
+	}
+	if len(ts.lengths) != 4 || ts.lengths[0] != 10 || ts.lengths[3] != 1 {
+		t.Fatalf("lengths %v", ts.lengths)
+	}
+	for in, want := range map[string]string{"<ab>x": "<ab>", "<a>b": "<a>", "<unused12>": "<unused12>", "<unused1": "<", "x": ""} {
+		if got := ts.longestAt(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}

@@ -82,8 +82,8 @@ func placeholderIndex(r rune) int {
 // read once per load.
 type vocabFacts struct {
 	// special holds the texts of control and unknown tokens (those llama.cpp
-	// matches only with special-token parsing), by first byte, longest first.
-	special  [256][]string
+	// matches only with special-token parsing), by first byte.
+	special  [256]*textSet
 	nSpecial int
 	bos, eos string // texts of the BOS and EOS tokens ("" when none)
 	addBOS   bool   // tokenizing with add_special puts a BOS first
@@ -93,6 +93,44 @@ type vocabFacts struct {
 	// byte-level BPE token's text stands for at most one byte of input.
 	// 0 for other vocabularies (their normalisers may drop input).
 	maxTokenBytes int
+}
+
+// textSet is the special texts that share a first byte: their distinct
+// lengths, longest first, and the texts. A lookup costs one map probe per
+// length, however many texts there are (Gemma has thousands of
+// "<unused…>" control tokens, all starting with '<').
+type textSet struct {
+	lengths []int
+	texts   map[string]struct{}
+}
+
+func (ts *textSet) add(text string) {
+	if ts.texts == nil {
+		ts.texts = map[string]struct{}{}
+	}
+	if _, ok := ts.texts[text]; ok {
+		return
+	}
+	ts.texts[text] = struct{}{}
+	i := sort.Search(len(ts.lengths), func(i int) bool { return ts.lengths[i] <= len(text) })
+	if i < len(ts.lengths) && ts.lengths[i] == len(text) {
+		return
+	}
+	ts.lengths = append(ts.lengths, 0)
+	copy(ts.lengths[i+1:], ts.lengths[i:])
+	ts.lengths[i] = len(text)
+}
+
+// longestAt returns the longest text of the set that s starts with.
+func (ts *textSet) longestAt(s string) string {
+	for _, n := range ts.lengths {
+		if n <= len(s) {
+			if _, ok := ts.texts[s[:n]]; ok {
+				return s[:n]
+			}
+		}
+	}
+	return ""
 }
 
 func readVocab(v yz.Vocab) *vocabFacts {
@@ -105,11 +143,11 @@ func readVocab(v yz.Vocab) *vocabFacts {
 		if text == "" || yz.VocabGetAttr(v, yz.Token(t))&(yz.TokenAttrControl|yz.TokenAttrUnknown) == 0 {
 			continue
 		}
-		f.special[text[0]] = append(f.special[text[0]], text)
+		if f.special[text[0]] == nil {
+			f.special[text[0]] = &textSet{}
+		}
+		f.special[text[0]].add(text)
 		f.nSpecial++
-	}
-	for i := range f.special {
-		sort.SliceStable(f.special[i], func(a, b int) bool { return len(f.special[i][a]) > len(f.special[i][b]) })
 	}
 	if b := yz.VocabBOS(v); b >= 0 {
 		f.bos = yz.VocabGetText(v, b)
@@ -158,11 +196,8 @@ func (p *protector) protect(s string) string {
 	last := 0
 	for i := 0; i < len(s); {
 		match := ""
-		for _, t := range p.vf.special[s[i]] {
-			if strings.HasPrefix(s[i:], t) {
-				match = t
-				break
-			}
+		if ts := p.vf.special[s[i]]; ts != nil {
+			match = ts.longestAt(s[i:])
 		}
 		if match == "" && s[i] >= 0xF3 { // lead byte of U+C0000 and above
 			if r, n := utf8.DecodeRuneInString(s[i:]); isPlaceholder(r) {
