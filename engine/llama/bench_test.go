@@ -253,3 +253,85 @@ func BenchmarkTinyChat(b *testing.B) {
 	}
 	b.ReportMetric(tps/float64(b.N), "tok/s")
 }
+
+// BenchmarkPromptBuild compares the engine's way from a chat to prompt
+// tokens (the model's Jinja template rendered in Go, caller text searched
+// for control-token text, the prompt tokenized) with the way before it
+// (llama.cpp's built-in template, one tokenize with special-token parsing),
+// on a 16-turn chat of about 6 KB. Rounds alternate; the ratio is the
+// median of the per-round ratios.
+func BenchmarkPromptBuild(b *testing.B) {
+	needLibs(b)
+	e := New(Config{Threads: benchThreads, Log: slog.New(slog.DiscardHandler)})
+	defer e.Release()
+	spec := gguf.Tiny()
+	spec.Name, spec.Context = "tiny-llama-8k", 8192
+	cli := &engine.CliDefaults{ContextSize: 8192}
+	if _, err := e.Run(context.Background(), llmJob(modelFile(b, spec), benchParams(), cli), nil); err != nil {
+		b.Fatal(err)
+	}
+	p := benchParams()
+	p.Messages = nil
+	for i := 0; i < 16; i++ {
+		role := []string{"user", "assistant"}[i%2]
+		p.Messages = append(p.Messages, engine.ChatMessage{Role: role,
+			Content: strings.Repeat(fmt.Sprintf("Turn %d: tell me about the cat, the dog and <b>the world</b>. ", i), 6)})
+	}
+	o, err := genOptions(&p, cli)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := e.res
+	ours := func() int {
+		toks, _, err := e.promptLocked(&p, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return len(toks)
+	}
+	before := func() int {
+		text, ok := renderBuiltin(r.tmpl.source, chatMessages(&p), &protector{vf: &vocabFacts{}, index: map[string]rune{}})
+		if !ok {
+			b.Fatal("no built-in template")
+		}
+		return len(yz.Tokenize(r.vocab, text, true, true))
+	}
+	if a, c := ours(), before(); a != c {
+		b.Fatalf("%d tokens against %d before", a, c)
+	}
+	const reps = 20
+	var rs []float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for round := 0; round < 5; round++ {
+			var tOurs, tBefore time.Duration
+			for k := 0; k < 2; k++ { // alternate the order
+				first, second := ours, before
+				if (round+k)%2 == 1 {
+					first, second = before, ours
+				}
+				t0 := time.Now()
+				for j := 0; j < reps; j++ {
+					first()
+				}
+				t1 := time.Now()
+				for j := 0; j < reps; j++ {
+					second()
+				}
+				if (round+k)%2 == 1 {
+					tBefore += t1.Sub(t0)
+					tOurs += time.Since(t1)
+				} else {
+					tOurs += t1.Sub(t0)
+					tBefore += time.Since(t1)
+				}
+			}
+			rs = append(rs, tOurs.Seconds()/tBefore.Seconds())
+		}
+	}
+	b.StopTimer()
+	sort.Float64s(rs)
+	recordRatio("llm_prompt_build_jinja_vs_builtin_time", rs[len(rs)/2])
+}
