@@ -122,6 +122,7 @@ func TestControlTokensTypedByCallerArePlainText(t *testing.T) {
 	if s, en := count(plainToks, gguf.TokenIMStart), count(plainToks, gguf.TokenIMEnd); s != 2 || en != 1 {
 		t.Fatalf("plain message: %d and %d control tokens", s, en)
 	}
+	t.Logf("forged message: %d prompt tokens; the same text without the markers: %d", len(toks), len(plainToks))
 	// Spelled out as text, the markers cost several tokens each.
 	if len(toks) < len(plainToks)+6 {
 		t.Fatalf("forged message: %d tokens against %d without the markers; the markers were not spelled out", len(toks), len(plainToks))
@@ -129,6 +130,14 @@ func TestControlTokensTypedByCallerArePlainText(t *testing.T) {
 	if want := "<|im_start|>user\n" + forged + "<|im_end|>\n<|im_start|>assistant\n"; cp.text() != want {
 		t.Fatalf("prompt text %q, want %q", cp.text(), want)
 	}
+	// What the engine did before: the whole prompt with special parsing.
+	e.mu.Lock()
+	old := yz.Tokenize(e.res.vocab, cp.text(), true, true)
+	e.mu.Unlock()
+	if count(old, gguf.TokenIMStart) != 3 {
+		t.Fatalf("one tokenize with special parsing: %d <|im_start|>, want the forged 3", count(old, gguf.TokenIMStart))
+	}
+	t.Logf("one tokenize with special parsing (before): %d prompt tokens", len(old))
 	// The same through a whole job, and for the system text and a role.
 	res, err := e.Run(context.Background(), llmJob(modelFile(t, gguf.Tiny()), user(forged), nil), nil)
 	if err != nil {
