@@ -4,6 +4,8 @@ GO ?= go
 BIN := bin/studio-worker
 RUNTIME_DIR ?= $(CURDIR)/runtime/llama/linux-x64
 export STUDIO_WORKER_LLAMA_LIB ?= $(RUNTIME_DIR)
+SD_RUNTIME_DIR ?= $(CURDIR)/runtime/sd/linux-x64
+export STUDIO_WORKER_SD_LIB ?= $(SD_RUNTIME_DIR)/libstable-diffusion.so
 
 .PHONY: all deps build run test unit-test gui-check bench demo runtime vet fmt-check package-linux package-windows package-macos package-check package-clean-install clean
 
@@ -16,9 +18,12 @@ deps:
 build:
 	$(GO) build -o $(BIN) .
 
-# The llama.cpp runtime libraries (npm package, unpacked into runtime/; never committed).
+# The llama.cpp runtime libraries (npm package, unpacked into runtime/; never
+# committed) and the stable-diffusion.cpp library (from ../shared/runtimes, or
+# SD_RUNTIME_SRC), each checked against its sha256 in packaging/runtimes.json.
 runtime:
 	./packaging/fetch-runtime.sh linux-x64 runtime/llama
+	./packaging/install-sd-runtime.sh sd-linux-x64 runtime/sd
 
 # A newcomer's first look: the desktop app against a dev studio on loopback
 # that approves it and feeds it demo jobs.

@@ -11,6 +11,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/minisgg/studio-worker/engine/llama"
+	"github.com/minisgg/studio-worker/engine/sd"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
 )
@@ -29,10 +30,11 @@ func installRuntimeCheck() {
 
 // cmdVersion prints the version on one line; --verbose adds which llama.cpp
 // runtime this program finds and loads, what it computes on and, when a GPU
-// goes unused, what to install.
+// goes unused, what to install; then which stable-diffusion.cpp library
+// loads, from where, and what image jobs it runs.
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)
-	verbose := fs.Bool("verbose", false, "also say which llama.cpp runtime loads and on what it runs")
+	verbose := fs.Bool("verbose", false, "also say which llama.cpp and stable-diffusion.cpp runtimes load and on what they run")
 	configDir := fs.String("config", "", "settings folder (default: the user's config folder)")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -60,6 +62,12 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 			_, _ = toml.Decode(string(data), &saved)
 		}
 	}
+	defer func() {
+		img := sd.New(sd.Config{LibPath: saved.SDLibPath, Threads: saved.Threads, Log: slog.New(slog.DiscardHandler)})
+		for _, line := range img.Summary() {
+			fmt.Fprintln(stdout, line)
+		}
+	}()
 	libDir := saved.LlamaLibDir
 	if _, err := llama.LoadRuntime(libDir, slog.New(slog.DiscardHandler)); err != nil {
 		fmt.Fprintln(stdout, "llama.cpp runtime: not loaded: "+err.Error())

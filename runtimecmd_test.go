@@ -29,6 +29,25 @@ func TestCLIVersionVerbose(t *testing.T) {
 	} else if !strings.HasPrefix(lines[1], "llama.cpp runtime: not loaded: ") {
 		t.Errorf("without a runtime: %q", lines[1])
 	}
+	// Then which stable-diffusion.cpp library loads and what image jobs it
+	// runs (or why none does).
+	sdLine := ""
+	for i, l := range lines {
+		if strings.HasPrefix(l, "stable-diffusion.cpp runtime: ") {
+			sdLine = l
+			if sdLib := os.Getenv("STUDIO_WORKER_SD_LIB"); sdLib != "" {
+				if _, err := os.Stat(sdLib); err == nil {
+					if !strings.Contains(l, "master-827-97d2990") || !strings.Contains(l, sdLib) ||
+						i+1 >= len(lines) || !strings.Contains(lines[i+1], "image jobs: txt2img") {
+						t.Errorf("image runtime lines %q should name %s and the image jobs it runs", lines[i:], sdLib)
+					}
+				}
+			}
+		}
+	}
+	if sdLine == "" {
+		t.Errorf("no stable-diffusion.cpp line in %q", out)
+	}
 	// Printing the version writes nothing into the settings folder.
 	dir := t.TempDir()
 	runCLI(t, "version", "--verbose", "--config", dir)

@@ -5,7 +5,6 @@ package sd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"image"
 	"log/slog"
@@ -22,9 +21,10 @@ import (
 
 // Config says where the library is and how to run it.
 type Config struct {
-	// LibPath is the libstable-diffusion shared library (settings'
-	// sd_lib_path). Empty: the STUDIO_WORKER_SD_LIB environment variable;
-	// when that is empty too, the engine advertises nothing.
+	// LibPath is the libstable-diffusion shared library, or the folder
+	// holding it (settings' sd_lib_path). Empty: FindLib's other places
+	// (STUDIO_WORKER_SD_LIB, lib/ next to the program, a source tree's
+	// runtime/sd/<variant>/); when none has it, the engine advertises nothing.
 	LibPath string
 	// Threads for the CPU parts of generation; 0 means max(1, cores-1)
 	// (using every core stalls when anything else wants one).
@@ -47,6 +47,7 @@ type Engine struct {
 	log     *slog.Logger
 	threads int
 	lib     *Library // nil when not loaded
+	found   Found    // where lib came from
 	b       backend  // nil when not loaded
 	loadErr error
 
@@ -62,29 +63,27 @@ type warmContext struct {
 	bytes  uint64
 }
 
-// New loads the library named by cfg (or STUDIO_WORKER_SD_LIB). It never
-// fails: without a usable library the engine reports no kinds, and
-// LoadError and the log (once) say why.
+// New loads the library FindLib(cfg.LibPath) finds. It never fails:
+// without a usable library the engine reports no kinds, and LoadError and
+// the log (once) say why.
 func New(cfg Config) *Engine {
 	e := newEngine(cfg)
-	path := cfg.LibPath
-	if path == "" {
-		path = os.Getenv(EnvLib)
-	}
-	if path == "" {
-		e.loadErr = errors.New("no stable-diffusion.cpp library is configured (set sd_lib_path in the settings or " + EnvLib + "); image jobs are not offered")
+	found, err := FindLib(cfg.LibPath)
+	if err != nil {
+		e.loadErr = fmt.Errorf("%w; image jobs are not offered", err)
 		e.log.Info("image engine off", "op", "sd-cpp", "reason", e.loadErr.Error())
 		return e
 	}
-	lib, err := Open(path)
+	lib, err := Open(found.Path)
 	if err != nil {
 		e.loadErr = fmt.Errorf("%w; image jobs are not offered", err)
 		e.log.Warn("image engine off", "op", "sd-cpp", "reason", e.loadErr.Error())
 		return e
 	}
-	e.lib, e.b = lib, lib
+	e.lib, e.b, e.found = lib, lib, found
 	fallbackLog.Store(e.log)
-	e.log.Info("image engine ready", "op", "sd-cpp", "library", lib.Path(), "version", lib.Version(), "commit", lib.Commit())
+	e.log.Info("image engine ready", "op", "sd-cpp", "library", lib.Path(), "from", found.From,
+		"version", lib.Version(), "commit", lib.Commit())
 	return e
 }
 
@@ -105,6 +104,10 @@ func (e *Engine) LoadError() error { return e.loadErr }
 
 // Library is the loaded library, nil when the engine is off.
 func (e *Engine) Library() *Library { return e.lib }
+
+// Found says where the loaded library was found (zero when the engine is
+// off).
+func (e *Engine) Found() Found { return e.found }
 
 // Name implements engine.Engine.
 func (e *Engine) Name() engine.EngineName { return engine.EngineSDCpp }

@@ -21,7 +21,7 @@ func testLibrary(t *testing.T) *Library {
 	t.Helper()
 	path := os.Getenv(EnvLib)
 	if path == "" {
-		t.Skip("needs STUDIO_WORKER_SD_LIB pointing at libstable-diffusion.so (sd.cpp " + PinnedVersion + ")")
+		t.Skip("needs " + LibFile() + " (stable-diffusion.cpp " + PinnedVersion + "): run `make runtime`, or set " + EnvLib)
 	}
 	l, err := Open(path)
 	if err != nil {
