@@ -644,6 +644,17 @@ func (e *Engine) promptLocked(p *engine.LLMParams, o options) ([]yz.Token, chatP
 	if n, per := cp.bytes(), r.facts.maxTokenBytes; per > 0 && n > room*per {
 		return nil, cp, tooLong(&PromptTooLongError{Context: r.nCtx, PromptBytes: n, MaxTokenBytes: per})
 	}
+	// Caller text was checked by engine.Job.Validate; the template's own
+	// output is checked here, since llama.cpp's tokenizer cannot take a NUL
+	// (the binding cannot pass it) nor invalid UTF-8 (its decoder throws,
+	// which aborts the process).
+	for _, seg := range cp.segments {
+		if err := engine.CheckText("prompt", seg.text); err != nil {
+			var je *engine.JobError
+			errors.As(err, &je)
+			return nil, cp, engine.Invalid("messages", "the model's chat template made a prompt llama.cpp cannot take: %s", je.Reason)
+		}
+	}
 	tokens := tokenize(r.vocab, r.facts, cp.segments)
 	if len(tokens) == 0 {
 		return nil, cp, engine.Invalid("messages", "the conversation formats to an empty prompt")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -374,5 +375,23 @@ func TestTextSetFindsTheLongest(t *testing.T) {
 		if got := ts.longestAt(in); got != want {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The template's output is checked as well as the caller's text: text
+// that reaches it by another way than the task (here an argument that
+// skipped engine.Job.Validate; a vocabulary's BOS or EOS text is another)
+// fails the job instead of reaching the tokenizer.
+func TestTemplateOutputIsCheckedToo(t *testing.T) {
+	e, _ := newTestEngine(t)
+	s := gguf.Tiny()
+	s.Name = "tiny-llama-eos-template"
+	s.ChatTemplate = "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}{{ '<|im_start|>assistant\\n' + eos_token }}"
+	load(t, e, s)
+	for _, bad := range []string{"a\x00b", "a\xffb"} {
+		e.mu.Lock()
+		_, _, err := e.promptLocked(ptr(user("hi")), options{kwargs: map[string]any{"eos_token": bad}})
+		e.mu.Unlock()
+		wantJobError(t, fmt.Sprintf("%q from the template", bad), err, "messages")
 	}
 }
