@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"runtime/debug"
+	"sort"
 	"sync"
 	"time"
 )
@@ -51,6 +53,12 @@ type Runner struct {
 
 	storeMu sync.Mutex
 	store   *Store
+
+	// crashes count engine-process crashes by job id and by model file
+	// for the poison rule (see Run).
+	crashMu    sync.Mutex
+	crashJobs  map[string]int
+	crashFiles map[string]int
 }
 
 // NewRunner builds a Runner. Store and BudgetGB are required.
@@ -78,6 +86,7 @@ func NewRunner(cfg RunnerConfig) *Runner {
 	return &Runner{
 		router: NewRouter(cfg.Engines...), store: cfg.Store, budget: budget, probe: probe,
 		log: log, ttl: ttl, now: now, estimates: map[string]float64{},
+		crashJobs: map[string]int{}, crashFiles: map[string]int{},
 	}
 }
 
@@ -253,7 +262,68 @@ func (r *Runner) Run(ctx context.Context, job Job, progress ProgressFunc) (res R
 			log.Warn("removed a model file that failed to load; the next offer downloads it again", "op", "store", "path", mfe.Path, "why", mfe.Reason)
 		}
 	}
+	var ce *CrashError
+	if errors.As(err, &ce) {
+		err = r.noteCrash(log, store, job, ce)
+	}
 	return res, err
+}
+
+// PoisonCrashes is how many crashes of an engine's process make a job, or
+// a model file, poison: its next crash fails it for good.
+const PoisonCrashes = 2
+
+// noteCrash applies the poison rule (the design's "a crash is a failed
+// job"): a job that has crashed an engine process PoisonCrashes times is
+// failed as not retryable, since the studio would only hand it to the next
+// worker to crash there; a model file that has, is deleted from the store
+// (Store.Discard: re-downloaded and checked against its sha256 before any
+// further use)
+// and its job fails the same way. Other crashes stay retryable.
+func (r *Runner) noteCrash(log *slog.Logger, store *Store, job Job, ce *CrashError) error {
+	files := make([]string, 0, len(job.Files))
+	for _, p := range job.Files {
+		files = append(files, p)
+	}
+	sort.Strings(files)
+	r.crashMu.Lock()
+	if len(r.crashJobs) > 1000 { // bounded: old job ids are not coming back
+		clear(r.crashJobs)
+	}
+	r.crashJobs[job.ID]++
+	jobCrashes := r.crashJobs[job.ID]
+	var poisoned []string
+	for _, p := range files {
+		r.crashFiles[p]++
+		if r.crashFiles[p] >= PoisonCrashes {
+			poisoned = append(poisoned, p)
+			delete(r.crashFiles, p) // a fresh download starts counting again
+		}
+	}
+	r.crashMu.Unlock()
+	if jobCrashes < PoisonCrashes && len(poisoned) == 0 {
+		return ce
+	}
+	var reason string
+	for _, p := range poisoned {
+		if err := store.Discard(p); err != nil {
+			// A file the donor placed in the models folder is theirs: it
+			// stays, and the job still fails for good.
+			log.Warn("a model file crashed its engine twice and was left in place: "+err.Error(), "op", "poison", "file", p)
+		} else {
+			log.Warn("deleted a model file that crashed its engine twice; it is downloaded afresh and checked before any further use", "op", "poison", "file", p)
+		}
+		if reason == "" {
+			reason = fmt.Sprintf("the model file %s has crashed %s twice, so it is not used again until it is downloaded afresh", filepath.Base(p), ce.What)
+		}
+	}
+	if jobCrashes >= PoisonCrashes {
+		reason = fmt.Sprintf("this job has crashed %s twice, so it is not tried again", ce.What)
+	}
+	if reason == "" {
+		return ce
+	}
+	return &JobError{Reason: reason + ": " + ce.Error(), Err: ce}
 }
 
 // makeRoom releases other engines' resident models when the job would not

@@ -410,3 +410,50 @@ func TestRunRefusesInvalidJobBeforeDownload(t *testing.T) {
 		t.Fatal("an engine was handed a refused job")
 	}
 }
+
+// TestPoisonRule: a job or a model file that crashed an engine's process
+// twice fails for good, and the file is not used again until it is
+// downloaded afresh and checked.
+func TestPoisonRule(t *testing.T) {
+	b := newBlob(64<<10, 21)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { b.record(r); b.serve(w, r) })
+	crash := &CrashError{What: "the text engine", Model: "tiny-llama", Phase: PhaseLoad, Exit: "signal: aborted", Lines: "GGML_ASSERT(x) failed"}
+	llama := &fakeEngine{name: EngineLlamaCpp, kinds: []TaskKind{KindLLM}, err: crash}
+	r := NewRunner(RunnerConfig{Store: newTestStore(t, StoreOptions{}), Engines: []Engine{llama}, BudgetGB: func() float64 { return 12 }, Probe: fixedVRAM(VRAMInfo{})})
+
+	job := llmJob(srv.URL, b, 1)
+	_, err := r.Run(context.Background(), job, nil)
+	if !errors.Is(err, crash) || !IsRetryable(err) {
+		t.Fatalf("first crash: want the crash, retryable; got %v", err)
+	}
+	_, err = r.Run(context.Background(), job, nil)
+	var je *JobError
+	if !errors.As(err, &je) || IsRetryable(err) || !errors.Is(err, crash) {
+		t.Fatalf("second crash of the same job: want a job error wrapping the crash; got %#v", err)
+	}
+	if want := "this job has crashed the text engine twice, so it is not tried again: the text engine crashed while loading model tiny-llama (signal: aborted): GGML_ASSERT(x) failed"; err.Error() != want {
+		t.Errorf("got  %q\nwant %q", err, want)
+	}
+	path := llama.jobs[1].Files[RoleModel]
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the model file that crashed twice is still in use: %v", err)
+	}
+	if n := len(b.requests()); n != 1 {
+		t.Fatalf("%d downloads before the set-aside, want 1", n)
+	}
+
+	// Another job with the same model: the file is downloaded afresh, and
+	// its crash count starts again.
+	job.ID = "another-job"
+	llama.err = nil
+	if _, err := r.Run(context.Background(), job, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(b.requests()); n != 2 {
+		t.Fatalf("%d downloads, want a fresh one after the set-aside", n)
+	}
+	llama.err = crash
+	if _, err := r.Run(context.Background(), job, nil); !IsRetryable(err) {
+		t.Fatalf("a fresh file's first crash must stay retryable: %v", err)
+	}
+}
