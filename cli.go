@@ -285,7 +285,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	defer st.Shutdown(shutdownTimeout)
 	if !slices.Contains(st.Runner.Kinds(), engine.KindLLM) {
-		return fail(fmt.Errorf("chat jobs need the llama.cpp runtime, which did not load: %v", st.Llama.LibError()))
+		return fail(fmt.Errorf("chat jobs need the llama.cpp runtime, which did not load: %v", st.Llama.LoadError()))
 	}
 	runDone := make(chan error, 1)
 	go func() { runDone <- st.Worker.Run(context.Background()) }()

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/adrg/xdg"
 )
@@ -38,6 +39,25 @@ type Settings struct {
 	LlamaLibDir    string  `toml:"llama_lib_dir"`
 	SDLibPath      string  `toml:"sd_lib_path"`
 	InstallID      string  `toml:"install_id"`
+	// EngineKeepAliveMinutes is how long an idle engine process keeps its
+	// model in memory before it exits and gives everything back: 0 is
+	// DefaultEngineKeepAliveMinutes, -1 keeps it until a pause or the end.
+	EngineKeepAliveMinutes int `toml:"engine_keep_alive_minutes"`
+}
+
+// DefaultEngineKeepAliveMinutes is Ollama's keep-alive default.
+const DefaultEngineKeepAliveMinutes = 5
+
+// EngineKeepAlive resolves EngineKeepAliveMinutes: 0 is the default, a
+// negative value is returned as -1 (never).
+func (s Settings) EngineKeepAlive() time.Duration {
+	switch {
+	case s.EngineKeepAliveMinutes < 0:
+		return -1
+	case s.EngineKeepAliveMinutes == 0:
+		return DefaultEngineKeepAliveMinutes * time.Minute
+	}
+	return time.Duration(s.EngineKeepAliveMinutes) * time.Minute
 }
 
 // Field names used in FieldError; they are the TOML keys so the UI and the
@@ -49,6 +69,7 @@ const (
 	FieldThreads      = "threads"
 	FieldLlamaLibDir  = "llama_lib_dir"
 	FieldSDLibPath    = "sd_lib_path"
+	FieldKeepAlive    = "engine_keep_alive_minutes"
 )
 
 // Default returns the settings of a fresh install. InstallID is left empty;
@@ -103,6 +124,8 @@ func fieldLabel(f string) string {
 		return "llama.cpp library folder"
 	case FieldSDLibPath:
 		return "stable-diffusion library"
+	case FieldKeepAlive:
+		return "engine keep-alive"
 	}
 	return f
 }
@@ -130,6 +153,9 @@ func (s Settings) Validate(detectedVRAMGB float64) error {
 	}
 	if n := runtime.NumCPU(); s.Threads < 0 || s.Threads > n {
 		return &FieldError{FieldThreads, fmt.Sprintf("must be between 0 (automatic) and %d, the number of CPU cores", n)}
+	}
+	if s.EngineKeepAliveMinutes < -1 || s.EngineKeepAliveMinutes > 24*60 {
+		return &FieldError{FieldKeepAlive, "must be between -1 (never let go) and 1440 minutes (0 is the default, 5)"}
 	}
 	if s.LlamaLibDir != "" {
 		if fi, err := os.Stat(s.LlamaLibDir); err != nil || !fi.IsDir() {

@@ -21,8 +21,8 @@ import (
 
 	"github.com/minisgg/studio-worker/app/autostart"
 	"github.com/minisgg/studio-worker/engine"
-	"github.com/minisgg/studio-worker/engine/llama"
-	"github.com/minisgg/studio-worker/engine/sd"
+	"github.com/minisgg/studio-worker/engine/host"
+	"github.com/minisgg/studio-worker/engine/host/hosted"
 	"github.com/minisgg/studio-worker/logging"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
@@ -54,9 +54,12 @@ type Options struct {
 	// LoginStart replaces the login entry altogether (tests); nil means
 	// package autostart at AutostartConfig.
 	LoginStart LoginStart
-	// Engines replaces the real engines (tests); nil loads llama.cpp and
-	// stable-diffusion.cpp.
+	// Engines replaces the real engines (tests); nil runs llama.cpp and
+	// stable-diffusion.cpp, each in a child process of EngineExe.
 	Engines []engine.Engine
+	// EngineExe is the program whose hidden `engine-host` command serves
+	// the engines; empty is this program (os.Executable).
+	EngineExe string
 	// Probe replaces the GPU probe (tests).
 	Probe engine.GPUProbe
 	// ShutdownGrace is how long Shutdown lets a running job finish.
@@ -94,10 +97,12 @@ type Stack struct {
 	Settings *Controller
 	Creds    settings.CredentialStore
 	Runner   *engine.Runner
-	Llama    *llama.Engine // nil when Options.Engines replaced it
-	Image    *sd.Engine    // nil when Options.Engines replaced it
-	Worker   *studio.Worker
-	Dev      *DevStudio // nil unless Options.DevStudio
+	// Llama and Image run llama.cpp and stable-diffusion.cpp in child
+	// processes; nil when Options.Engines replaced them.
+	Llama  *host.Client
+	Image  *host.Client
+	Worker *studio.Worker
+	Dev    *DevStudio // nil unless Options.DevStudio
 
 	// Notices are problems found at start that the donor should read
 	// (a damaged settings file, no engine runtime); the log has them too.
@@ -236,24 +241,18 @@ func New(opts Options) (_ *Stack, err error) {
 	st.storeOpts = engine.StoreOptions{UserAgent: studio.UserAgent(), Log: st.Log}
 	engines := opts.Engines
 	if engines == nil {
-		st.Llama = llama.New(llama.Config{LibDir: cur.LlamaLibDir, Threads: cur.Threads, Log: st.Log})
-		if err := st.Llama.LibError(); err != nil {
-			// The engine has logged it already.
+		// Each native runtime runs in a child process of this program
+		// (engine/host): a crash in native code fails one job, not the app.
+		keep := cur.EngineKeepAlive()
+		st.Llama = hosted.Client(hosted.Llama, hosted.Options{Exe: opts.EngineExe, LibPath: cur.LlamaLibDir, Threads: cur.Threads, Log: st.Log, KeepAlive: keep})
+		if err := st.Llama.LoadError(); err != nil {
 			st.Notices = append(st.Notices, "Text (LLM) jobs are unavailable: "+err.Error())
 		} else {
-			// ggml sees exactly the GPUs llama.cpp will offload to, so it
-			// is the first source of GPU memory facts (then nvidia-smi, sysfs).
-			llama.RegisterGPUProber()
 			// A GPU runtime that failed its check in a child process, or a
-			// GPU this runtime cannot use: logged by the engine, shown too.
-			rt := st.Llama.Runtime()
-			for _, msg := range []string{rt.Problem, rt.Advice} {
-				if msg != "" {
-					st.Notices = append(st.Notices, msg)
-				}
-			}
+			// GPU this runtime cannot use.
+			st.Notices = append(st.Notices, st.Llama.Hello().Notices...)
 		}
-		st.Image = sd.New(sd.Config{LibPath: cur.SDLibPath, Threads: cur.Threads, Log: st.Log})
+		st.Image = hosted.Client(hosted.SD, hosted.Options{Exe: opts.EngineExe, LibPath: cur.SDLibPath, Threads: cur.Threads, Log: st.Log, KeepAlive: keep})
 		if err := st.Image.LoadError(); err != nil {
 			st.Notices = append(st.Notices, "Image jobs are unavailable: "+err.Error())
 		}
@@ -436,6 +435,11 @@ func (st *Stack) Shutdown(timeout time.Duration) error {
 		st.removeQueue()
 	}
 	_ = st.Runner.ReleaseAll()
+	for _, c := range []*host.Client{st.Llama, st.Image} {
+		if c != nil {
+			_ = c.Close() // the processes go, and all they held
+		}
+	}
 	// A finished download may still be going to disk with its record, in
 	// the models folder of now or of before a change.
 	st.storesMu.Lock()

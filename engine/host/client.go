@@ -117,7 +117,11 @@ func New(cfg Config) *Client {
 	if err != nil {
 		c.log.Warn(err.Error(), "op", "engine-host")
 	}
-	c.armIdle()
+	if len(c.Kinds()) == 0 {
+		c.stop(false) // nothing to serve: no process kept for it
+	} else {
+		c.armIdle()
+	}
 	return c
 }
 
@@ -413,18 +417,24 @@ func (c *Client) Release() error {
 // running fails with an error saying the engine was stopped, which is not
 // a crash. The next job starts a new child.
 func (c *Client) Stop() error {
+	c.stop(true)
+	return nil
+}
+
+func (c *Client) stop(say bool) {
 	c.mu.Lock()
 	ch := c.ch
 	c.mu.Unlock()
 	if ch == nil {
-		return nil
+		return
 	}
 	ch.stopping.Store(true)
 	ch.kill()
 	<-ch.done
 	c.forget(ch)
-	c.log.Info(fmt.Sprintf("%s was stopped (process %d), giving back its memory", c.cfg.What, ch.pid), "op", "engine-host")
-	return nil
+	if say {
+		c.log.Info(fmt.Sprintf("%s was stopped (process %d), giving back its memory", c.cfg.What, ch.pid), "op", "engine-host")
+	}
 }
 
 // Close stops the child for good; later runs start no new one.
