@@ -386,27 +386,5 @@ func EnsureIn(dir string, s Spec) (string, error) {
 	if err := s.validate(); err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, s.FileName())
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("gguf: %w", err)
-	}
-	f, err := os.CreateTemp(dir, s.Name+"-*.tmp")
-	if err != nil {
-		return "", fmt.Errorf("gguf: %w", err)
-	}
-	defer os.Remove(f.Name()) // no-op after the rename
-	if err := s.Write(f); err != nil {
-		f.Close()
-		return "", err
-	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("gguf: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return "", fmt.Errorf("gguf: %w", err)
-	}
-	return path, nil
+	return ensureFile(dir, s.Name, s.FileName(), s.Write)
 }

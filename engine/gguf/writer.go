@@ -43,13 +43,25 @@ const (
 	TypeFloat64 ValueType = 12
 )
 
-// TensorType is a ggml tensor element type. Only the unquantised ones can be
-// written here; quantisation is llama.cpp's job.
+// TensorType is a ggml tensor element type. F32 and F16 are written from
+// float values; TQ1_0 (ternary, 1.6875 bits a weight) only from raw blocks
+// (RawTensor), which is enough for random weights. Quantising real weights
+// is llama.cpp's job.
 type TensorType uint32
 
 const (
 	F32 TensorType = 0
 	F16 TensorType = 1
+	// TQ1_0 is ggml's GGML_TYPE_TQ1_0: blocks of 256 weights in 54 bytes
+	// (48 bytes of five base-3 digits each, 4 bytes of four each, then an
+	// F16 scale d); every weight is -d, 0 or +d.
+	TQ1_0 TensorType = 34
+)
+
+// TQ1_0 block geometry (ggml-common.h, block_tq1_0).
+const (
+	TQ1BlockWeights = 256
+	TQ1BlockBytes   = 54
 )
 
 func (t TensorType) size() (int, error) {
@@ -59,7 +71,19 @@ func (t TensorType) size() (int, error) {
 	case F16:
 		return 2, nil
 	}
-	return 0, fmt.Errorf("gguf: tensor type %d cannot be written", t)
+	return 0, fmt.Errorf("gguf: tensor type %d cannot be written from float values", t)
+}
+
+// dataSize is the byte size of count elements of t.
+func (t TensorType) dataSize(count uint64) (uint64, error) {
+	if t == TQ1_0 {
+		if count%TQ1BlockWeights != 0 {
+			return 0, fmt.Errorf("gguf: TQ1_0 needs a multiple of %d weights, got %d", TQ1BlockWeights, count)
+		}
+		return count / TQ1BlockWeights * TQ1BlockBytes, nil
+	}
+	n, err := t.size()
+	return count * uint64(n), err
 }
 
 // FileType is the general.file_type value matching a tensor type (llama_ftype).
@@ -87,11 +111,16 @@ type arrayValue struct {
 // tensor's type. It must call put exactly n times.
 type Filler func(n int, put func(float32)) error
 
+// RawFiller streams one tensor's data as the type's bytes; together the
+// calls to put must give exactly size bytes.
+type RawFiller func(size int, put func([]byte)) error
+
 type tensor struct {
 	name string
 	typ  TensorType
 	dims []uint64
 	fill Filler
+	raw  RawFiller
 }
 
 func (t tensor) count() uint64 {
@@ -160,6 +189,21 @@ func (b *Builder) Tensor(name string, typ TensorType, dims []uint64, fill Filler
 		b.setErr(err)
 		return
 	}
+	b.addTensor(tensor{name: name, typ: typ, dims: append([]uint64(nil), dims...), fill: fill})
+}
+
+// RawTensor adds a tensor whose data is given as the type's own bytes
+// (for TQ1_0: whole blocks; dims[0] must be a multiple of 256).
+func (b *Builder) RawTensor(name string, typ TensorType, dims []uint64, raw RawFiller) {
+	if len(dims) > 0 && typ == TQ1_0 && dims[0]%TQ1BlockWeights != 0 {
+		b.setErr(fmt.Errorf("gguf: tensor %q: TQ1_0 rows must be a multiple of %d weights", name, TQ1BlockWeights))
+		return
+	}
+	b.addTensor(tensor{name: name, typ: typ, dims: append([]uint64(nil), dims...), raw: raw})
+}
+
+func (b *Builder) addTensor(t tensor) {
+	name, dims := t.name, t.dims
 	if len(dims) == 0 || len(dims) > 4 {
 		b.setErr(fmt.Errorf("gguf: tensor %q has %d dimensions (1 to 4 allowed)", name, len(dims)))
 		return
@@ -169,7 +213,7 @@ func (b *Builder) Tensor(name string, typ TensorType, dims []uint64, fill Filler
 		return
 	}
 	b.names["t:"+name] = true
-	b.tensors = append(b.tensors, tensor{name: name, typ: typ, dims: append([]uint64(nil), dims...), fill: fill})
+	b.tensors = append(b.tensors, t)
 }
 
 // countingWriter tracks the offset so padding can be computed without Seek.
@@ -284,8 +328,11 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 		}
 		c.u32(uint32(t.typ))
 		c.u64(off)
-		size, _ := t.typ.size()
-		off += alignUp(t.count() * uint64(size))
+		size, err := t.typ.dataSize(t.count())
+		if err != nil {
+			return c.n, fmt.Errorf("gguf: tensor %s: %w", t.name, err)
+		}
+		off += alignUp(size)
 	}
 	c.pad()
 	for _, t := range b.tensors {
@@ -301,6 +348,24 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 }
 
 func (c *countingWriter) tensorData(t tensor) error {
+	if t.raw != nil {
+		size, err := t.typ.dataSize(t.count())
+		if err != nil {
+			return err
+		}
+		var got uint64
+		put := func(p []byte) {
+			got += uint64(len(p))
+			c.write(p)
+		}
+		if err := t.raw(int(size), put); err != nil {
+			return fmt.Errorf("gguf: tensor %s: %w", t.name, err)
+		}
+		if got != size {
+			return fmt.Errorf("gguf: tensor %s: filler wrote %d of %d bytes", t.name, got, size)
+		}
+		return c.err
+	}
 	want := t.count()
 	var got uint64
 	var buf [4]byte
