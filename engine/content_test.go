@@ -7,7 +7,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -319,5 +321,37 @@ func TestDiscardOnlyDownloadedFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(loose); err != nil {
 		t.Fatalf("the donor's own file was removed: %v", err)
+	}
+}
+
+// TestEnsureErrorsCarryNoURLSecrets is issue 10 item 14 at the store: a
+// signed model URL's query string and user info appear in no error or log
+// line, however the download fails.
+func TestEnsureErrorsCarryNoURLSecrets(t *testing.T) {
+	var logs bytes.Buffer
+	st := newTestStore(t, StoreOptions{Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	notFound := newServer(t, func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String()
+	ln.Close()
+	const q = "?X-Amz-Signature=SIG-SECRET&X-Amz-Credential=CRED-SECRET"
+	withUser := func(base string) string { return strings.Replace(base, "http://", "http://user:PASS-SECRET@", 1) }
+	for name, u := range map[string]string{
+		"unreachable": withUser(closed) + "/m.gguf" + q,
+		"404":         withUser(notFound.URL) + "/m.gguf" + q,
+		"web page":    withUser(serveBytes(t, []byte(signInPage))) + "/m.gguf" + q,
+		"plain http":  "http://user:PASS-SECRET@models.example/m.gguf" + q,
+	} {
+		_, err := st.Ensure(context.Background(), "m", []ModelFile{{Role: RoleModel, URL: u, Filename: "m.gguf"}}, nil)
+		if err == nil || strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("%s: %v", name, err)
+		}
+		t.Logf("%s: %v", name, err)
+	}
+	if strings.Contains(logs.String(), "SECRET") {
+		t.Errorf("a secret reached the log:\n%s", logs.String())
 	}
 }

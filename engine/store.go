@@ -22,6 +22,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/minisgg/studio-worker/logging"
 )
 
 // Names the store keeps beside the model files. Model filenames that could
@@ -173,21 +175,9 @@ func isLoopbackHost(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// redactURL drops the query and fragment (signed URLs carry secrets there)
-// and any user info, so a URL can go into logs and error messages.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		if i := strings.IndexAny(raw, "?#"); i >= 0 {
-			return raw[:i]
-		}
-		return raw
-	}
-	u.User = nil
-	u.RawQuery = ""
-	u.Fragment = ""
-	return u.String()
-}
+// redactURL is logging.RedactURL: no query string, fragment or user info
+// of a model URL reaches an error, a log line or the window.
+func redactURL(raw string) string { return logging.RedactURL(raw) }
 
 var windowsReserved = map[string]bool{
 	"CON": true, "PRN": true, "AUX": true, "NUL": true,
@@ -875,7 +865,8 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 		if ctx.Err() != nil {
 			return fmt.Errorf("download of %s stopped: %w", f.Filename, ctx.Err())
 		}
-		return fmt.Errorf("could not reach the model server for %s (%s): %w", f.Filename, redactURL(f.URL), err)
+		// net/http's error repeats the whole URL, signature and all.
+		return fmt.Errorf("could not reach the model server for %s (%s): %w", f.Filename, redactURL(f.URL), logging.RedactError(err))
 	}
 	defer resp.Body.Close()
 

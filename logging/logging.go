@@ -6,7 +6,8 @@
 // Stable attribute keys: "op" (what part of the worker speaks), "job" (the
 // studio job id) and "model". Secrets (auth token, registration secret) are
 // never logged; attributes under well-known secret keys are redacted as a
-// second line of defence.
+// second line of defence, and every URL in a message or a text or error
+// attribute loses its query string and user info (RedactText).
 package logging
 
 import (
@@ -288,7 +289,8 @@ func (h *handler) takeField(a slog.Attr) bool {
 }
 
 func (h *handler) Handle(ctx context.Context, r slog.Record) error {
-	e := Entry{Time: r.Time, Level: r.Level, Message: r.Message, Op: h.op, Job: h.job, Model: h.mdl}
+	msg := RedactText(r.Message)
+	e := Entry{Time: r.Time, Level: r.Level, Message: msg, Op: h.op, Job: h.job, Model: h.mdl}
 	var recAttrs []slog.Attr
 	r.Attrs(func(a slog.Attr) bool {
 		a = redact(a)
@@ -321,7 +323,7 @@ func (h *handler) Handle(ctx context.Context, r slog.Record) error {
 	}
 	e.Attrs = cur
 
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	out := slog.NewRecord(r.Time, r.Level, msg, r.PC)
 	out.AddAttrs(recAttrs...)
 
 	c := h.core
@@ -359,8 +361,20 @@ func redact(a slog.Attr) slog.Attr {
 		return slog.String(a.Key, redacted)
 	}
 	a.Value = a.Value.Resolve()
-	if a.Value.Kind() == slog.KindGroup {
+	switch a.Value.Kind() {
+	case slog.KindGroup:
 		return slog.Attr{Key: a.Key, Value: slog.GroupValue(redactAll(a.Value.Group())...)}
+	case slog.KindString:
+		// A URL's query string and user info never reach a log line.
+		if v := a.Value.String(); strings.Contains(v, "://") {
+			return slog.String(a.Key, RedactText(v))
+		}
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok && err != nil {
+			if v := err.Error(); strings.Contains(v, "://") {
+				return slog.String(a.Key, RedactText(v))
+			}
+		}
 	}
 	return a
 }

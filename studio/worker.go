@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/logging"
 	"github.com/minisgg/studio-worker/settings"
 )
 
@@ -419,6 +420,7 @@ func (w *Worker) noteRejectLocked(reason string, lasting bool) {
 }
 
 func (w *Worker) sendReject(s Sender, c JobOfferClaim, reason, code string) {
+	reason = logging.RedactText(reason) // no signed URL's secret leaves the worker
 	w.log.Info(fmt.Sprintf("rejected job %s: %s", c.JobID, reason), "op", "offer", "job", c.JobID, "model", c.Model)
 	ctx, cancel := context.WithTimeout(context.Background(), frameSendTimeout)
 	defer cancel()
@@ -513,7 +515,7 @@ func (w *Worker) deliverBinary(jr *jobRun, res engine.Result) {
 	})
 	if err != nil {
 		w.log.Warn(fmt.Sprintf("result upload of job %s failed: %v", c.JobID, err), "op", "result", "job", c.JobID, "model", c.Model)
-		msg := "the result could not be uploaded: " + err.Error()
+		msg := "the result could not be uploaded: " + logging.RedactText(err.Error())
 		if jr.shutdown.Load() {
 			msg = msgShutdownFail
 		}
@@ -535,6 +537,9 @@ func (w *Worker) deliverFail(jr *jobRun, msg string, retryable bool) {
 	}
 	c := jr.claim
 	jr.final = !retryable
+	// The one place every failure passes: a URL's query string and user
+	// info go neither to the studio nor to the Jobs page (issue 10 item 14).
+	msg = logging.RedactText(msg)
 	w.log.Warn(fmt.Sprintf("job %s failed (retryable=%t): %s", c.JobID, retryable, msg), "op", "job", "job", c.JobID, "model", c.Model)
 	w.releaseGate(jr)
 	if err := w.sendFinal(jr, Fail{JobID: c.JobID, Error: msg, Retryable: retryable}); err != nil {

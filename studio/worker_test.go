@@ -516,6 +516,10 @@ func TestWorkerFailureRetryableRules(t *testing.T) {
 		{name: "cannot serve by words", err: errors.New("whisper engine cannot serve audio_tts tasks"), retryable: false, text: "cannot serve"},
 		{name: "generic", err: errors.New("download failed: sha256 mismatch"), retryable: true, text: "sha256 mismatch"},
 		{name: "panic", panicWith: "index out of range", retryable: true, text: "the engine crashed: index out of range"},
+		// Issue 10 item 14: a signed URL's query string and user info never
+		// leave the worker, in the fail frame or on the Jobs page.
+		{name: "signed URL", err: fmt.Errorf(`could not reach the model server: Get "https://u:PASS-SECRET@models.example/x.gguf?X-Amz-Signature=SIG-SECRET&X-Amz-Credential=CRED-SECRET": EOF`),
+			retryable: true, text: `Get "https://models.example/x.gguf": EOF`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -530,12 +534,13 @@ func TestWorkerFailureRetryableRules(t *testing.T) {
 			h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
 			s.next(t)
 			f, ok := s.next(t).(Fail)
-			if !ok || f.JobID != "j1" || f.Retryable != tc.retryable || !strings.Contains(f.Error, tc.text) {
+			if !ok || f.JobID != "j1" || f.Retryable != tc.retryable || !strings.Contains(f.Error, tc.text) || strings.Contains(f.Error, "SECRET") {
 				t.Fatalf("fail frame %+v, want retryable=%t containing %q", f, tc.retryable, tc.text)
 			}
 			waitIdle(t, h.w)
 			snap := h.w.Snapshot()
-			if snap.Counters.Failed != 1 || snap.Recent[0].Outcome != OutcomeFailed || !strings.Contains(snap.Recent[0].Error, tc.text) {
+			if snap.Counters.Failed != 1 || snap.Recent[0].Outcome != OutcomeFailed || !strings.Contains(snap.Recent[0].Error, tc.text) ||
+				strings.Contains(snap.Recent[0].Error, "SECRET") {
 				t.Errorf("snapshot %+v", snap.Recent)
 			}
 		})

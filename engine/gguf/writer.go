@@ -1,7 +1,9 @@
 // Package gguf writes GGUF v3 files and generates random-weight llama models
-// with them. It is test-support code: no registry ships a GGUF model, so
-// tests and benchmarks of any package make their own here, on demand, into a
-// cache folder (see Ensure). Nothing it writes is ever committed.
+// with them, and checks GGUF files from elsewhere before a native library
+// opens them (Check, CheckLLM in check.go). The writer is test-support code:
+// no registry ships a GGUF model, so tests and benchmarks of any package make
+// their own here, on demand, into a cache folder (see Ensure). Nothing it
+// writes is ever committed.
 //
 // The format follows the GGUF specification (ggml's docs/gguf.md): a header
 // (magic, version, counts), metadata key/value pairs, tensor descriptions,
