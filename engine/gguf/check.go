@@ -37,7 +37,8 @@ const (
 	MaxStringLen  = 1 << 30 // bytes in one string value
 	MaxArrayLen   = 1 << 28 // elements in one array value
 	MaxDims       = 4       // GGML_MAX_DIMS
-	MaxTensorName = 63      // GGML_MAX_NAME less its NUL
+	MaxTensorName = 127     // GGML_MAX_NAME as stable-diffusion.cpp builds ggml (128), less its NUL
+	MaxLLMName    = 63      // GGML_MAX_NAME as llama.cpp builds ggml (64), less its NUL
 	MaxLayers     = 512     // LLAMA_MAX_LAYERS
 	MaxExperts    = 512     // LLAMA_MAX_EXPERTS
 	MaxVocab      = 1 << 24 // tokens in a vocabulary
@@ -769,6 +770,12 @@ func CheckLLM(r io.ReaderAt, size int64) (*Info, error) {
 	}
 	if _, ok := in.Get("tokenizer.ggml.tokens"); !ok {
 		return nil, &Error{Field: "tokenizer.ggml.tokens", Offset: -1, Reason: "missing; a language model carries its vocabulary"}
+	}
+	for _, t := range in.Tensors {
+		if len(t.Name) > MaxLLMName {
+			return nil, &Error{Field: "tensor " + t.Name[:MaxLLMName] + "… name", Offset: t.InfoOffset,
+				Reason: fmt.Sprintf("%d bytes, more than the %d llama.cpp allows", len(t.Name), MaxLLMName)}
+		}
 	}
 	return in, nil
 }

@@ -276,8 +276,8 @@ func TestCheckRefusesMutations(t *testing.T) {
 			put64(b, L.tensorField(t, "blk.0.attn_k.weight", "offset"), L.tensor(t, q).Offset)
 			return b
 		}},
-		{"tensor name of 64 bytes", "tensor ", func(b []byte) []byte {
-			put64(b, int(L.tensor(t, q).InfoOffset), 64)
+		{"tensor name of 128 bytes", "tensor ", func(b []byte) []byte {
+			put64(b, int(L.tensor(t, q).InfoOffset), 128)
 			return b
 		}},
 		{"duplicate tensor name", "blk.1.attn_q.weight", func(b []byte) []byte {
@@ -353,4 +353,16 @@ func FuzzCheck(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = CheckLLM(bytes.NewReader(b), int64(len(b)))
 	})
+}
+
+// TestCheckAcceptsTheImageModel: the generated SDXS-shaped image model (long
+// tensor names, TQ1_0 blocks, no LLM metadata) passes Check.
+func TestCheckAcceptsTheImageModel(t *testing.T) {
+	var buf bytes.Buffer
+	if err := TinySDXS().Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Check(bytes.NewReader(buf.Bytes()), int64(buf.Len())); err != nil {
+		t.Fatalf("the SDXS-shaped model fails its check: %v", err)
+	}
 }
