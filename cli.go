@@ -37,6 +37,10 @@ usage:
   studio-worker                      start the desktop app
   studio-worker run [--studio URL] [--config DIR]
                                      run the worker without a window
+  studio-worker register [--reset] [--config DIR]
+                                     say whether this computer is registered
+                                     (--reset: forget its credentials, so the
+                                     next run registers it again)
   studio-worker devstudio [--addr HOST:PORT] [--data DIR] [--models DIR] [--auto-approve]
                                      run a local studio (tests, demos, self-hosting)
   studio-worker demo [--jobs N] [--dir DIR]
@@ -60,6 +64,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stderr)
+	case "register":
+		return cmdRegister(args[1:], stdout, stderr)
 	case "devstudio":
 		return cmdDevStudio(args[1:], stdout, stderr)
 	case "demo":
@@ -79,7 +85,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		// entries pass them).
 		return runDesktop(args)
 	}
-	fmt.Fprintf(stderr, "studio-worker: unknown command %q (commands: run, devstudio, demo, version, help)\n", args[0])
+	fmt.Fprintf(stderr, "studio-worker: unknown command %q (commands: run, register, devstudio, demo, version, help)\n", args[0])
 	return 2
 }
 
@@ -138,7 +144,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	case err := <-runErr:
 		st.Shutdown(shutdownTimeout)
 		if err != nil {
-			return fail(err)
+			return fail(errors.New(headlessAdvice(err.Error())))
 		}
 		return 0
 	case <-sigCtx.Done():
@@ -148,6 +154,66 @@ func cmdRun(args []string, stderr io.Writer) int {
 	st.Log.Info("shutting down", "op", "run")
 	if err := st.Shutdown(shutdownTimeout); err != nil {
 		return fail(errors.New("shutdown did not finish cleanly: " + err.Error()))
+	}
+	return 0
+}
+
+// headlessAdvice rewords the window's "log out and register again" for a
+// run without a window, where the way to log out is a command.
+func headlessAdvice(msg string) string {
+	return strings.ReplaceAll(msg, "log out and register again",
+		"run `studio-worker register --reset`, then `studio-worker run` to register again")
+}
+
+// ---- register ----
+
+// cmdRegister says whether this computer is registered with the studio
+// or, with --reset, forgets its credentials (the headless twin of the
+// window's "Log out / reset…"): the next `run` asks the studio to register
+// it again, and an operator approves it once more.
+func cmdRegister(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("register", flag.ContinueOnError)
+	reset := fs.Bool("reset", false, "forget this computer's studio credentials")
+	configDir := fs.String("config", "", "settings folder (default: the user's config folder)")
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprintln(stderr, "studio-worker register: "+err.Error())
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "studio-worker register: "+err.Error())
+		return 1
+	}
+	dir := *configDir
+	if dir == "" {
+		d, err := settings.DefaultDir()
+		if err != nil {
+			return fail(err)
+		}
+		dir = d
+	}
+	dir = settings.ExpandHome(dir)
+	store := settings.NewCredentialStore(dir, nil)
+	if *reset {
+		if err := store.Clear(); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "forgot this computer's studio credentials (settings folder %s); `studio-worker run` asks the studio to register it again\n", dir)
+		return 0
+	}
+	c, err := store.Load()
+	switch {
+	case err != nil:
+		return fail(err)
+	case c.Registered():
+		fmt.Fprintf(stdout, "registered as worker %s; `studio-worker run` connects it\n", c.WorkerID)
+	case c.RequestID != "":
+		fmt.Fprintf(stdout, "registration request %s is waiting for the studio's approval; `studio-worker run` keeps asking\n", c.RequestID)
+	default:
+		fmt.Fprintln(stdout, "not registered; `studio-worker run` asks the studio to register this computer")
 	}
 	return 0
 }

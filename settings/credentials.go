@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 
 	"github.com/zalando/go-keyring"
@@ -66,14 +67,28 @@ type CredentialStore interface {
 	Clear() error
 }
 
+// ResetAdvice is how a donor starts over when the stored credentials are
+// unusable: with the window, or with the command line (headless `run` has
+// no window).
+const ResetAdvice = "log out (Settings page, \"Log out / reset…\") or run `studio-worker register --reset`"
+
 // NewCredentialStore uses the OS keychain when one answers (probed once per
 // process with a throw-away entry), otherwise a 0600 file in dir. On Linux
-// without a Secret Service the keychain fails and the file is used.
-func NewCredentialStore(dir string) CredentialStore {
-	if keyringWorks() {
-		return &keyringStore{user: keyringUser(dir), file: NewFileCredentialStore(dir)}
+// without a Secret Service the keychain fails and the file is used; without
+// a session bus the keychain is not even asked (sessionBusUsable), so no
+// probe ever starts a bus. log (may be nil) hears about the choice and about
+// a credentials file others could read.
+func NewCredentialStore(dir string, log *slog.Logger) CredentialStore {
+	file := NewFileCredentialStore(dir)
+	file.SetLog(log)
+	if ok, why := sessionBusUsable(); !ok {
+		file.log.Debug("the keychain is not used ("+why+"); credentials are kept in "+file.path+" (mode 0600)", "op", "credentials")
+		return file
 	}
-	return NewFileCredentialStore(dir)
+	if keyringWorks() {
+		return &keyringStore{user: keyringUser(dir), file: file}
+	}
+	return file
 }
 
 var (
@@ -155,11 +170,23 @@ func (k *keyringStore) Clear() error {
 type FileCredentialStore struct {
 	path string
 	mu   sync.Mutex
+	log  *slog.Logger
 }
 
 // NewFileCredentialStore returns the file store for dir.
 func NewFileCredentialStore(dir string) *FileCredentialStore {
-	return &FileCredentialStore{path: filepath.Join(dir, CredentialsFileName)}
+	return &FileCredentialStore{path: filepath.Join(dir, CredentialsFileName), log: slog.New(slog.DiscardHandler)}
+}
+
+// SetLog sets where the store says what it did on its own (a mode it
+// tightened); nil discards.
+func (f *FileCredentialStore) SetLog(log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f.mu.Lock()
+	f.log = log
+	f.mu.Unlock()
 }
 
 // Path is the credentials file.
@@ -173,13 +200,35 @@ func (f *FileCredentialStore) Load() (Credentials, error) {
 		return Credentials{}, nil
 	}
 	if err != nil {
-		return Credentials{}, fmt.Errorf("credentials: cannot read %s: %w", f.path, err)
+		return Credentials{}, fmt.Errorf("credentials: cannot read %s (%w); check its owner and permissions, or %s to start over",
+			f.path, err, ResetAdvice)
 	}
+	f.tightenLocked()
 	var c Credentials
 	if err := json.Unmarshal(data, &c); err != nil {
-		return Credentials{}, fmt.Errorf("credentials: %s is unreadable (%v); log out to start over", f.path, err)
+		return Credentials{}, fmt.Errorf("credentials: %s is unreadable (%v); %s to start over", f.path, err, ResetAdvice)
 	}
 	return c, nil
+}
+
+// tightenLocked makes a credentials file that others may read (a copy
+// restored from a backup, a hand edit) private again, and says so. Windows
+// has no such mode bits.
+func (f *FileCredentialStore) tightenLocked() {
+	if runtime.GOOS == "windows" {
+		return
+	}
+	fi, err := os.Stat(f.path)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	if err := os.Chmod(f.path, 0o600); err != nil {
+		f.log.Warn(fmt.Sprintf("the credentials file %s can be read by other users (mode %04o) and could not be made private: %v",
+			f.path, fi.Mode().Perm(), err), "op", "credentials")
+		return
+	}
+	f.log.Warn(fmt.Sprintf("the credentials file %s could be read by other users (mode %04o); it is now private (0600)",
+		f.path, fi.Mode().Perm()), "op", "credentials")
 }
 
 func (f *FileCredentialStore) Save(c Credentials) error {

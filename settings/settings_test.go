@@ -331,8 +331,9 @@ func TestKeyringStoreWithMock(t *testing.T) {
 	keyring.MockInit()
 	resetProbe()
 	t.Cleanup(resetProbe)
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/the-mock-needs-no-bus")
 	dir := t.TempDir()
-	cs := NewCredentialStore(dir)
+	cs := NewCredentialStore(dir, nil)
 	if _, ok := cs.(*keyringStore); !ok {
 		t.Fatalf("with a working keychain got %T", cs)
 	}
@@ -364,7 +365,8 @@ func TestBrokenKeyringFallsBackToFile(t *testing.T) {
 	keyring.MockInitWithError(errors.New("no secret service on this bus"))
 	resetProbe()
 	t.Cleanup(resetProbe)
-	cs := NewCredentialStore(t.TempDir())
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/the-mock-needs-no-bus")
+	cs := NewCredentialStore(t.TempDir(), nil)
 	if _, ok := cs.(*FileCredentialStore); !ok {
 		t.Fatalf("with a broken keychain got %T, want the file store", cs)
 	}

@@ -203,13 +203,15 @@ func New(opts Options) (_ *Stack, err error) {
 		st.adoptLoginStart(store, &cur)
 	}
 	if opts.DevStudio {
-		st.Creds = settings.NewFileCredentialStore(cfgDir)
+		fileCreds := settings.NewFileCredentialStore(cfgDir)
+		fileCreds.SetLog(st.Log)
+		st.Creds = fileCreds
 		if cur.ModelsDir == settings.Default().ModelsDir {
 			// Demo models stay with the dev studio, not in the donor's folder.
 			cur.ModelsDir = filepath.Join(opts.DevDir, "models")
 		}
 	} else {
-		st.Creds = settings.NewCredentialStore(cfgDir)
+		st.Creds = settings.NewCredentialStore(cfgDir, st.Log)
 	}
 	st.Settings = &Controller{store: store, cur: cur, stack: st}
 	if opts.StudioURL != "" {
