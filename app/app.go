@@ -115,6 +115,7 @@ func Run(opts Options) int {
 	for _, n := range st.Notices {
 		m.AddNotice(n)
 	}
+	st.OnNotice(func(n string) { fyne.Do(func() { m.AddNotice(n) }) })
 
 	quit := func() {
 		w.Hide()

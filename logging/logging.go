@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/adrg/xdg"
@@ -98,6 +99,11 @@ type Options struct {
 	// FilePath is the rotating log file; empty means no file (see
 	// DefaultLogPath).
 	FilePath string
+	// OnFileError hears, once per streak of failed writes, that the log
+	// file stopped taking lines (a full disk, a folder gone). The logger
+	// itself says so too, once, on stderr, in the ring and to the sinks.
+	// Called on a goroutine of its own; may be nil.
+	OnFileError func(error)
 	// Level is the lowest level logged anywhere (default Info).
 	Level slog.Level
 	// RingSize bounds the in-memory ring (default 1000).
@@ -164,13 +170,50 @@ func New(opts Options) (*Logger, error) {
 			MaxAge:     28, // days
 		}
 		// lumberjack opens lazily; open now so a bad path fails here, in
-		// words, rather than on every line.
-		if _, err := c.file.Write(nil); err != nil {
+		// words, rather than on every line. A full disk is not a bad path:
+		// the file stays, reported as failing until the disk has room.
+		fw := &fileWriter{w: c.file}
+		if _, err := c.file.Write(nil); errors.Is(err, syscall.ENOSPC) {
+			fw.failing.Store(true)
+			defer func() { go fw.report(err) }()
+		} else if err != nil {
 			return nil, fmt.Errorf("logging: cannot open the log file %s: %w", opts.FilePath, err)
 		}
-		h.file = slog.NewTextHandler(c.file, &slog.HandlerOptions{Level: slog.LevelDebug})
+		h.file = slog.NewTextHandler(fw, &slog.HandlerOptions{Level: slog.LevelDebug})
+		l := &Logger{core: c, slog: slog.New(h)}
+		path, onErr := opts.FilePath, opts.OnFileError
+		fw.report = func(err error) {
+			l.slog.Warn(fmt.Sprintf("the log file %s cannot be written (%v); until it can, logs are kept only in memory (the Logs page) and on stderr", path, err),
+				KeyOp, "logging")
+			if onErr != nil {
+				onErr(err)
+			}
+		}
+		return l, nil
 	}
 	return &Logger{core: c, slog: slog.New(h)}, nil
+}
+
+// fileWriter is the log file as the file handler writes to it: a failed
+// write is reported once per streak (report runs on its own goroutine, so
+// the report's own line, which fails to reach the file too, never waits on
+// the write that failed), and the next good write ends the streak.
+type fileWriter struct {
+	w       io.Writer
+	failing atomic.Bool
+	report  func(error)
+}
+
+func (f *fileWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err != nil {
+		if !f.failing.Swap(true) && f.report != nil {
+			go f.report(err)
+		}
+		return n, err
+	}
+	f.failing.Store(false)
+	return n, nil
 }
 
 // Slog is the logger to hand to every part of the app.

@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,7 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 type captureSink struct {
@@ -260,5 +263,93 @@ func BenchmarkLogInfo(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		log.Info("line", KeyJob, "j", "n", 1)
+	}
+}
+
+// TestLogFileOnAFullDiskIsSaidOnce is issue 10's item 18: with the log
+// file on a full disk the file stayed empty without a word. /dev/full
+// answers every write with "no space left on device".
+func TestLogFileOnAFullDiskIsSaidOnce(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("needs /dev/full: " + err.Error())
+	}
+	var stderr syncBuf
+	reported := make(chan error, 4)
+	l, err := New(Options{Stderr: &stderr, FilePath: "/dev/full", OnFileError: func(err error) { reported <- err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Slog().Info("first line")
+	var got error
+	select {
+	case got = <-reported:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the failing log file was never reported")
+	}
+	if !strings.Contains(got.Error(), "no space left") {
+		t.Fatalf("reported %v", got)
+	}
+	for range 5 {
+		l.Slog().Info("more lines")
+	}
+	select {
+	case err := <-reported:
+		t.Fatalf("reported a second time: %v", err)
+	default:
+	}
+	if n := strings.Count(stderr.String(), "cannot be written"); n != 1 {
+		t.Fatalf("stderr says it %d times:\n%s", n, stderr.String())
+	}
+	found := false
+	for _, e := range l.Ring().Entries() {
+		found = found || strings.Contains(e.Message, "the log file /dev/full cannot be written")
+	}
+	if !found {
+		t.Fatal("the Logs page (ring) does not say it")
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// flakyWriter fails while full is set.
+type flakyWriter struct{ full atomic.Bool }
+
+func (f *flakyWriter) Write(p []byte) (int, error) {
+	if f.full.Load() {
+		return 0, errors.New("no space left on device")
+	}
+	return len(p), nil
+}
+
+// TestFileWriterReportsOncePerStreak: a disk that fills while running is
+// reported at its first failed line, once, and again only after a good
+// write ended the streak.
+func TestFileWriterReportsOncePerStreak(t *testing.T) {
+	disk := &flakyWriter{}
+	reports := make(chan error, 8)
+	fw := &fileWriter{w: disk, report: func(err error) { reports <- err }}
+	write := func() { _, _ = fw.Write([]byte("line\n")) }
+	write()
+	disk.full.Store(true)
+	write()
+	write()
+	<-reports
+	disk.full.Store(false)
+	write()
+	disk.full.Store(true)
+	write()
+	<-reports
+	write()
+	select {
+	case err := <-reports:
+		t.Fatalf("a third report in two streaks: %v", err)
+	default:
 	}
 }

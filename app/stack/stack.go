@@ -107,6 +107,11 @@ type Stack struct {
 	// Notices are problems found at start that the donor should read
 	// (a damaged settings file, no engine runtime); the log has them too.
 	Notices []string
+	// Later notices (a log file that stopped taking lines) go to noticeFn,
+	// or wait in lateNotices until OnNotice sets it.
+	noticeMu    sync.Mutex
+	noticeFn    func(string)
+	lateNotices []string
 
 	runMu   sync.Mutex
 	ctx     context.Context
@@ -153,7 +158,10 @@ func New(opts Options) (_ *Stack, err error) {
 	if logPath == "-" {
 		logPath = ""
 	}
-	lg, err := logging.New(logging.Options{Stderr: opts.Stderr, FilePath: logPath, Level: opts.Level})
+	lg, err := logging.New(logging.Options{Stderr: opts.Stderr, FilePath: logPath, Level: opts.Level,
+		OnFileError: func(err error) {
+			st.lateNotice("The log file " + logPath + " cannot be written (" + err.Error() + "); until it can, logs are kept only on the Logs page.")
+		}})
 	if err != nil {
 		// A log file that cannot be opened must not stop the worker.
 		fileErr := err
@@ -341,6 +349,32 @@ func (st *Stack) useModelsDir(dir string) bool {
 	}
 	st.Log.Info("models folder is now "+next.Root(), "op", "settings")
 	return true
+}
+
+// OnNotice hands fn each notice raised after New (Notices has the ones
+// from start); any raised before this call are handed over at once. fn is
+// called on whatever goroutine raised the notice.
+func (st *Stack) OnNotice(fn func(string)) {
+	st.noticeMu.Lock()
+	st.noticeFn = fn
+	pending := st.lateNotices
+	st.lateNotices = nil
+	st.noticeMu.Unlock()
+	for _, n := range pending {
+		fn(n)
+	}
+}
+
+func (st *Stack) lateNotice(msg string) {
+	st.noticeMu.Lock()
+	fn := st.noticeFn
+	if fn == nil {
+		st.lateNotices = append(st.lateNotices, msg)
+	}
+	st.noticeMu.Unlock()
+	if fn != nil {
+		fn(msg)
+	}
 }
 
 func (st *Stack) notice(log *slog.Logger, msg string) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -451,3 +452,52 @@ func TestFirstRunAdoptsAnExistingLoginEntry(t *testing.T) {
 		})
 	}
 }
+
+// TestLogFileOnAFullDiskReachesTheWindow is issue 10's item 18: a log file
+// that cannot be written is said once, as a notice for the window (and on
+// stderr, by the logger).
+func TestLogFileOnAFullDiskReachesTheWindow(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("needs /dev/full: " + err.Error())
+	}
+	opts := testOptions(t)
+	opts.LogPath = "/dev/full"
+	stderr := &lockedBuilder{}
+	opts.Stderr = stderr
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(time.Second)
+	notices := make(chan string, 4)
+	st.OnNotice(func(n string) { notices <- n })
+	select {
+	case n := <-notices:
+		if !strings.Contains(n, "/dev/full cannot be written") || !strings.Contains(n, "no space left") {
+			t.Fatalf("notice %q", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notice for the window")
+	}
+	st.Log.Info("another line that cannot reach the file")
+	select {
+	case n := <-notices:
+		t.Fatalf("said twice: %q", n)
+	default:
+	}
+	if c := strings.Count(stderr.String(), "cannot be written"); c != 1 {
+		t.Fatalf("stderr says it %d times:\n%s", c, stderr.String())
+	}
+}
+
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuilder) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
