@@ -56,6 +56,10 @@ type Progress struct {
 	Phase Phase
 	Done  int64
 	Total int64
+	// Note is a state worth showing beside the figures while it lasts, in
+	// a donor's words ("no data from the model server for 20 s"); "" when
+	// all is well.
+	Note string
 }
 
 // ProgressFunc receives progress; it must be cheap and must not block.

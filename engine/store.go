@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -38,6 +39,22 @@ const (
 // slower link still gets there: the next try resumes from the .part file.
 const DefaultDownloadTimeout = 30 * time.Minute
 
+// DefaultIdleTimeout ends a download attempt that has received no byte
+// (headers or body) for this long; the download then resumes from its
+// .part file.
+const DefaultIdleTimeout = 60 * time.Second
+
+// DefaultMaxResumes is how many times one download resumes after a stall
+// or a broken connection before the job fails (retryable: the next try
+// resumes again).
+const DefaultMaxResumes = 5
+
+// DefaultResumeBackoff is the wait before the first resume; it doubles for
+// each further one, up to maxResumeBackoff.
+const DefaultResumeBackoff = 2 * time.Second
+
+const maxResumeBackoff = time.Minute
+
 // StoreOptions configure a Store. Zero values are usable.
 type StoreOptions struct {
 	HTTP      *http.Client
@@ -48,18 +65,30 @@ type StoreOptions struct {
 	Log       *slog.Logger
 	// DownloadTimeout bounds one download attempt; 0 means the default.
 	DownloadTimeout time.Duration
+	// IdleTimeout ends an attempt that receives no byte for this long
+	// (0: DefaultIdleTimeout). Tests use a few milliseconds.
+	IdleTimeout time.Duration
+	// MaxResumes bounds the resumes of one download (0: DefaultMaxResumes;
+	// negative: none).
+	MaxResumes int
+	// ResumeBackoff is the wait before the first resume, doubled for each
+	// further one (0: DefaultResumeBackoff).
+	ResumeBackoff time.Duration
 }
 
 // Store keeps model files on disk: one folder per model under root,
 // downloaded over https with resume, verified by size and sha256, and
 // remembered as verified so that a job does not re-hash gigabytes.
 type Store struct {
-	root      string
-	client    *http.Client
-	userAgent string
-	freeSpace func(string) (uint64, error)
-	log       *slog.Logger
-	timeout   time.Duration
+	root       string
+	client     *http.Client
+	userAgent  string
+	freeSpace  func(string) (uint64, error)
+	log        *slog.Logger
+	timeout    time.Duration
+	idle       time.Duration
+	backoff    time.Duration
+	maxResumes int
 
 	mu       sync.Mutex
 	flights  map[string]*flight        // by final file path
@@ -114,8 +143,15 @@ func NewStore(root string, opts StoreOptions) *Store {
 	if timeout <= 0 {
 		timeout = DefaultDownloadTimeout
 	}
+	idle := cmp.Or(opts.IdleTimeout, DefaultIdleTimeout)
+	backoff := cmp.Or(opts.ResumeBackoff, DefaultResumeBackoff)
+	resumes := cmp.Or(opts.MaxResumes, DefaultMaxResumes)
+	if resumes < 0 {
+		resumes = 0
+	}
 	s := &Store{
 		root: root, client: &c, userAgent: ua, freeSpace: free, log: log, timeout: timeout,
+		idle: idle, backoff: backoff, maxResumes: resumes,
 		flights: map[string]*flight{}, inUse: map[string]int{}, verified: map[string]verifiedRecord{},
 	}
 	s.pendCond = sync.NewCond(&s.pendMu)
@@ -328,12 +364,12 @@ func (s *Store) ensure(ctx context.Context, modelID string, eng EngineName, file
 	out := make(map[FileRole]string, len(files))
 	for i, f := range files {
 		if f.ApproxBytes > 0 {
-			agg.set(i, 0, int64(f.ApproxBytes))
+			agg.set(i, fileState{Total: int64(f.ApproxBytes)})
 		}
 	}
 	for i, f := range files {
 		final := filepath.Join(dir, f.Filename)
-		err := s.ensureFile(ctx, modelID, eng, final, f, func(done, total int64) { agg.set(i, done, total) })
+		err := s.ensureFile(ctx, modelID, eng, final, f, func(st fileState) { agg.set(i, st) })
 		if err != nil {
 			return nil, err
 		}
@@ -342,33 +378,47 @@ func (s *Store) ensure(ctx context.Context, modelID string, eng EngineName, file
 	return out, nil
 }
 
+// fileState is one file's download progress: bytes done and expected
+// (total 0 or less: unknown), and a note for the donor while something is
+// wrong (a stall, a wait before resuming).
+type fileState struct {
+	Done, Total int64
+	Note        string
+}
+
 // aggregate sums per-file progress into one figure for the job.
 type aggregate struct {
 	mu          sync.Mutex
 	done, total []int64
+	notes       []string
 	fn          ProgressFunc
 }
 
 func newAggregate(n int, fn ProgressFunc) *aggregate {
-	return &aggregate{done: make([]int64, n), total: make([]int64, n), fn: fn}
+	return &aggregate{done: make([]int64, n), total: make([]int64, n), notes: make([]string, n), fn: fn}
 }
 
-func (a *aggregate) set(i int, done, total int64) {
+func (a *aggregate) set(i int, st fileState) {
 	if a.fn == nil {
 		return
 	}
 	a.mu.Lock()
-	a.done[i] = done
-	if total > 0 {
-		a.total[i] = total
+	a.done[i] = st.Done
+	if st.Total > 0 {
+		a.total[i] = st.Total
 	}
+	a.notes[i] = st.Note
 	var d, t int64
+	var note string
 	for j := range a.done {
 		d += a.done[j]
 		t += max(a.total[j], a.done[j])
+		if note == "" {
+			note = a.notes[j]
+		}
 	}
 	a.mu.Unlock()
-	a.fn(Progress{Phase: PhaseDownload, Done: d, Total: t})
+	a.fn(Progress{Phase: PhaseDownload, Done: d, Total: t, Note: note})
 }
 
 // flight is one check-or-download of one file, shared by every job that
@@ -380,18 +430,18 @@ type flight struct {
 	cancel  context.CancelFunc
 	waiters int
 	stopped bool // cancelled because nobody waits any more
-	subs    map[int]func(done, total int64)
+	subs    map[int]func(fileState)
 	nextSub int
-	last    [2]int64
+	last    fileState
 }
 
-func (s *Store) ensureFile(ctx context.Context, modelID string, eng EngineName, final string, f ModelFile, report func(done, total int64)) error {
+func (s *Store) ensureFile(ctx context.Context, modelID string, eng EngineName, final string, f ModelFile, report func(fileState)) error {
 	s.mu.Lock()
 	fl := s.flights[final]
 	if fl == nil || fl.stopped {
 		prev := fl
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
-		fl = &flight{done: make(chan struct{}), cancel: cancel, subs: map[int]func(int64, int64){}}
+		fl = &flight{done: make(chan struct{}), cancel: cancel, subs: map[int]func(fileState){}}
 		s.flights[final] = fl
 		go s.runFlight(fctx, prev, fl, modelID, eng, final, f)
 	}
@@ -401,8 +451,8 @@ func (s *Store) ensureFile(ctx context.Context, modelID string, eng EngineName, 
 	fl.subs[id] = report
 	last := fl.last
 	s.mu.Unlock()
-	if last[0] > 0 || last[1] > 0 {
-		report(last[0], last[1])
+	if last != (fileState{}) {
+		report(last)
 	}
 
 	select {
@@ -437,19 +487,25 @@ func (s *Store) runFlight(ctx context.Context, prev, fl *flight, modelID string,
 	if prev != nil {
 		<-prev.done // a cancelled download of the same file may still be closing its .part
 	}
-	report := func(done, total int64) {
+	broadcast := func(update func(*fileState)) {
 		s.mu.Lock()
-		fl.last = [2]int64{done, total}
-		subs := make([]func(int64, int64), 0, len(fl.subs))
+		update(&fl.last)
+		st := fl.last
+		subs := make([]func(fileState), 0, len(fl.subs))
 		for _, fn := range fl.subs {
 			subs = append(subs, fn)
 		}
 		s.mu.Unlock()
 		for _, fn := range subs {
-			fn(done, total)
+			fn(st)
 		}
 	}
-	err := s.checkOrFetch(ctx, modelID, eng, final, f, report)
+	// Bytes moving clear any note; a note keeps the figures.
+	report := func(done, total int64) {
+		broadcast(func(st *fileState) { *st = fileState{Done: done, Total: total} })
+	}
+	note := func(n string) { broadcast(func(st *fileState) { st.Note = n }) }
+	err := s.checkOrFetch(ctx, modelID, eng, final, f, report, note)
 	s.mu.Lock()
 	fl.err = err
 	if s.flights[final] == fl {
@@ -613,7 +669,7 @@ func writeFileAtomic(path string, data []byte) error {
 
 // checkOrFetch uses the file on disk when it is verified (or verifies it
 // once), and downloads it otherwise.
-func (s *Store) checkOrFetch(ctx context.Context, modelID string, eng EngineName, final string, f ModelFile, report func(done, total int64)) error {
+func (s *Store) checkOrFetch(ctx context.Context, modelID string, eng EngineName, final string, f ModelFile, report func(done, total int64), note func(string)) error {
 	log := s.log.With("op", "download", "model", modelID, "file", f.Filename)
 	st, err := os.Stat(final)
 	if err == nil && st.Mode().IsRegular() {
@@ -627,7 +683,7 @@ func (s *Store) checkOrFetch(ctx context.Context, modelID string, eng EngineName
 			// Verified by an older worker that did not look at the bytes:
 			// look now, once.
 			if cerr := s.checkContent(final, f, eng); cerr != nil {
-				return s.redownloadBad(ctx, log, eng, final, f, cerr, report)
+				return s.redownloadBad(ctx, log, eng, final, f, cerr, report, note)
 			}
 			rec.Checked = contentCheckVersion
 			s.remember(final, rec)
@@ -652,7 +708,7 @@ func (s *Store) checkOrFetch(ctx context.Context, modelID string, eng EngineName
 		}
 		if want == "" || sum == want {
 			if cerr := s.checkContent(final, f, eng); cerr != nil {
-				return s.redownloadBad(ctx, log, eng, final, f, cerr, report)
+				return s.redownloadBad(ctx, log, eng, final, f, cerr, report, note)
 			}
 			if rec, err := recordFor(final, sum); err == nil {
 				s.remember(final, rec)
@@ -672,7 +728,7 @@ func (s *Store) checkOrFetch(ctx context.Context, modelID string, eng EngineName
 	} else if err == nil {
 		return fmt.Errorf("%s exists but is not a regular file", final)
 	}
-	return s.download(ctx, log, eng, final, f, report)
+	return s.download(ctx, log, eng, final, f, report, note)
 }
 
 // checkContent runs CheckModelContent on path as the file f of engine eng.
@@ -693,12 +749,12 @@ func (s *Store) checkContent(path string, f ModelFile, eng EngineName) error {
 // redownloadBad deletes a stored file whose bytes are not a model and
 // downloads it again: it may have been stored by a worker that did not
 // check, or changed on disk.
-func (s *Store) redownloadBad(ctx context.Context, log *slog.Logger, eng EngineName, final string, f ModelFile, bad error, report func(done, total int64)) error {
+func (s *Store) redownloadBad(ctx context.Context, log *slog.Logger, eng EngineName, final string, f ModelFile, bad error, report func(done, total int64), note func(string)) error {
 	log.Warn("the stored model file is not a usable model; deleting it and downloading it again", "why", bad.Error())
 	if err := s.removeFile(final); err != nil {
 		return fmt.Errorf("the stored model file %s is not a usable model (%v) and could not be removed: %w", final, bad, err)
 	}
-	return s.download(ctx, log, eng, final, f, report)
+	return s.download(ctx, log, eng, final, f, report, note)
 }
 
 // Discard deletes a downloaded model file that an engine failed to load
@@ -762,23 +818,184 @@ func (c ctxReader) Read(p []byte) (int, error) {
 // errRestart asks download to start the file over from byte zero.
 var errRestart = errors.New("restart download")
 
-func (s *Store) download(ctx context.Context, log *slog.Logger, eng EngineName, final string, f ModelFile, report func(done, total int64)) error {
+func (s *Store) download(ctx context.Context, log *slog.Logger, eng EngineName, final string, f ModelFile, report func(done, total int64), note func(string)) error {
 	part := final + partSuffix
 	if err := s.preflight(final, part, f); err != nil {
 		return err
 	}
-	for attempt := 0; ; attempt++ {
-		err := s.fetchOnce(ctx, log, eng, final, part, f, report)
-		if !errors.Is(err, errRestart) {
+	restarts, resumes := 0, 0
+	for {
+		err := s.fetchOnce(ctx, log, eng, final, part, f, report, note)
+		var re *resumableError
+		switch {
+		case errors.Is(err, errRestart):
+			if restarts++; restarts > 2 {
+				return fmt.Errorf("the model server for %s keeps refusing to resume; try again later", f.Filename)
+			}
+			if rerr := os.Remove(part); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				return fmt.Errorf("could not remove the partial download %s: %w", part, rerr)
+			}
+		case errors.As(err, &re):
+			if resumes >= s.maxResumes {
+				note("")
+				return fmt.Errorf("%w; gave up after %d resumes (the partial file is kept and the next try resumes it)", err, resumes)
+			}
+			resumes++
+			wait := min(s.backoff<<(resumes-1), maxResumeBackoff)
+			msg := fmt.Sprintf("%s; resuming in %s (resume %d of %d)", re.note, spoken(wait), resumes, s.maxResumes)
+			log.Warn("download interrupted: "+msg, "err", err.Error())
+			note(msg)
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				note("")
+				return fmt.Errorf("download of %s stopped (the partial file is kept): %w", f.Filename, ctx.Err())
+			case <-t.C:
+			}
+		default:
 			return err
 		}
-		if attempt >= 2 {
-			return fmt.Errorf("the model server for %s keeps refusing to resume; try again later", f.Filename)
-		}
-		if rerr := os.Remove(part); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			return fmt.Errorf("could not remove the partial download %s: %w", part, rerr)
-		}
 	}
+}
+
+// spoken writes a wait for people: "60 s", "2 min 30 s", "200 ms".
+func spoken(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("%d ms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%d s", int(d.Round(time.Second).Seconds()))
+	}
+	d = d.Round(time.Second)
+	m, sec := int(d/time.Minute), int(d%time.Minute/time.Second)
+	if sec == 0 {
+		return fmt.Sprintf("%d min", m)
+	}
+	return fmt.Sprintf("%d min %d s", m, sec)
+}
+
+// resumableError is an attempt that ended with bytes still to come (the
+// server stalled or the connection broke); download resumes it from the
+// .part file after a wait. note says what happened, in a donor's words.
+type resumableError struct {
+	err  error
+	note string
+}
+
+func (e *resumableError) Error() string { return e.err.Error() }
+func (e *resumableError) Unwrap() error { return e.err }
+
+// stallWatch ends a download attempt when no byte has arrived for idle,
+// and reports a note after a third of that. Reads only record the time;
+// the timers look at it when they fire and re-arm themselves, so a busy
+// download costs no timer work per read.
+type stallWatch struct {
+	idle, notice time.Duration
+	cancel       func()
+	note         func(string)
+
+	mu      sync.Mutex
+	last    time.Time
+	paused  bool
+	noticed bool
+	stalled bool
+	closed  bool
+	tNotice *time.Timer
+	tEnd    *time.Timer
+}
+
+func newStallWatch(idle time.Duration, cancel func(), note func(string)) *stallWatch {
+	w := &stallWatch{idle: idle, notice: idle / 3, cancel: cancel, note: note, last: time.Now()}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.tNotice = time.AfterFunc(w.notice, w.onNotice)
+	w.tEnd = time.AfterFunc(w.idle, w.onEnd)
+	return w
+}
+
+func (w *stallWatch) onNotice() {
+	w.mu.Lock()
+	if w.closed || w.stalled || w.noticed {
+		w.mu.Unlock()
+		return
+	}
+	if since := time.Since(w.last); w.paused || since < w.notice {
+		w.tNotice.Reset(w.notice - min(since, w.notice) + time.Millisecond)
+		w.mu.Unlock()
+		return
+	}
+	w.noticed = true
+	w.mu.Unlock()
+	w.note(fmt.Sprintf("no data from the model server for %s", spoken(w.notice)))
+}
+
+func (w *stallWatch) onEnd() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	if since := time.Since(w.last); w.paused || since < w.idle {
+		w.tEnd.Reset(w.idle - min(since, w.idle) + time.Millisecond)
+		w.mu.Unlock()
+		return
+	}
+	w.stalled = true
+	w.mu.Unlock()
+	w.cancel()
+}
+
+// touch records that bytes arrived (or that a pause is over).
+func (w *stallWatch) touch() {
+	w.mu.Lock()
+	w.last = time.Now()
+	w.paused = false
+	cleared := w.noticed && !w.stalled
+	if cleared {
+		w.noticed = false
+		w.tNotice.Reset(w.notice)
+	}
+	w.mu.Unlock()
+	if cleared {
+		w.note("")
+	}
+}
+
+// pause stops the clock while the worker itself is busy (hashing the
+// partial file), not the server.
+func (w *stallWatch) pause() {
+	w.mu.Lock()
+	w.paused = true
+	w.mu.Unlock()
+}
+
+func (w *stallWatch) isStalled() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stalled
+}
+
+func (w *stallWatch) stop() {
+	w.mu.Lock()
+	w.closed = true
+	w.tNotice.Stop()
+	w.tEnd.Stop()
+	w.mu.Unlock()
+}
+
+// touchReader tells a stallWatch about every read that brought bytes.
+type touchReader struct {
+	r io.Reader
+	w *stallWatch
+}
+
+func (t touchReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.w.touch()
+	}
+	return n, err
 }
 
 // preflight requires approxBytes + 10 % of free space, less what the .part
@@ -845,12 +1062,22 @@ func parseContentRange(v string) (start, end, total int64, ok bool) {
 	return start, end, total, true
 }
 
-func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName, final, part string, f ModelFile, report func(done, total int64)) error {
+func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName, final, part string, f ModelFile, report func(done, total int64), note func(string)) error {
 	var offset int64
 	if st, err := os.Stat(part); err == nil {
 		offset = st.Size()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.URL, nil)
+	// The attempt's own context: the stall watch ends it when the server
+	// sends nothing (no headers, or no body bytes) for the idle limit.
+	actx, acancel := context.WithCancel(ctx)
+	defer acancel()
+	watch := newStallWatch(s.idle, acancel, note)
+	defer watch.stop()
+	stalled := func(got int64) error {
+		why := fmt.Sprintf("no data from the model server for %s", spoken(s.idle))
+		return &resumableError{note: why, err: fmt.Errorf("download of %s stalled after %d bytes: %s", f.Filename, got, why)}
+	}
+	req, err := http.NewRequestWithContext(actx, http.MethodGet, f.URL, nil)
 	if err != nil {
 		return fmt.Errorf("%s: bad model URL %q: %w", f.Filename, redactURL(f.URL), err)
 	}
@@ -862,6 +1089,9 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
+		if watch.isStalled() && ctx.Err() == nil {
+			return stalled(offset)
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("download of %s stopped: %w", f.Filename, ctx.Err())
 		}
@@ -906,8 +1136,12 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 	h := sha256.New()
 	if offset > 0 {
 		// The hash covers the whole file, so the prefix already on disk goes
-		// in first.
-		if err := hashPrefix(ctx, h, part, offset); err != nil {
+		// in first. The stall clock stops meanwhile: this is the worker's
+		// time, not the server's.
+		watch.pause()
+		err := hashPrefix(ctx, h, part, offset)
+		watch.touch()
+		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("download of %s stopped: %w", f.Filename, ctx.Err())
 			}
@@ -927,7 +1161,8 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 		progressTotal = int64(f.ApproxBytes)
 	}
 	report(offset, progressTotal)
-	written, copyErr := copyHashed(w, resp.Body, h, offset, progressTotal, report, func(off, n int64) { startWriteback(fh, off, n) })
+	written, copyErr := copyHashed(w, touchReader{resp.Body, watch}, h, offset, progressTotal, report, func(off, n int64) { startWriteback(fh, off, n) })
+	watch.stop()
 	var syncErr error
 	if !asyncDurable {
 		syncErr = fh.Sync()
@@ -946,9 +1181,11 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 			return fmt.Errorf("could not write %s: %w", part, we.err)
 		case ctx.Err() != nil:
 			return fmt.Errorf("download of %s stopped after %d bytes (the partial file is kept): %w", f.Filename, size, ctx.Err())
+		case watch.isStalled():
+			return stalled(size)
 		default:
-			return fmt.Errorf("download of %s broke off after %d bytes; the partial file is kept and the next try resumes it: %w",
-				f.Filename, size, copyErr)
+			return &resumableError{note: "the connection to the model server broke", err: fmt.Errorf("download of %s broke off after %d bytes: %w",
+				f.Filename, size, logging.RedactError(copyErr))}
 		}
 	}
 	if syncErr != nil || closeErr != nil {
@@ -959,8 +1196,8 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 		return fmt.Errorf("could not save %s: %w", part, err)
 	}
 	if resp.ContentLength >= 0 && written != resp.ContentLength {
-		return fmt.Errorf("the model server announced %d bytes of %s but sent %d; the partial file is kept and the next try resumes it",
-			resp.ContentLength, f.Filename, written)
+		return &resumableError{note: "the model server sent less than it announced", err: fmt.Errorf("the model server announced %d bytes of %s but sent %d",
+			resp.ContentLength, f.Filename, written)}
 	}
 	if total >= 0 && size != total {
 		os.Remove(part)
@@ -1022,7 +1259,8 @@ const progressStep = 1 << 20
 // writebackStep is how many written bytes are handed to the disk at a time.
 const writebackStep = 8 << 20
 
-// copyHashed streams r into w and into h. Hashing runs on its own goroutine
+// copyHashed streams r into w and into h; every read is written as it
+// comes. Hashing runs on its own goroutine
 // over a few rotating buffers, so that on a multi-core machine it overlaps
 // the network and the disk instead of adding to them.
 //
@@ -1052,26 +1290,29 @@ func copyHashed(w io.Writer, r io.Reader, h hash.Hash, offset, total int64, repo
 	var written, lastReport, lastWriteback int64
 	for {
 		buf := <-free
-		// Fill the buffer: fewer, larger writes; a short read only at the end.
+		// Every read goes to the file at once, so that the .part holds all
+		// that arrived even while the server stalls; the hasher gets whole
+		// buffers, fewer and larger.
 		n := 0
 		var rerr error
 		for n < len(buf) && rerr == nil {
 			var m int
 			m, rerr = r.Read(buf[n:])
-			n += m
-		}
-		if n > 0 {
-			nw, werr := w.Write(buf[:n])
-			if nw > 0 {
-				toHash <- buf[:nw]
-				written += int64(nw)
-			} else {
-				free <- buf
+			if m == 0 {
+				continue
 			}
-			if werr == nil && nw < n {
+			nw, werr := w.Write(buf[n : n+m])
+			n += nw
+			written += int64(nw)
+			if werr == nil && nw < m {
 				werr = io.ErrShortWrite
 			}
 			if werr != nil {
+				if n > 0 {
+					toHash <- buf[:n]
+				} else {
+					free <- buf
+				}
 				return written, &writeError{werr}
 			}
 			if written-lastReport >= progressStep {
@@ -1082,6 +1323,9 @@ func copyHashed(w io.Writer, r io.Reader, h hash.Hash, offset, total int64, repo
 				writeback(offset+lastWriteback, written-lastWriteback)
 				lastWriteback = written
 			}
+		}
+		if n > 0 {
+			toHash <- buf[:n]
 		} else {
 			free <- buf
 		}

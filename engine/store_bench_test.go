@@ -16,13 +16,13 @@ import (
 // into a file with io.Copy, both from the same loopback server in the same
 // run. Metrics: store-MB/s, copy-MB/s and ratio (store ÷ copy; goal >= 0.9).
 func BenchmarkModelDownload(b *testing.B) {
-	const size = 64 << 20
-	bl := newBlob(size, 99)
+	bl := newBlob(64<<20, 99)
+	size := int64(len(bl.data))
 	srv := httptest.NewServer(http.HandlerFunc(bl.serve))
 	defer srv.Close()
 	dir := b.TempDir()
 	st := NewStore(filepath.Join(dir, "models"), StoreOptions{HTTP: srv.Client()})
-	file := ModelFile{Role: RoleModel, URL: srv.URL + "/m.gguf", Filename: "m.gguf", ApproxBytes: size, SHA256: bl.sum}
+	file := ModelFile{Role: RoleModel, URL: srv.URL + "/m.gguf", Filename: "m.gguf", ApproxBytes: uint64(size), SHA256: bl.sum}
 
 	plain := func() time.Duration {
 		start := time.Now()

@@ -46,8 +46,9 @@ type JobInfo struct {
 	Kind     engine.TaskKind
 	Model    string
 	Phase    engine.Phase
-	Done     int64 // progress within Phase
-	Total    int64 // 0 = unknown
+	Done     int64  // progress within Phase
+	Total    int64  // 0 = unknown
+	Note     string // a passing state beside the figures (a stalled download); "" when none
 	Started  time.Time
 	Finished time.Time // zero while running
 	Outcome  string    // "running", "done", "failed", "lost"

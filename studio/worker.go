@@ -470,7 +470,7 @@ func (w *Worker) safeRun(ctx context.Context, job engine.Job, p engine.ProgressF
 func (w *Worker) progressFunc(jr *jobRun) engine.ProgressFunc {
 	return func(p engine.Progress) {
 		w.mu.Lock()
-		jr.info.Phase, jr.info.Done, jr.info.Total = p.Phase, p.Done, p.Total
+		jr.info.Phase, jr.info.Done, jr.info.Total, jr.info.Note = p.Phase, p.Done, p.Total, p.Note
 		w.mu.Unlock()
 		w.publish()
 	}

@@ -81,6 +81,14 @@ func TestStatusPageRendersSnapshot(t *testing.T) {
 	if got := st.phase.Text; got != "Downloading the model: 25.0 MB of 100.0 MB (25%)" {
 		t.Errorf("phase line %q", got)
 	}
+	// A stalled download says so beside the figures (issue 10 item 4).
+	stalled := workingSnap(start)
+	stalled.Current.Note = "no data from the model server for 20 s"
+	h.main.Render(stalled)
+	if got := st.phase.Text; got != "Downloading the model: 25.0 MB of 100.0 MB (25%) — no data from the model server for 20 s" {
+		t.Errorf("stalled phase line %q", got)
+	}
+	h.main.Render(workingSnap(start))
 	if got := st.elapsed.Text; got != "Elapsed 1 min 15 s" {
 		t.Errorf("elapsed %q", got)
 	}

@@ -264,6 +264,15 @@ func vramLine(v studio.VRAM) string {
 }
 
 func progressLine(j studio.JobInfo) string {
+	line := progressFigures(j)
+	if j.Note != "" {
+		// A stalled download says so, beside what has arrived.
+		line += " — " + j.Note
+	}
+	return line
+}
+
+func progressFigures(j studio.JobInfo) string {
 	head := phaseWord(j.Phase)
 	switch {
 	case j.Phase == engine.PhaseDownload && j.Total > 0:
