@@ -74,6 +74,11 @@ type StoreOptions struct {
 	// ResumeBackoff is the wait before the first resume, doubled for each
 	// further one (0: DefaultResumeBackoff).
 	ResumeBackoff time.Duration
+	// Reserve is the free space, in bytes, that downloads always leave on
+	// the disk of the models folder (the donor's disk_reserve_gb setting);
+	// read at each check, so a changed setting applies at once. Nil keeps
+	// nothing in reserve.
+	Reserve func() uint64
 }
 
 // Store keeps model files on disk: one folder per model under root,
@@ -89,6 +94,7 @@ type Store struct {
 	idle       time.Duration
 	backoff    time.Duration
 	maxResumes int
+	reserve    func() uint64
 
 	mu       sync.Mutex
 	flights  map[string]*flight        // by final file path
@@ -151,7 +157,7 @@ func NewStore(root string, opts StoreOptions) *Store {
 	}
 	s := &Store{
 		root: root, client: &c, userAgent: ua, freeSpace: free, log: log, timeout: timeout,
-		idle: idle, backoff: backoff, maxResumes: resumes,
+		idle: idle, backoff: backoff, maxResumes: resumes, reserve: opts.Reserve,
 		flights: map[string]*flight{}, inUse: map[string]int{}, verified: map[string]verifiedRecord{},
 	}
 	s.pendCond = sync.NewCond(&s.pendMu)
@@ -998,8 +1004,9 @@ func (t touchReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// preflight requires approxBytes + 10 % of free space, less what the .part
-// file already holds (those bytes are on the disk already).
+// preflight requires approxBytes + 10 % of free space above the reserve,
+// less what the .part file already holds (those bytes are on the disk
+// already).
 func (s *Store) preflight(final, part string, f ModelFile) error {
 	if f.ApproxBytes == 0 {
 		return nil
@@ -1013,17 +1020,46 @@ func (s *Store) preflight(final, part string, f ModelFile) error {
 			need -= have
 		}
 	}
+	return s.checkSpace(final, f, need, "it needs "+FormatGB(need)+" (the file plus 10%)")
+}
+
+// reserveBytes is the donor's reserve now.
+func (s *Store) reserveBytes() uint64 {
+	if s.reserve == nil {
+		return 0
+	}
+	return s.reserve()
+}
+
+// checkSpace fails when fewer than need bytes are free above the reserve on
+// the disk of final's folder; what says what need is, for the message. A
+// disk whose free space cannot be read passes (logged).
+func (s *Store) checkSpace(final string, f ModelFile, need uint64, what string) error {
 	free, err := s.freeSpace(filepath.Dir(final))
 	if err != nil {
 		s.log.Debug("could not read free disk space; downloading without the check", "op", "download", "err", err)
 		return nil
 	}
-	if free < need {
-		return fmt.Errorf("not enough disk space for %s: it needs %s (the file plus 10%%), but only %s is free in %s",
-			f.Filename, FormatGB(need), FormatGB(free), filepath.Dir(final))
+	reserve := s.reserveBytes()
+	if free >= reserve && free-reserve >= need {
+		return nil
 	}
-	return nil
+	msg := fmt.Sprintf("not enough disk space for %s: %s, but only %s is free in %s", f.Filename, what, FormatGB(free), filepath.Dir(final))
+	if reserve > 0 {
+		msg += fmt.Sprintf(" and %s is kept free (disk_reserve_gb)", FormatGB(reserve))
+	}
+	return &spaceError{msg: msg}
 }
+
+// spaceError is a download stopped for disk space: this machine's failure
+// (retryable elsewhere), and its .part file is deleted, not kept.
+type spaceError struct{ msg string }
+
+func (e *spaceError) Error() string { return e.msg }
+
+// spaceStep is how many written bytes pass between checks of free space
+// while a download writes.
+const spaceStep = 16 << 20
 
 // FormatGB writes a byte count in GB (2^30 bytes) for people to read.
 func FormatGB(b uint64) string {
@@ -1133,6 +1169,16 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 		return fmt.Errorf("the model server answered %q for %s (%s)", resp.Status, f.Filename, redactURL(f.URL))
 	}
 
+	// The announced size against the free space, before a byte is written:
+	// a server may announce far more than the offer said (or the offer said
+	// nothing). 5 % headroom for the file system.
+	if total >= 0 && total > offset {
+		rest := uint64(total - offset)
+		if err := s.checkSpace(final, f, rest+rest/20, "the model server announces "+FormatGB(rest)+" more"); err != nil {
+			os.Remove(part)
+			return fmt.Errorf("%w; the partial download was deleted", err)
+		}
+	}
 	h := sha256.New()
 	if offset > 0 {
 		// The hash covers the whole file, so the prefix already on disk goes
@@ -1161,7 +1207,17 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 		progressTotal = int64(f.ApproxBytes)
 	}
 	report(offset, progressTotal)
-	written, copyErr := copyHashed(w, touchReader{resp.Body, watch}, h, offset, progressTotal, report, func(off, n int64) { startWriteback(fh, off, n) })
+	// While writing, the free space is checked every spaceStep: a server
+	// that sends more than it announced, or than nobody announced, stops at
+	// the donor's reserve.
+	guard := func(done int64) error {
+		var need uint64
+		if total > done {
+			need = uint64(total - done)
+		}
+		return s.checkSpace(final, f, need, fmt.Sprintf("%s more are still to come", FormatGB(need)))
+	}
+	written, copyErr := copyHashed(w, touchReader{resp.Body, watch}, h, offset, progressTotal, report, func(off, n int64) { startWriteback(fh, off, n) }, guard)
 	watch.stop()
 	var syncErr error
 	if !asyncDurable {
@@ -1175,8 +1231,14 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 		var we *writeError
 		switch {
 		case errors.As(copyErr, &we) && isDiskFull(we.err):
-			return fmt.Errorf("the disk holding %s is full after %s of %s; the partial download is kept and resumes once space is freed: %w",
+			// A job that failed for space leaves no .part behind to keep
+			// the disk full.
+			os.Remove(part)
+			return fmt.Errorf("the disk holding %s is full after %s of %s; the partial download was deleted: %w",
 				filepath.Dir(final), FormatGB(uint64(size)), f.Filename, we.err)
+		case errors.As(copyErr, new(*spaceError)):
+			os.Remove(part)
+			return fmt.Errorf("%w; the download stopped after %s and the partial file was deleted", copyErr, FormatGB(uint64(size)))
 		case errors.As(copyErr, &we):
 			return fmt.Errorf("could not write %s: %w", part, we.err)
 		case ctx.Err() != nil:
@@ -1191,7 +1253,8 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 	if syncErr != nil || closeErr != nil {
 		err := errors.Join(syncErr, closeErr)
 		if isDiskFull(err) {
-			return fmt.Errorf("the disk holding %s is full; the partial download of %s is kept: %w", filepath.Dir(final), f.Filename, err)
+			os.Remove(part)
+			return fmt.Errorf("the disk holding %s is full; the partial download of %s was deleted: %w", filepath.Dir(final), f.Filename, err)
 		}
 		return fmt.Errorf("could not save %s: %w", part, err)
 	}
@@ -1267,7 +1330,9 @@ const writebackStep = 8 << 20
 // Every writebackStep bytes, writeback(from, n) is called so that the
 // operating system starts putting the bytes on disk while the download
 // goes on; the fsync before the rename then has little left to wait for.
-func copyHashed(w io.Writer, r io.Reader, h hash.Hash, offset, total int64, report func(done, total int64), writeback func(off, n int64)) (int64, error) {
+//
+// Every spaceStep bytes, guard(done) may stop the copy with its error.
+func copyHashed(w io.Writer, r io.Reader, h hash.Hash, offset, total int64, report func(done, total int64), writeback func(off, n int64), guard func(done int64) error) (int64, error) {
 	const nbuf, bufSize = 4, 1 << 20
 	free := make(chan []byte, nbuf)
 	for range nbuf {
@@ -1287,7 +1352,7 @@ func copyHashed(w io.Writer, r io.Reader, h hash.Hash, offset, total int64, repo
 		<-hashed // h is complete (and no longer touched) once copyHashed returns
 	}()
 
-	var written, lastReport, lastWriteback int64
+	var written, lastReport, lastWriteback, lastGuard int64
 	for {
 		buf := <-free
 		// Every read goes to the file at once, so that the .part holds all
@@ -1322,6 +1387,13 @@ func copyHashed(w io.Writer, r io.Reader, h hash.Hash, offset, total int64, repo
 			if writeback != nil && written-lastWriteback >= writebackStep {
 				writeback(offset+lastWriteback, written-lastWriteback)
 				lastWriteback = written
+			}
+			if guard != nil && written-lastGuard >= spaceStep {
+				lastGuard = written
+				if gerr := guard(offset + written); gerr != nil {
+					toHash <- buf[:n]
+					return written, gerr
+				}
 			}
 		}
 		if n > 0 {

@@ -43,7 +43,30 @@ type Settings struct {
 	// model in memory before it exits and gives everything back: 0 is
 	// DefaultEngineKeepAliveMinutes, -1 keeps it until a pause or the end.
 	EngineKeepAliveMinutes int `toml:"engine_keep_alive_minutes"`
+	// DiskReserveGB is the free space model downloads always leave on the
+	// disk of the models folder: 0 is DefaultDiskReserveGB, a negative
+	// value keeps none.
+	DiskReserveGB float64 `toml:"disk_reserve_gb"`
 }
+
+// DefaultDiskReserveGB keeps room for the system and the donor's own files
+// when a model download would otherwise fill the disk.
+const DefaultDiskReserveGB = 2.0
+
+// DiskReserveBytes resolves DiskReserveGB to bytes (GB = 2^30 bytes).
+func (s Settings) DiskReserveBytes() uint64 {
+	switch {
+	case s.DiskReserveGB < 0 || math.IsNaN(s.DiskReserveGB):
+		return 0
+	case s.DiskReserveGB == 0:
+		return uint64(DefaultDiskReserveGB * (1 << 30))
+	case s.DiskReserveGB > maxDiskReserveGB:
+		return maxDiskReserveGB << 30
+	}
+	return uint64(s.DiskReserveGB * (1 << 30))
+}
+
+const maxDiskReserveGB = 100_000
 
 // DefaultEngineKeepAliveMinutes is Ollama's keep-alive default.
 const DefaultEngineKeepAliveMinutes = 5
@@ -70,6 +93,7 @@ const (
 	FieldLlamaLibDir  = "llama_lib_dir"
 	FieldSDLibPath    = "sd_lib_path"
 	FieldKeepAlive    = "engine_keep_alive_minutes"
+	FieldDiskReserve  = "disk_reserve_gb"
 )
 
 // Default returns the settings of a fresh install. InstallID is left empty;
@@ -126,6 +150,8 @@ func fieldLabel(f string) string {
 		return "stable-diffusion library"
 	case FieldKeepAlive:
 		return "engine keep-alive"
+	case FieldDiskReserve:
+		return "disk reserve"
 	}
 	return f
 }
@@ -156,6 +182,9 @@ func (s Settings) Validate(detectedVRAMGB float64) error {
 	}
 	if s.EngineKeepAliveMinutes < -1 || s.EngineKeepAliveMinutes > 24*60 {
 		return &FieldError{FieldKeepAlive, "must be between -1 (never let go) and 1440 minutes (0 is the default, 5)"}
+	}
+	if math.IsNaN(s.DiskReserveGB) || math.IsInf(s.DiskReserveGB, 0) || s.DiskReserveGB > maxDiskReserveGB {
+		return &FieldError{FieldDiskReserve, fmt.Sprintf("must be a number of GB up to %d (0 is the default, %g; below 0 keeps none)", maxDiskReserveGB, DefaultDiskReserveGB)}
 	}
 	if s.LlamaLibDir != "" {
 		if fi, err := os.Stat(s.LlamaLibDir); err != nil || !fi.IsDir() {

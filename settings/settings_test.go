@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -64,6 +65,8 @@ func TestValidate(t *testing.T) {
 		{"models dir under a file", func(s *Settings) { s.ModelsDir = filepath.Join(fileNotDir, "sub") }, 0, FieldModelsDir, "cannot create"},
 		{"negative threads", func(s *Settings) { s.Threads = -1 }, 0, FieldThreads, "between 0"},
 		{"too many threads", func(s *Settings) { s.Threads = runtime.NumCPU() + 1 }, 0, FieldThreads, "between 0"},
+		{"disk reserve NaN", func(s *Settings) { s.DiskReserveGB = math.NaN() }, 0, FieldDiskReserve, "number of GB"},
+		{"disk reserve huge", func(s *Settings) { s.DiskReserveGB = 1e9 }, 0, FieldDiskReserve, "number of GB"},
 		{"all threads", func(s *Settings) { s.Threads = runtime.NumCPU() }, 0, "", ""},
 		{"llama dir missing", func(s *Settings) { s.LlamaLibDir = "/nonexistent/llama" }, 0, FieldLlamaLibDir, "not a folder"},
 		{"sd lib is dir", func(s *Settings) { s.SDLibPath = os.TempDir() }, 0, FieldSDLibPath, "not a file"},
@@ -418,6 +421,14 @@ func TestUsableDir(t *testing.T) {
 		var de *DirError
 		if err := UsableDir(ro, 0o700); !errors.As(err, &de) || de.Problem != DirCannotWrite || !strings.HasPrefix(err.Error(), "cannot write there: ") {
 			t.Errorf("read-only folder: %v", err)
+		}
+	}
+}
+
+func TestDiskReserveBytes(t *testing.T) {
+	for gb, want := range map[float64]uint64{0: 2 << 30, -1: 0, 0.5: 1 << 29, 10: 10 << 30} {
+		if got := (Settings{DiskReserveGB: gb}).DiskReserveBytes(); got != want {
+			t.Errorf("DiskReserveGB %g: %d bytes, want %d", gb, got, want)
 		}
 	}
 }

@@ -248,7 +248,8 @@ func New(opts Options) (_ *Stack, err error) {
 		st.checkForWindow(st.Settings.Current())
 	}
 
-	st.storeOpts = engine.StoreOptions{UserAgent: studio.UserAgent(), Log: st.Log}
+	st.storeOpts = engine.StoreOptions{UserAgent: studio.UserAgent(), Log: st.Log,
+		Reserve: func() uint64 { return st.Settings.Current().DiskReserveBytes() }}
 	engines := opts.Engines
 	if engines == nil {
 		// Each native runtime runs in a child process of this program
