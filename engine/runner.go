@@ -360,6 +360,30 @@ func (r *Runner) makeRoom(log *slog.Logger, eng Engine, job Job) {
 	}
 }
 
+// stopper is an engine that runs in a process it can end (engine/host).
+type stopper interface{ Stop() error }
+
+// StopEngines ends every engine process now, whatever it is doing, which
+// returns all the memory it held (the worker's "pause now"); a job running
+// in one fails. Engines that run in this process release their resident
+// models instead. The next job starts its engine again.
+func (r *Runner) StopEngines() error {
+	var errs []error
+	for _, e := range r.router.Engines() {
+		var err error
+		if s, ok := e.(stopper); ok {
+			err = s.Stop()
+		} else {
+			err = e.Release()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", e.Name(), err))
+		}
+	}
+	r.forgetVRAM()
+	return errors.Join(errs...)
+}
+
 // ReleaseAll frees every engine's resident model (on pause or shutdown).
 func (r *Runner) ReleaseAll() error {
 	var errs []error

@@ -91,6 +91,8 @@ type Snapshot struct {
 	LastHeartbeat time.Time
 	VRAM          VRAM
 	Kinds         []engine.TaskKind // what it advertises now
-	StudioURL     string
-	Version       string
+	// Held is what each engine holds in memory (its process, its model).
+	Held      []engine.Held
+	StudioURL string
+	Version   string
 }

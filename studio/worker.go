@@ -43,10 +43,23 @@ type residentReporter interface {
 	ResidentVRAMBytes() uint64
 }
 
+// heldReporter is optionally implemented by a runner that can say what
+// each engine holds in memory (engine.Runner), for the Status page.
+type heldReporter interface {
+	Held() []engine.Held
+}
+
 // releaser is optionally implemented by a runner that keeps models
 // resident: a paused worker gives their memory back to the donor.
 type releaser interface {
 	ReleaseAll() error
+}
+
+// engineStopper is optionally implemented by a runner whose engines run in
+// processes it can end at once (engine.Runner with engine/host clients):
+// stopping them returns every byte they held, system and GPU memory.
+type engineStopper interface {
+	StopEngines() error
 }
 
 // WorkerConfig wires a Worker. Settings, Runner and Creds are required.
@@ -89,6 +102,7 @@ const (
 	reasonShuttingDown = "worker is shutting down"
 	msgShutdownFail    = "the worker was shut down before the job finished"
 	msgLost            = "the studio connection dropped before the result could be sent"
+	msgPausedNow       = "paused by the donor"
 )
 
 // Job outcomes in JobInfo.Outcome.
@@ -136,6 +150,7 @@ type Worker struct {
 	kinds      []engine.TaskKind
 	vram       engine.VRAMInfo
 	resident   uint64
+	held       []engine.Held
 	subs       map[int]chan Snapshot
 	nextSub    int
 	finished   map[string]finishedJob // by job id, for offers of a job already run (worker_guard.go)
@@ -158,6 +173,7 @@ type jobRun struct {
 	// cancellation. The loser stays silent.
 	settled  atomic.Bool
 	shutdown atomic.Bool // cancelled by Shutdown, not by an engine error
+	stopped  atomic.Bool // cancelled by PauseNow
 	final    bool        // failed for a reason of its own (not retryable); set by the settler
 }
 
@@ -211,7 +227,12 @@ func (w *Worker) refreshRunnerFacts() ([]engine.TaskKind, map[engine.TaskKind][]
 	if rr, ok := w.runner.(residentReporter); ok {
 		resident = rr.ResidentVRAMBytes()
 	}
+	var held []engine.Held
+	if hr, ok := w.runner.(heldReporter); ok {
+		held = hr.Held()
+	}
 	w.mu.Lock()
+	w.held = held
 	w.kinds = servedKinds(kinds)
 	w.vram = vram
 	w.resident = resident
@@ -437,8 +458,11 @@ func (w *Worker) runAccepted(jr *jobRun) {
 	start := w.clock.Now()
 	res, err := w.safeRun(jr.ctx, job, w.progressFunc(jr))
 	if err != nil {
-		if jr.shutdown.Load() {
+		switch {
+		case jr.shutdown.Load():
 			err = errors.New(msgShutdownFail)
+		case jr.stopped.Load():
+			err = errors.New(msgPausedNow)
 		}
 		w.deliverFail(jr, err.Error(), engine.IsRetryable(err))
 		return
@@ -641,6 +665,7 @@ func (w *Worker) finish(jr *jobRun, outcome, errText string, res engine.Result) 
 		// Paused during the job, or by "pause after this job".
 		w.releaseIfIdle()
 	}
+	w.refreshRunnerFacts() // what the engines hold now
 	w.publish()
 }
 
@@ -662,6 +687,40 @@ func (w *Worker) Pause() {
 		w.releaseIfIdle()
 	}
 	w.publish()
+}
+
+// PauseNow pauses and gives everything back at once, where Pause lets the
+// running job finish: the running job is cancelled and failed as retryable
+// with the reason "paused by the donor" (the studio offers it to another
+// worker), and the engines' processes are stopped, which returns all the
+// memory they held. The next job after Resume starts them again.
+func (w *Worker) PauseNow() {
+	w.mu.Lock()
+	w.paused = true
+	w.pauseAfter = false
+	jr := w.cur
+	w.mu.Unlock()
+	if jr != nil {
+		w.log.Info("paused now by operator: stopping job "+jr.claim.JobID, "op", "pause", "job", jr.claim.JobID)
+		jr.stopped.Store(true)
+		jr.cancel()
+	} else {
+		w.log.Info("paused now by operator", "op", "pause")
+	}
+	w.publish()
+	go func() {
+		var err error
+		if st, ok := w.runner.(engineStopper); ok {
+			err = st.StopEngines()
+		} else if rel, ok := w.runner.(releaser); ok {
+			err = rel.ReleaseAll()
+		}
+		if err != nil {
+			w.log.Warn("could not stop the engines: "+err.Error(), "op", "pause")
+		}
+		w.refreshRunnerFacts()
+		w.publish()
+	}()
 }
 
 // releaseIfIdle frees the runner's resident models while paused and idle,
@@ -788,6 +847,7 @@ func (w *Worker) snapshotLocked() Snapshot {
 			BudgetGB:   s.VRAMBudgetGB,
 		},
 		Kinds:     slices.Clone(w.kinds),
+		Held:      slices.Clone(w.held),
 		StudioURL: s.StudioURL,
 		Version:   w.cfg.Version,
 	}

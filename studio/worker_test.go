@@ -1269,3 +1269,44 @@ func TestWorkerUnusableOfferFailsThatJobAlone(t *testing.T) {
 	s.next(t)
 	t.Logf("fail: %s", fail.Error)
 }
+
+// stoppingRunner can also end its engines' processes, like engine.Runner
+// with engine/host clients.
+type stoppingRunner struct {
+	*fakeRunner
+	stops chan struct{}
+}
+
+func (r stoppingRunner) StopEngines() error {
+	r.stops <- struct{}{}
+	return nil
+}
+
+func TestWorkerPauseNowFailsTheJobAndStopsTheEngines(t *testing.T) {
+	h := newHarness(t)
+	r := stoppingRunner{fakeRunner: h.runner, stops: make(chan struct{}, 4)}
+	h.w.runner = r
+	s := newFakeSender()
+	h.runBlocked(t, s, make(chan struct{}), true)
+
+	h.w.PauseNow()
+	f, ok := s.next(t).(Fail)
+	if !ok || f.JobID != "j1" || f.Error != "paused by the donor" || !f.Retryable {
+		t.Fatalf("want a retryable fail \"paused by the donor\", got %#v", f)
+	}
+	select {
+	case <-r.stops:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the engines were not stopped")
+	}
+	snap := h.w.Snapshot()
+	if !snap.Paused || snap.State != StatePaused {
+		t.Errorf("snapshot paused %t state %s", snap.Paused, snap.State)
+	}
+	if len(snap.Recent) != 1 || snap.Recent[0].Outcome != OutcomeFailed || snap.Recent[0].Error != "paused by the donor" {
+		t.Errorf("history %+v", snap.Recent)
+	}
+	// Paused: the next offer is turned down as such.
+	h.w.HandleOffer(s, llmClaim("j2", 1, "hi"))
+	wantReject(t, s.next(t), "j2", ReasonPaused, RejectPaused)
+}

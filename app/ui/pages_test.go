@@ -628,3 +628,17 @@ func TestAboutShowsTheVersion(t *testing.T) {
 		t.Fatalf("About says %q, want the worker's version", got)
 	}
 }
+
+func TestHeldLines(t *testing.T) {
+	got := heldLines([]engine.Held{
+		{Engine: engine.EngineLlamaCpp, Model: "/m/tiny/tiny.gguf", Bytes: 300 << 20, VRAMBytes: 0, PID: 42},
+		{Engine: engine.EngineSDCpp, Bytes: 90 << 20, PID: 43},
+	})
+	want := "\nThe text engine (llama.cpp) holds 300.0 MB with tiny.gguf · process 42.\nThe image engine (stable-diffusion.cpp) holds 90.0 MB, no model loaded · process 43."
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	if heldLines(nil) != "" {
+		t.Error("nothing held must add nothing")
+	}
+}

@@ -2,6 +2,7 @@ package ui
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -153,7 +154,7 @@ func (p *StatusPage) Render(s studio.Snapshot) {
 	} else {
 		p.heartbeat.SetText("Last heartbeat acknowledged at " + s.LastHeartbeat.Local().Format("15:04:05") + ".")
 	}
-	p.vram.SetText(vramLine(s.VRAM))
+	p.vram.SetText(vramLine(s.VRAM) + heldLines(s.Held))
 	p.counters.SetText("Since start: " + countersLine(s.Counters) + ".")
 }
 
@@ -245,6 +246,35 @@ func connectionLine(s studio.Snapshot) string {
 		return "Disconnected from " + url + ": " + r + "."
 	}
 	return "Not connected to " + url + " yet."
+}
+
+// heldLines says what each engine process holds in memory, one line each
+// ("" when none runs).
+func heldLines(held []engine.Held) string {
+	var b strings.Builder
+	for _, h := range held {
+		what := "The " + string(h.Engine) + " engine"
+		switch h.Engine {
+		case engine.EngineLlamaCpp:
+			what = "The text engine (llama.cpp)"
+		case engine.EngineSDCpp:
+			what = "The image engine (stable-diffusion.cpp)"
+		}
+		fmt.Fprintf(&b, "\n%s holds %s", what, formatBytes(h.Bytes))
+		if h.VRAMBytes > 0 {
+			fmt.Fprintf(&b, " (%s on the GPU)", formatBytes(h.VRAMBytes))
+		}
+		if h.Model != "" {
+			b.WriteString(" with " + filepath.Base(h.Model))
+		} else {
+			b.WriteString(", no model loaded")
+		}
+		if h.PID != 0 {
+			fmt.Fprintf(&b, " · process %d", h.PID)
+		}
+		b.WriteString(".")
+	}
+	return b.String()
 }
 
 func vramLine(v studio.VRAM) string {

@@ -198,6 +198,24 @@ func (c *Client) Stats() Stats {
 	return c.stats
 }
 
+// Held is what the child holds now: its process's resident memory (read
+// from the system where it can be; else the model's size as the child
+// reports it), the model file and the GPU memory.
+func (c *Client) Held() engine.Held {
+	c.mu.Lock()
+	ch, st := c.ch, c.stats
+	c.mu.Unlock()
+	h := engine.Held{Engine: c.Name()}
+	if ch == nil {
+		return h
+	}
+	h.PID, h.Model, h.VRAMBytes, h.Bytes = ch.pid, st.Model, st.ResidentVRAMBytes, st.ResidentBytes
+	if rss, ok := processRSS(ch.pid); ok {
+		h.Bytes = rss
+	}
+	return h
+}
+
 // ResidentVRAMBytes implements engine.Engine, from the child's last stats
 // (it does not wait for a running job).
 func (c *Client) ResidentVRAMBytes() uint64 { return c.Stats().ResidentVRAMBytes }

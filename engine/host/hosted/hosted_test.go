@@ -3,11 +3,13 @@ package hosted_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/gguf"
@@ -145,5 +147,37 @@ func TestNULInAMessage(t *testing.T) {
 		if res, err := c.Run(context.Background(), chat(path, "hello", 4), nil); err != nil || len(res.JSON) == 0 {
 			t.Fatalf("%s: the next job: %v", s.Name, err)
 		}
+	}
+}
+
+// TestStopReturnsTheModelsMemory loads a model in a real llama.cpp child,
+// reads what the process holds, stops it and checks that it is gone within
+// 5 s, with everything it held.
+func TestStopReturnsTheModelsMemory(t *testing.T) {
+	c := llamaClient(t)
+	path := model(t, gguf.Tiny())
+	if _, err := c.Run(context.Background(), chat(path, "hi", 2), nil); err != nil {
+		t.Fatal(err)
+	}
+	h := c.Held()
+	if h.PID == 0 || h.Model != path || h.Bytes < 1<<20 {
+		t.Fatalf("held %+v", h)
+	}
+	done := c.Done()
+	start := time.Now()
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("process %d still there 5 s after Stop", h.PID)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", h.PID)); err == nil {
+		t.Errorf("process %d was not reaped", h.PID)
+	}
+	t.Logf("the llama.cpp child held %.1f MB RSS with the model; gone %s after Stop", float64(h.Bytes)/(1<<20), time.Since(start).Round(time.Millisecond))
+	if got := c.Held(); got.PID != 0 || got.Bytes != 0 || got.Model != "" {
+		t.Errorf("held after Stop: %+v", got)
 	}
 }
