@@ -137,7 +137,7 @@ func TestEnsureRefusesAWebPageAsAModel(t *testing.T) {
 	src := ModelSource{Engine: EngineLlamaCpp, Files: []ModelFile{{Role: RoleModel, URL: page + "/model.gguf?sig=s3cret", Filename: "model.gguf"}}}
 	_, err := st.EnsureSource(context.Background(), "m", src, nil)
 	var je *JobError
-	if !errors.As(err, &je) || IsRetryable(err) || je.Field != "model.gguf" || !strings.Contains(err.Error(), "web page") {
+	if !errors.As(err, &je) || IsRetryable(err) || je.Field != "modelSource.files[0]" || !strings.Contains(err.Error(), "model.gguf: the file is a web page") {
 		t.Fatalf("got %v (retryable %t), want a not-retryable JobError about a web page", err, IsRetryable(err))
 	}
 	dir, _ := st.ModelDir("m")

@@ -376,6 +376,11 @@ func (s *Store) ensure(ctx context.Context, modelID string, eng EngineName, file
 	for i, f := range files {
 		final := filepath.Join(dir, f.Filename)
 		err := s.ensureFile(ctx, modelID, eng, final, f, func(st fileState) { agg.set(i, st) })
+		var je *JobError
+		if errors.As(err, &je) && je.Field == f.Filename {
+			// Name the file by its place in the offer, as the wire does.
+			err = &JobError{Field: fmt.Sprintf("modelSource.files[%d]", i), Reason: f.Filename + ": " + je.Reason, Err: je.Err}
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -429,6 +429,7 @@ func (w *Worker) admissionProblem(c JobOfferClaim) string {
 // (kind, engine, budget) also explains why the worker sits idle until the
 // next job is accepted.
 func (w *Worker) noteRejectLocked(reason string, lasting bool) {
+	reason = logging.RedactText(reason) // the window shows it
 	w.counters.Rejected++
 	w.lastReject = reason
 	if lasting {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/logging"
 )
 
 // Offers the worker answers without running anything: a job it already
@@ -182,7 +183,7 @@ func (w *Worker) redeliver(jr *jobRun, res engine.Result) {
 // job but carries a field this worker cannot use, so that job alone is
 // failed as not retryable, naming the field; the session stays up.
 func (w *Worker) HandleUnusableOffer(s Sender, u *UnusableOffer) {
-	msg := "this worker cannot use the offer's " + u.Problem()
+	msg := logging.RedactText("this worker cannot use the offer's " + u.Problem())
 	w.log.Warn(fmt.Sprintf("job %s failed (retryable=false): %s", u.JobID, msg), "op", "offer", "job", u.JobID, "model", u.Model)
 	now := w.clock.Now()
 	w.mu.Lock()
@@ -200,6 +201,7 @@ func (w *Worker) HandleUnusableOffer(s Sender, u *UnusableOffer) {
 }
 
 func (w *Worker) sendFailFrame(s Sender, f Fail) {
+	f.Error = logging.RedactText(f.Error)
 	ctx, cancel := context.WithTimeout(context.Background(), frameSendTimeout)
 	defer cancel()
 	if err := s.Send(ctx, f); err != nil {
