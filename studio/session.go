@@ -76,12 +76,17 @@ type SessionConfig struct {
 	// block. When nil such offers are only logged.
 	OnUnusableOffer func(s Sender, offer *UnusableOffer)
 	// OnFrame gets completeAck and failAck frames (*CompleteAck, *FailAck).
-	OnFrame  func(frame any)
-	OnStatus func(SessionStatus) // must not block
-	Logs     *LogQueue           // shipped as logBatch; may be nil
-	Log      *slog.Logger
-	Clock    Clock        // default RealClock
-	HTTP     *http.Client // used for the upgrade; default http.DefaultClient
+	OnFrame func(frame any)
+	// OnWelcome runs on the session goroutine right after welcome, before
+	// the first heartbeat (so before the studio offers anything on this
+	// session): it may send frames on s, such as the final frames of jobs
+	// a previous session or process could not deliver.
+	OnWelcome func(s Sender)
+	OnStatus  func(SessionStatus) // must not block
+	Logs      *LogQueue           // shipped as logBatch; may be nil
+	Log       *slog.Logger
+	Clock     Clock        // default RealClock
+	HTTP      *http.Client // used for the upgrade; default http.DefaultClient
 	// Rand returns a number in [0, 1) for the reconnect jitter; default
 	// math/rand/v2's Float64. Tests pin it (0.5 means no jitter).
 	Rand func() float64
@@ -418,6 +423,9 @@ func (s *Session) connect(ctx context.Context, workerID, token string) (healthy 
 			case *Welcome:
 				welcomed = true
 				s.onWelcome(f, workerID)
+				if s.cfg.OnWelcome != nil {
+					s.cfg.OnWelcome(conn)
+				}
 			case *ErrorFrame:
 				return false, errorFrameEnd(f)
 			default:

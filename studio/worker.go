@@ -83,6 +83,9 @@ type WorkerConfig struct {
 	// RegisterPollInterval overrides the protocol's 30 s registration poll
 	// (the dev studio's tests and demo approve in milliseconds).
 	RegisterPollInterval time.Duration
+	// Journal records every accepted job until the studio acknowledges its
+	// final frame (nil: none kept). See Journal.
+	Journal *Journal
 	// MachineName and Username override the OS values (tests).
 	MachineName, Username string
 }
@@ -103,6 +106,9 @@ const (
 	msgShutdownFail    = "the worker was shut down before the job finished"
 	msgLost            = "the studio connection dropped before the result could be sent"
 	msgPausedNow       = "paused by the donor"
+	// msgStoppedWhileRunning fails a job the journal holds from an earlier
+	// run of the worker that ended without delivering it.
+	msgStoppedWhileRunning = "the worker stopped while running this job"
 )
 
 // Job outcomes in JobInfo.Outcome.
@@ -151,9 +157,13 @@ type Worker struct {
 	vram       engine.VRAMInfo
 	resident   uint64
 	held       []engine.Held
-	subs       map[int]chan Snapshot
-	nextSub    int
-	finished   map[string]finishedJob // by job id, for offers of a job already run (worker_guard.go)
+	// pending are journalled jobs whose final frame goes out on the next
+	// welcome: left by an earlier run, or finished while the studio was
+	// unreachable.
+	pending  []JournalEntry
+	subs     map[int]chan Snapshot
+	nextSub  int
+	finished map[string]finishedJob // by job id, for offers of a job already run (worker_guard.go)
 
 	runCtl runControl
 }
@@ -213,8 +223,138 @@ func NewWorker(cfg WorkerConfig) *Worker {
 		w.user = userName()
 	}
 	w.life, w.lifeCancel = context.WithCancel(context.Background())
+	w.loadJournal()
 	w.refreshRunnerFacts()
 	return w
+}
+
+// loadJournal takes over the jobs an earlier run left in the journal: each
+// is reported on the first welcome. One that was reported already and never
+// acknowledged is dropped, so that the studio is not asked forever.
+func (w *Worker) loadJournal() {
+	if w.cfg.Journal == nil {
+		return
+	}
+	for _, e := range w.cfg.Journal.Entries() {
+		if e.Reported {
+			w.log.Warn("forgetting job "+e.JobID+" from the journal: it was reported after an earlier restart and never acknowledged", "op", "journal", "job", e.JobID)
+			_ = w.cfg.Journal.Remove(e.JobID)
+			continue
+		}
+		w.log.Info("job "+e.JobID+" was left unfinished by the last run; it is reported to the studio on connecting", "op", "journal", "job", e.JobID, "model", e.Model)
+		w.pending = append(w.pending, e)
+	}
+}
+
+// journal runs f on the journal when there is one, logging a failure: the
+// journal helps after a crash, but a full disk must not fail the job.
+func (w *Worker) journal(what, jobID string, f func(*Journal) error) {
+	if w.cfg.Journal == nil {
+		return
+	}
+	if err := f(w.cfg.Journal); err != nil {
+		w.log.Warn("job journal: "+what+": "+err.Error(), "op", "journal", "job", jobID)
+	}
+}
+
+// onAck removes an acknowledged job from the journal (the session's
+// OnFrame).
+func (w *Worker) onAck(frame any) {
+	switch f := frame.(type) {
+	case *CompleteAck:
+		w.journal("remove", f.JobID, func(j *Journal) error { return j.Remove(f.JobID) })
+	case *FailAck:
+		w.journal("remove", f.JobID, func(j *Journal) error { return j.Remove(f.JobID) })
+	}
+}
+
+// onWelcome sends the final frames the journal holds back (the session's
+// OnWelcome, before the first heartbeat and so before any offer): a kept
+// result is delivered, a job an earlier run left unfinished is failed as
+// retryable. Each stays journalled until the studio acknowledges it.
+func (w *Worker) onWelcome(s Sender) {
+	w.mu.Lock()
+	pending := w.pending
+	w.pending = nil
+	w.mu.Unlock()
+	for _, e := range pending {
+		w.journal("mark reported", e.JobID, func(j *Journal) error { return j.MarkReported(e.JobID) })
+		ctx, cancel := context.WithTimeout(context.Background(), frameSendTimeout)
+		var err error
+		info := JobInfo{ID: e.JobID, Kind: e.Kind, Model: e.Model, Started: e.Accepted, Finished: w.clock.Now(), Stats: e.Stats, Ext: e.Ext}
+		switch {
+		case e.Kept && len(e.JSON) > 0:
+			err = s.Send(ctx, CompleteJSON{JobID: e.JobID, Result: e.JSON, Prompt: e.Prompt})
+			info.Outcome = OutcomeDone
+			w.log.Info("sent the kept result of job "+e.JobID, "op", "journal", "job", e.JobID)
+		case e.Kept:
+			go w.uploadKept(s, e)
+			cancel()
+			continue
+		default:
+			err = s.Send(ctx, Fail{JobID: e.JobID, Error: msgStoppedWhileRunning, Retryable: true})
+			info.Outcome, info.Error = OutcomeFailed, msgStoppedWhileRunning
+			w.log.Warn(fmt.Sprintf("job %s failed (retryable=true): %s", e.JobID, msgStoppedWhileRunning), "op", "journal", "job", e.JobID)
+		}
+		cancel()
+		if err != nil {
+			w.log.Warn("could not report job "+e.JobID+": "+err.Error(), "op", "journal", "job", e.JobID)
+			w.mu.Lock()
+			w.pending = append(w.pending, e) // the next welcome tries again
+			w.mu.Unlock()
+			continue
+		}
+		w.record(info)
+	}
+}
+
+// uploadKept delivers a kept binary result; the upload's answer is the
+// acknowledgement. A refusal (409: the job is no longer this worker's)
+// ends it too.
+func (w *Worker) uploadKept(s Sender, e JournalEntry) {
+	data, err := w.cfg.Journal.ResultBytes(e)
+	if err != nil {
+		w.log.Warn("the kept result of job "+e.JobID+" is unreadable: "+err.Error(), "op", "journal", "job", e.JobID)
+		_ = w.cfg.Journal.Remove(e.JobID)
+		return
+	}
+	workerID, token := w.senderCreds(s)
+	w.mu.Lock()
+	base := w.apiBase
+	w.mu.Unlock()
+	err = uploadResult(w.life, w.http, w.wait, resultUpload{APIBase: base, WorkerID: workerID, AuthToken: token,
+		JobID: e.JobID, Prompt: e.Prompt, Ext: e.Ext, Data: data})
+	var ue *UploadError
+	switch {
+	case err == nil:
+		w.log.Info("uploaded the kept result of job "+e.JobID, "op", "journal", "job", e.JobID)
+		w.record(JobInfo{ID: e.JobID, Kind: e.Kind, Model: e.Model, Started: e.Accepted, Finished: w.clock.Now(), Outcome: OutcomeDone, Stats: e.Stats, Ext: e.Ext})
+	case errors.As(err, &ue) && !ue.retryable():
+		w.log.Warn("the studio no longer takes the kept result of job "+e.JobID+": "+err.Error(), "op", "journal", "job", e.JobID)
+	default:
+		w.log.Warn("could not upload the kept result of job "+e.JobID+": "+err.Error(), "op", "journal", "job", e.JobID)
+		w.mu.Lock()
+		w.pending = append(w.pending, e)
+		w.mu.Unlock()
+		return
+	}
+	_ = w.cfg.Journal.Remove(e.JobID)
+}
+
+// record adds a finished job to the history.
+func (w *Worker) record(info JobInfo) {
+	w.mu.Lock()
+	w.recent = append([]JobInfo{info}, w.recent...)
+	if len(w.recent) > RecentJobs {
+		w.recent = w.recent[:RecentJobs]
+	}
+	if info.Outcome == OutcomeDone {
+		w.counters.Done++
+	} else {
+		w.counters.Failed++
+	}
+	w.mu.Unlock()
+	w.publish()
 }
 
 // refreshRunnerFacts asks the runner what it serves and what it knows of
@@ -382,6 +522,9 @@ func (w *Worker) admitAndRun(jr *jobRun) {
 		w.publish()
 		return
 	}
+	w.journal("record", jr.claim.JobID, func(j *Journal) error {
+		return j.Begin(JournalEntry{JobID: jr.claim.JobID, Model: jr.claim.Model, Kind: jr.info.Kind, Accepted: jr.info.Started})
+	})
 	w.mu.Lock()
 	jr.accepted = true
 	w.counters.Accepted++
@@ -509,7 +652,7 @@ func (w *Worker) deliverJSON(jr *jobRun, res engine.Result) {
 	frame := CompleteJSON{JobID: c.JobID, Result: res.JSON, Prompt: c.Task.Prompt()}
 	w.releaseGate(jr)
 	if err := w.sendFinal(jr, frame); err != nil {
-		w.finish(jr, OutcomeLost, msgLost, res)
+		w.finish(jr, OutcomeLost, w.keep(jr, res), res)
 		return
 	}
 	w.log.Info("json result sent for job "+c.JobID, "op", "result", "job", c.JobID, "model", c.Model)
@@ -538,6 +681,12 @@ func (w *Worker) deliverBinary(jr *jobRun, res engine.Result) {
 		Ext:       ext,
 		Data:      res.Bytes,
 	})
+	var refused *UploadError
+	if err == nil || (errors.As(err, &refused) && !refused.retryable()) {
+		// The upload's answer is the studio's acknowledgement; a refusal
+		// (409) says the job is no longer this worker's.
+		w.journal("remove", c.JobID, func(j *Journal) error { return j.Remove(c.JobID) })
+	}
 	if err != nil {
 		w.log.Warn(fmt.Sprintf("result upload of job %s failed: %v", c.JobID, err), "op", "result", "job", c.JobID, "model", c.Model)
 		msg := "the result could not be uploaded: " + logging.RedactText(err.Error())
@@ -545,7 +694,11 @@ func (w *Worker) deliverBinary(jr *jobRun, res engine.Result) {
 			msg = msgShutdownFail
 		}
 		if ferr := w.sendFinal(jr, Fail{JobID: c.JobID, Error: msg, Retryable: true}); ferr != nil {
-			w.finish(jr, OutcomeLost, msgLost, res)
+			why := msgLost
+			if refused == nil && !jr.shutdown.Load() {
+				why = w.keep(jr, res) // the studio was unreachable: upload it later
+			}
+			w.finish(jr, OutcomeLost, why, res)
 			return
 		}
 		w.finish(jr, OutcomeFailed, msg, res)
@@ -568,10 +721,47 @@ func (w *Worker) deliverFail(jr *jobRun, msg string, retryable bool) {
 	w.log.Warn(fmt.Sprintf("job %s failed (retryable=%t): %s", c.JobID, retryable, msg), "op", "job", "job", c.JobID, "model", c.Model)
 	w.releaseGate(jr)
 	if err := w.sendFinal(jr, Fail{JobID: c.JobID, Error: msg, Retryable: retryable}); err != nil {
+		w.keepFail(jr)
 		w.finish(jr, OutcomeLost, msg+"; and "+msgLost, engine.Result{})
 		return
 	}
 	w.finish(jr, OutcomeFailed, msg, engine.Result{})
+}
+
+// keep journals a finished result the studio could not be sent, for the
+// next welcome, and returns the words for the job's outcome.
+func (w *Worker) keep(jr *jobRun, res engine.Result) string {
+	if w.cfg.Journal == nil || !w.cfg.Journal.Has(jr.claim.JobID) {
+		return msgLost
+	}
+	if err := w.cfg.Journal.Keep(jr.claim.JobID, res, jr.claim.Task.Prompt()); err != nil {
+		w.log.Warn("job journal: "+err.Error(), "op", "journal", "job", jr.claim.JobID)
+		return msgLost
+	}
+	for _, e := range w.cfg.Journal.Entries() {
+		if e.JobID == jr.claim.JobID {
+			w.mu.Lock()
+			w.pending = append(w.pending, e)
+			w.mu.Unlock()
+		}
+	}
+	w.log.Info("kept the result of job "+jr.claim.JobID+" to send when the studio is reachable again", "op", "journal", "job", jr.claim.JobID)
+	return msgLost + "; the result is kept and sent when the studio is reachable again"
+}
+
+// keepFail leaves a failed job whose fail could not be sent in the journal,
+// to be failed on the next welcome.
+func (w *Worker) keepFail(jr *jobRun) {
+	if w.cfg.Journal == nil || !w.cfg.Journal.Has(jr.claim.JobID) {
+		return
+	}
+	for _, e := range w.cfg.Journal.Entries() {
+		if e.JobID == jr.claim.JobID {
+			w.mu.Lock()
+			w.pending = append(w.pending, e)
+			w.mu.Unlock()
+		}
+	}
 }
 
 // sendFinal sends a result frame on the socket the offer came on, and only

@@ -172,6 +172,8 @@ func (w *Worker) runSession(ctx context.Context, s settings.Settings, creds sett
 		CurrentJobID:    w.currentJobID,
 		OnOffer:         w.HandleOffer,
 		OnUnusableOffer: w.HandleUnusableOffer,
+		OnFrame:         w.onAck,
+		OnWelcome:       w.onWelcome,
 		OnStatus:        w.onSessionStatus,
 		Logs:            w.cfg.Logs,
 		Log:             w.log,

@@ -57,6 +57,9 @@ type Options struct {
 	// Engines replaces the real engines (tests); nil runs llama.cpp and
 	// stable-diffusion.cpp, each in a child process of EngineExe.
 	Engines []engine.Engine
+	// StateDir holds the job journal; empty is the dev folder's "state"
+	// with DevStudio, else $XDG_STATE_HOME/studio-worker.
+	StateDir string
 	// EngineExe is the program whose hidden `engine-host` command serves
 	// the engines; empty is this program (os.Executable).
 	EngineExe string
@@ -282,6 +285,21 @@ func New(opts Options) (_ *Stack, err error) {
 			strconv.FormatFloat(cur.VRAMBudgetGB, 'f', -1, 64), v.TotalGB()), "op", "settings")
 	}
 
+	stateDir := opts.StateDir
+	switch {
+	case stateDir != "":
+	case opts.DevStudio:
+		stateDir = filepath.Join(opts.DevDir, "state")
+	default:
+		stateDir = filepath.Join(xdg.StateHome, settings.AppDirName)
+	}
+	journal, err := studio.OpenJournal(stateDir)
+	if err != nil {
+		// Without it a crash forgets the job it interrupted; the worker
+		// still runs.
+		st.notice(st.Log, "The job journal could not be used: "+err.Error())
+	}
+
 	queue := studio.NewLogQueue(0)
 	st.removeQueue = st.Logger.AddSink(queue)
 	st.Worker = studio.NewWorker(studio.WorkerConfig{
@@ -293,6 +311,7 @@ func New(opts Options) (_ *Stack, err error) {
 		ShutdownGrace:        opts.ShutdownGrace,
 		Clock:                opts.Clock,
 		RegisterPollInterval: poll,
+		Journal:              journal,
 	})
 	if opts.Autostart {
 		// Refresh the login entry so it names the program running now.

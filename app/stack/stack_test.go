@@ -55,6 +55,7 @@ func testOptions(t *testing.T) Options {
 	return Options{
 		ConfigDir:       filepath.Join(dir, "config"),
 		DevDir:          filepath.Join(dir, "dev"),
+		StateDir:        filepath.Join(dir, "state"),
 		LogPath:         "-",
 		Stderr:          io.Discard,
 		Engines:         []engine.Engine{&echoEngine{}},

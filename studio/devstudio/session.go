@@ -395,8 +395,22 @@ func (s *Server) handleFrame(sess *session, data []byte) {
 	case *studio.CompleteJSON:
 		j := s.heldLocked(wk, f.JobID)
 		if j == nil {
-			s.violationLocked(sess, fmt.Sprintf("completeJson for unknown jobId %s", f.JobID))
-			return
+			lj := s.lateLocked(wk, f.JobID)
+			switch {
+			case lj == nil:
+				s.violationLocked(sess, fmt.Sprintf("completeJson for unknown jobId %s", f.JobID))
+				return
+			case lj.State != JobQueued:
+				// Run elsewhere meanwhile, or given up: the result comes too late.
+				lj.LateReports = append(lj.LateReports, "a result, too late")
+				s.log.Info("late result ignored", "job", lj.ID, "worker", wk.ID, "state", lj.State)
+				s.sendLocked(sess, studio.CompleteAck{JobID: lj.ID})
+				s.changedLocked()
+				return
+			}
+			// Still waiting for a worker: the kept result does.
+			lj.LateReports = append(lj.LateReports, "a kept result")
+			j = lj
 		}
 		if len(f.Result) == 0 || string(f.Result) == "null" {
 			s.violationLocked(sess, fmt.Sprintf("completeJson for %s without a result", f.JobID))
@@ -427,7 +441,17 @@ func (s *Server) handleFrame(sess *session, data []byte) {
 	case *studio.Fail:
 		j := s.heldLocked(wk, f.JobID)
 		if j == nil {
-			s.violationLocked(sess, fmt.Sprintf("fail for unknown jobId %s", f.JobID))
+			lj := s.lateLocked(wk, f.JobID)
+			if lj == nil {
+				s.violationLocked(sess, fmt.Sprintf("fail for unknown jobId %s", f.JobID))
+				return
+			}
+			// Released already (and requeued, or failed for good): the
+			// report is recorded, nothing else changes.
+			lj.LateReports = append(lj.LateReports, f.Error)
+			s.log.Info("late failure report", "job", lj.ID, "worker", wk.ID, "retryable", f.Retryable, "err", f.Error)
+			s.sendLocked(sess, studio.FailAck{JobID: lj.ID})
+			s.changedLocked()
 			return
 		}
 		s.log.Info("job failed by worker", "job", j.ID, "worker", wk.ID, "retryable", f.Retryable, "err", f.Error)

@@ -94,8 +94,11 @@ type JobStatus struct {
 	ResultFile     string          `json:"resultFile,omitempty"` // path under DataDir
 	Prompt         string          `json:"prompt,omitempty"`
 	Error          string          `json:"error,omitempty"`
-	CreatedAt      time.Time       `json:"createdAt"`
-	UpdatedAt      time.Time       `json:"updatedAt"`
+	// LateReports are what a worker reported about the job after the
+	// studio had released it from that worker (a restart's journal).
+	LateReports []string  `json:"lateReports,omitempty"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
 }
 
 // WorkerStatus is an approved worker as the dev API shows it.
@@ -173,8 +176,12 @@ type job struct {
 	Prompt     string            `json:"prompt,omitempty"`
 	Error      string            `json:"error,omitempty"`
 	Excluded   map[string]string `json:"excluded,omitempty"` // workerId -> reason of a non-transient reject
-	CreatedAt  time.Time         `json:"createdAt"`
-	UpdatedAt  time.Time         `json:"updatedAt"`
+	// LastWorkerID is the last worker offered the job; LateReports what it
+	// said about the job after the studio had released it.
+	LastWorkerID string    `json:"lastWorkerId,omitempty"`
+	LateReports  []string  `json:"lateReports,omitempty"`
+	CreatedAt    time.Time `json:"createdAt"`
+	UpdatedAt    time.Time `json:"updatedAt"`
 }
 
 func (j *job) status() JobStatus {
@@ -183,6 +190,7 @@ func (j *job) status() JobStatus {
 		VRAMGBEstimate: j.Spec.VRAMGBEstimate, GameID: j.Spec.GameID, AssetName: j.Spec.AssetName,
 		Attempts: j.Attempts, WorkerID: j.WorkerID, Result: j.Result, ResultFile: j.ResultFile,
 		Prompt: j.Prompt, Error: j.Error, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt,
+		LateReports: slices.Clone(j.LateReports),
 	}
 }
 
@@ -547,6 +555,18 @@ func (s *Server) heldLocked(w *worker, jobID string) *job {
 	return j
 }
 
+// lateLocked is a job w held last and no longer holds: the studio released
+// it (w's session dropped) before w's final frame for it came. A worker
+// that kept the job in its journal across a restart or an outage reports
+// it then, which is no protocol violation.
+func (s *Server) lateLocked(w *worker, jobID string) *job {
+	j := s.jobs[jobID]
+	if w == nil || j == nil || j.LastWorkerID != w.ID || j.WorkerID == w.ID {
+		return nil
+	}
+	return j
+}
+
 // releaseJobLocked gives a held job back after its worker went away or
 // failed it retryably: one more attempt is counted, then it is queued again
 // or failed once attempts run out.
@@ -660,7 +680,7 @@ func (s *Server) dispatchLocked() (offered int) {
 
 func (s *Server) offerLocked(w *worker, j *job, now time.Time) {
 	j.State = JobClaimed
-	j.WorkerID = w.ID
+	j.WorkerID, j.LastWorkerID = w.ID, w.ID
 	j.UpdatedAt = now
 	w.currentJob = j.ID
 	task := j.Spec.Task
