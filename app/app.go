@@ -126,17 +126,45 @@ func Run(opts Options) int {
 		w.RequestFocus()
 	}
 
-	hasTray, why := trayHost()
+	// The tray icon follows the tray host. With a session bus the tray item
+	// is always exported (fyne's systray registers it with a watcher
+	// whenever one appears: a panel that starts after the app, as when
+	// autostart wins the race at login); closing the window hides it while
+	// a watcher shows the icon, and quits while none does. Without a bus no
+	// tray can ever appear, and none is started (that would start a bus).
 	desk, isDesktop := a.(desktop.App)
-	if hasTray && isDesktop {
-		tr := ui.NewTray(desk, backend, show, quit, systray.SetTooltip)
+	bus, hasTray, why := false, false, "this desktop driver has no tray"
+	if isDesktop {
+		bus, hasTray, why = watchTrayHost(ctx, func(present bool) {
+			fyne.Do(func() {
+				if present {
+					st.Log.Info("a system tray appeared: the icon goes there, and closing the window now hides it there", "op", "tray")
+					desk.SetSystemTrayWindow(w)
+					go func() {
+						if err := ensureTrayItemRegistered(ctx); err != nil {
+							st.Log.Warn("the system tray did not take the icon: "+err.Error(), "op", "tray")
+						}
+					}()
+					return
+				}
+				st.Log.Warn("the system tray went away: closing the window now quits Studio Worker", "op", "tray")
+				w.SetCloseIntercept(quit)
+				show() // a window hidden in a tray that is gone could not be reached
+			})
+		})
+	}
+	if bus {
+		ui.NewTray(desk, backend, show, quit, systray.SetTooltip).Follow(ctx)
+	}
+	if hasTray {
 		desk.SetSystemTrayWindow(w) // closing the window hides it; a click on the icon shows it
-		tr.Follow(ctx)
 	} else {
-		hasTray = false
-		msg := "No system tray was found on this desktop (" + why + "), so closing this window quits Studio Worker."
-		st.Log.Warn(msg, "op", "tray")
-		m.AddNotice(msg)
+		msg := "No system tray was found on this desktop (" + why + "), so closing this window quits Studio Worker"
+		if bus {
+			msg += " until a tray appears"
+		}
+		st.Log.Warn(msg+".", "op", "tray")
+		m.AddNotice(msg + ".")
 		w.SetCloseIntercept(quit)
 	}
 	w.SetMaster()

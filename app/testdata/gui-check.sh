@@ -6,8 +6,9 @@
 #
 # It checks that the tray item is registered on the bus, that its menu's
 # Pause / Resume changes the worker's state as the studio sees it, that demo
-# jobs run, that a second launch hands over to the first and exits 0, and
-# that Quit stops the app cleanly. It writes a screenshot of every page to
+# jobs run, that a second launch hands over to the first and exits 0, that
+# Quit stops the app cleanly, and that a tray host started 3 s after the app
+# gets the icon (closing the window then hides it). It writes a screenshot of every page to
 # docs/screenshots/ (SHOTS=0 skips that) and measures idle CPU and RSS over
 # IDLE_SECONDS (default 60; 0 skips). Needs: xvfb xdotool imagemagick dbus
 # libglib2.0-bin (gdbus) haskell-status-notifier-item-utils curl python3.
@@ -329,4 +330,32 @@ APP_PID=
 ((rc == 0)) || fail "the app exited with $rc after its window was closed"
 grep -q "worker stopped" "$WORK/app.log" || fail "the log does not say the worker stopped"
 step "closing the window quit the app cleanly"
+
+# The order at login when autostart wins the race with the panel: the app
+# first, the tray host a few seconds later. The icon must reach the tray,
+# and closing the window must then hide it there.
+step "a tray host that starts 3 s after the app: the icon goes there"
+: >"$WORK/app.log"
+"$BIN" --dev-studio --dev-dir "$WORK/dev" --demo-jobs 0 >"$WORK/app.log" 2>&1 &
+APP_PID=$!
+ITEM=org.kde.StatusNotifierItem-$APP_PID-1
+wait_for 30 "the app to say there is no tray" grep -q "No system tray was found" "$WORK/app.log"
+WID=$(xdotool search --sync --onlyvisible --name '^Studio Worker$' | head -n1)
+sleep 3 # the panel's tray host comes up a few seconds after the app
+status-notifier-watcher >"$WORK/snw.log" 2>&1 &
+SNW_PID=$!
+wait_for 20 "the watcher on the bus" has_watcher
+wait_for 60 "the tray item $ITEM to be registered with the late watcher" registered
+wait_for 10 "the app to see the tray appear" grep -q "a system tray appeared" "$WORK/app.log"
+step "tray item registered with the late watcher: $ITEM"
+close_window "$WID"
+wait_for 10 "the window to hide" window_hidden
+kill -0 "$APP_PID" || fail "closing the window ended the app although a tray had appeared"
+click "Open Studio Worker"
+wait_for 10 "the window to come back from the tray" window_visible
+click "Quit"
+wait "$APP_PID" && rc=0 || rc=$?
+APP_PID=
+((rc == 0)) || fail "the app exited with $rc after Quit"
+step "the late tray got the icon, and closing the window hid it there"
 step "PASS"
