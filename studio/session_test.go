@@ -822,14 +822,16 @@ func TestSessionUnusableOfferKeepsTheSession(t *testing.T) {
 			t.Fatal("the unusable offer was not handed over")
 		}
 	}
-	p.send(Offer{Claim: wireClaim()})
+	// Text content parts (the OpenAI form) are an offer like any other.
+	textParts := strings.Replace(parts, `[{"type":"image_url","image_url":{"url":"x"}}]`, `[{"type":"text","text":"hi"}]`, 1)
+	p.sendRaw(websocket.MessageText, `{"type":"offer","claim":`+textParts+`}`)
 	select {
 	case o := <-h.offers:
-		if o.claim.JobID != "job-1" {
+		if o.claim.JobID != "job-1" || o.claim.Task.LLM == nil || o.claim.Task.LLM.Messages[0].Content != "hi" {
 			t.Fatalf("claim %+v", o.claim)
 		}
 	case <-h.ctx.Done():
-		t.Fatal("the good offer after the unusable ones did not arrive")
+		t.Fatal("the offer with text content parts did not arrive")
 	}
 	if n := h.studio.attempts.Load(); n != 1 || h.sess.Status().State != SessionConnected {
 		t.Fatalf("%d connections, state %s: the session did not stay up", n, h.sess.Status().State)

@@ -349,8 +349,11 @@ func unusableOffer(data []byte, err error) *UnusableOffer {
 		}
 		if ferr := json.Unmarshal(raw, f.into); ferr != nil {
 			u.Field, u.Err = f.name, ferr
+			var je *engine.JobError
 			var te *json.UnmarshalTypeError
-			if errors.As(ferr, &te) {
+			if errors.As(ferr, &je) && je.Field != "" {
+				u.Field, u.Err = f.name+"."+je.Field, errors.New(je.Reason)
+			} else if errors.As(ferr, &te) {
 				if te.Field != "" && te.Field != f.name {
 					u.Field = f.name + "." + te.Field
 				}

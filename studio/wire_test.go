@@ -237,8 +237,9 @@ func TestWireUnusableOffers(t *testing.T) {
 		{"no modelSource", noSource, "modelSource", "missing"},
 		{"unknown task kind", strings.Replace(wireClaimJSON, `"kind":"image"`, `"kind":"3d"`, 1), "task", "unknown kind"},
 		{"task missing prompt", strings.Replace(wireClaimJSON, `"prompt":"a cat",`, ``, 1), "task", "prompt"},
-		{"steps as a string", strings.Replace(wireClaimJSON, `"steps":8`, `"steps":"eight"`, 1), "task.steps", "JSON string where this worker expects int"},
-		{"content parts of an unusable type", parts, "task", "content"},
+		{"steps as a string", strings.Replace(wireClaimJSON, `"steps":8`, `"steps":"eight"`, 1), "task.steps", "JSON string"},
+		{"content parts of an unusable type", parts, "task.messages[0].content[0].type", `content parts of type "image_url" are not supported`},
+		{"content neither text nor parts", strings.Replace(parts, `[{"type":"image_url","image_url":{"url":"x"}}]`, `{"parts":"x"}`, 1), "task.messages[0].content", "must be a string or a list of content parts"},
 		{"vramGbEstimate as a string", strings.Replace(wireClaimJSON, `"vramGbEstimate":`, `"vramGbEstimate":"x","ignored":`, 1), "vramGbEstimate", "JSON string"},
 	}
 	for _, tc := range cases {
