@@ -892,3 +892,33 @@ func BenchmarkOfferToAccept(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "offer-accept-µs")
 }
+
+// TestIntegrationInternalErrorReconnects is issue 10's item 13 on the whole
+// worker: one internal_error frame used to end Run (headless `run` exited 1
+// and the window asked to log out). Now the worker reconnects, shows the
+// reason, and takes the next job.
+func TestIntegrationInternalErrorReconnects(t *testing.T) {
+	rs := startRawStudio(t)
+	tw := rawWorker(t, rs, newStubRunner())
+	rc := rs.nextConn(t)
+	rc.sendText(t, `{"type":"error","code":"internal_error","message":"the studio cannot store the result"}`)
+	select {
+	case <-rc.done:
+	case <-waitCtx(t).Done():
+		t.Fatal("the worker kept the session after the error frame")
+	}
+	snap := waitSnap(t, tw.w, "retrying", func(s studio.Snapshot) bool { return s.Session == studio.SessionRetrying })
+	if !strings.Contains(snap.IdleReason, "internal_error: the studio cannot store the result") {
+		t.Errorf("the reason is not shown: %q", snap.IdleReason)
+	}
+	rc = rs.nextConn(t)
+	rc.offer(t, rawClaim("after", 1))
+	if a, ok := rc.next(t).(*studio.Accept); !ok || a.JobID != "after" {
+		t.Fatalf("want accept, got %#v", a)
+	}
+	select {
+	case err := <-tw.runErr:
+		t.Fatalf("Run returned %v after a transient error frame", err)
+	default:
+	}
+}
