@@ -12,10 +12,16 @@
 #            silent installs under Wine (default CPU runtime, then Vulkan with
 #            start at login), installed files byte-equal to the staged
 #            runtime, the Start-menu shortcut, the Apps & features entry,
-#            the runtime loading with ONE ggml (dllcheck.exe), the silent
-#            uninstaller removing the program and keeping the donor's data.
+#            the runtime loading with ONE ggml (dllcheck.exe), the installed
+#            studio-worker.exe itself under Wine (version --verbose naming
+#            the runtime in lib\, demo chat jobs through the installed DLLs,
+#            a headless run registering with a Linux dev studio on loopback
+#            and completing a job it is sent, the desktop window on Xvfb with
+#            a screenshot), the silent uninstaller removing the program and
+#            keeping the donor's data.
 #
-# Run as root on Debian 12 (apt-get). Needs: wine, file; 7z optional.
+# Run as root on Debian 12 (apt-get). Needs: wine, file, mingw-w64, curl,
+# Xvfb, xdotool, imagemagick (scripts/deps.sh installs them); 7z optional.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -118,6 +124,102 @@ ok "tarball: per-user install.sh, version, menu entry, uninstall keeping setting
 
 }
 
+# The installed Windows program itself, under Wine: version, demo jobs, and a
+# headless run against a Linux dev studio on loopback. Debian 12's Wine 8
+# lacks bcryptprimitives.dll, which the Go runtime loads at start, so a
+# stand-in built from packaging/windows/bcryptprimitives.c goes into this
+# throw-away prefix's system32 (test-only; the installer never has it).
+check_wine_program() {
+  local exe="$inst/studio-worker.exe" exe_w="$inst_w\\studio-worker.exe" out rc
+  x86_64-w64-mingw32-gcc -shared -O2 -o "$work/bcryptprimitives.dll" packaging/windows/bcryptprimitives.c -ladvapi32
+  cp "$work/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll"
+  out="$(cd "$work" && timeout 120 "$WINE" "$exe" version --verbose 2>&1 | tr -d '\r')" || fail "studio-worker.exe version --verbose under Wine failed: $out"
+  grep -qF "studio-worker $version" <<<"$out" || fail "studio-worker.exe version printed '$out', not $version"
+  grep -qF "llama.cpp runtime: CPU build from $inst_w\\lib" <<<"$out" ||
+    fail "studio-worker.exe version --verbose does not name the installed runtime in $inst_w\\lib: $out"
+  ok "installed studio-worker.exe under Wine: $(grep 'llama.cpp runtime' <<<"$out")"
+
+  local demo="$work/wine-demo" demo_w
+  mkdir -p "$demo"; demo_w="$(winepath -w "$demo" 2>/dev/null | tr -d '\r')"
+  rc=0; out="$(cd "$work" && timeout 600 "$WINE" "$exe" demo --jobs 2 --dir "$demo_w" 2>&1 | tr -d '\r')" || rc=$?
+  [ "$rc" = 0 ] && grep -q '^demo: 2 of 2 jobs done' <<<"$out" || fail "studio-worker.exe demo under Wine (exit $rc): $out"
+  ok "studio-worker.exe demo under Wine: $(grep -c '^job .*tokens/s)$' <<<"$out") chat jobs through the installed DLLs ($(grep -o '[0-9.]* tokens/s' <<<"$out" | head -1))"
+
+  # run: the installed program registers with a Linux dev studio and
+  # completes a chat job it is sent, on the demo's generated model.
+  local model studio_log="$work/devstudio.log" url="" wid="" jid="" state="" t
+  model="$(find "$demo" -name '*.gguf' -type f | head -1)"
+  [ -n "$model" ] || fail "the Wine demo left no model in $demo"
+  mkdir -p "$work/devmodels"; cp "$model" "$work/devmodels/"
+  "$dist/.work/linux-bin/studio-worker" devstudio --addr 127.0.0.1:0 --data "$work/devstudio" \
+    --models "$work/devmodels" --auto-approve >"$studio_log" 2>&1 &
+  local studio_pid=$!
+  for _ in $(seq 100); do
+    url="$(grep -o 'listening on http://127.0.0.1:[0-9]*/' "$studio_log" | head -1 | cut -d' ' -f3)"
+    [ -n "$url" ] && break; sleep 0.1
+  done
+  [ -n "$url" ] || { kill "$studio_pid"; fail "the Linux dev studio did not start: $(cat "$studio_log")"; }
+  (cd "$work" && exec "$WINE" "$exe" run --studio "$url" --config "$(winepath -w "$work/wine-run-config" 2>/dev/null | tr -d '\r')" >"$work/wine-run.log" 2>&1) &
+  local run_pid=$!
+  stop_run() { kill "$run_pid" 2>/dev/null || true; wineserver -k 2>/dev/null || true; wineserver -w; kill "$studio_pid" 2>/dev/null || true; wait "$studio_pid" 2>/dev/null || true; }
+  for _ in $(seq 600); do
+    curl -fsS "${url}dev/workers" | grep -q '"connected":true' && break; sleep 0.2
+  done
+  curl -fsS "${url}dev/workers" | grep -q '"connected":true' || { stop_run; fail "studio-worker.exe run did not register and connect: $(tail -5 "$work/wine-run.log")"; }
+  local sha size name
+  name="$(basename "$model")"; sha="$(sha256sum "$model" | cut -d' ' -f1)"; size="$(stat -c %s "$model")"
+  jid="$(curl -fsS -X POST "${url}dev/jobs" -H 'Content-Type: application/json' -d '{
+    "task": {"kind": "llm", "messages": [{"role": "user", "content": "Name a moon of Saturn."}], "maxTokens": 16},
+    "model": "wine-check", "vramGbEstimate": 0.1, "gameId": "package-check", "assetName": "wine-run",
+    "modelSource": {"engine": "llama-cpp", "files": [{"role": "model", "url": "'"${url}dev/models/$name"'",
+      "filename": "'"$name"'", "approxBytes": '"$size"', "sha256": "'"$sha"'"}]}}' |
+    grep -o '"jobId":"[^"]*"' | cut -d'"' -f4)" || true
+  [ -n "$jid" ] || { stop_run; fail "the dev studio did not take the check's job"; }
+  t=$SECONDS
+  while [ $((SECONDS - t)) -lt 300 ]; do
+    state="$(curl -fsS "${url}dev/jobs/$jid" | grep -o '"state":"[a-z]*"' | cut -d'"' -f4)"
+    case "$state" in done|failed) break ;; esac
+    sleep 0.5
+  done
+  out="$(curl -fsS "${url}dev/jobs/$jid")"
+  stop_run
+  [ "$state" = done ] || fail "studio-worker.exe run did not complete the job (state '$state'): $out; worker log: $(tail -5 "$work/wine-run.log")"
+  ok "installed studio-worker.exe run under Wine registered with a Linux dev studio on loopback and completed chat job $jid in $((SECONDS - t)) s"
+}
+
+# The desktop app's window under Wine on Xvfb: Fyne's GLFW over WGL, which
+# Wine turns into GLX on Mesa's software renderer. Against its embedded dev
+# studio, it must show the window and finish the three demo jobs; the
+# screenshot is left in $work/wine-window.png (docs/screenshots/ has a copy).
+check_wine_window() {
+  local d xvfb_pid gui_pid wid="" n=0 log="$work/wine-gui.log"
+  for tool in Xvfb xdotool import; do
+    command -v "$tool" >/dev/null || fail "the Wine window check needs $tool (scripts/deps.sh installs it)"
+  done
+  for d in $(seq 90 99); do [ -e "/tmp/.X11-unix/X$d" ] || [ -e "/tmp/.X$d-lock" ] || break; done
+  Xvfb ":$d" -screen 0 1280x800x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &
+  xvfb_pid=$!
+  mkdir -p "$work/wine-gui"
+  (cd "$work" && DISPLAY=":$d" exec "$WINE" "$inst/studio-worker.exe" --dev-studio \
+    --dev-dir "$(winepath -w "$work/wine-gui" 2>/dev/null | tr -d '\r')" >"$log" 2>&1) &
+  gui_pid=$!
+  stop_gui() { kill "$gui_pid" 2>/dev/null || true; wineserver -k 2>/dev/null || true; wineserver -w; kill "$xvfb_pid" 2>/dev/null || true; wait "$xvfb_pid" 2>/dev/null || true; }
+  for _ in $(seq 600); do
+    wid="$(DISPLAY=":$d" xdotool search --onlyvisible --name '^Studio Worker$' 2>/dev/null | head -1)"
+    [ -n "$wid" ] && break; sleep 0.2
+  done
+  [ -n "$wid" ] || { stop_gui; fail "the desktop app's window did not open under Wine: $(tail -5 "$log")"; }
+  for _ in $(seq 900); do
+    n="$(grep -c 'studio confirmed completion' "$log" || true)"
+    [ "$n" -ge 3 ] && break; sleep 0.2
+  done
+  [ "$n" -ge 3 ] || { stop_gui; fail "the desktop app under Wine finished $n of 3 demo jobs: $(tail -5 "$log")"; }
+  sleep 2 # the Status page redraws on its own after the last job; nothing to wait on from outside
+  DISPLAY=":$d" import -window "$wid" "$work/wine-window.png" || { stop_gui; fail "no screenshot of the Wine window"; }
+  stop_gui
+  ok "the desktop app's window opened under Wine on Xvfb (WGL on Mesa) and finished 3 demo jobs; screenshot in ${work#"$root/"}/wine-window.png"
+}
+
 check_windows() {
 phase "Windows installer"
 file -b "$setup" | grep -q '^PE32' || fail "$setup is not a PE program: $(file -b "$setup")"
@@ -199,6 +301,9 @@ ok "Apps & features entry: $(grep -E 'DisplayName|DisplayVersion' <<<"$reg" | xa
 "$WINE" reg query "$runkey" /v "Studio Worker" >/dev/null 2>&1 && fail "start at login was set without being chosen"
 run_dllcheck
 ok "installed CPU runtime loads under Wine with one ggml: $(grep -E '^  device' <<<"$out" | head -1 | xargs)"
+
+check_wine_program
+check_wine_window
 
 # Installing over a running Studio Worker must stop, not half-replace it:
 # a stand-in program runs as studio-worker.exe while the installer runs.
