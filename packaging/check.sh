@@ -138,6 +138,12 @@ check_wine_program() {
   grep -qF "llama.cpp runtime: CPU build from $inst_w\\lib" <<<"$out" ||
     fail "studio-worker.exe version --verbose does not name the installed runtime in $inst_w\\lib: $out"
   ok "installed studio-worker.exe under Wine: $(grep 'llama.cpp runtime' <<<"$out")"
+  local sdpin
+  sdpin="$(sed -n '/"variant": "sd-win-x64"/,/}/s/.*"sdCpp": "\([^"]*\)".*/\1/p' packaging/runtimes.json)"
+  [ -n "$sdpin" ] || fail "runtimes.json pins no sd-win-x64 release"
+  grep -qF "stable-diffusion.cpp runtime: $sdpin " <<<"$out" && grep -qF "from $inst_w\\lib\\libstable-diffusion.dll" <<<"$out" ||
+    fail "studio-worker.exe version --verbose does not load the installed stable-diffusion.cpp $sdpin from $inst_w\\lib: $out"
+  ok "installed stable-diffusion.cpp DLL loads under Wine: $(grep 'stable-diffusion.cpp runtime' <<<"$out")"
 
   local demo="$work/wine-demo" demo_w
   mkdir -p "$demo"; demo_w="$(winepath -w "$demo" 2>/dev/null | tr -d '\r')"
@@ -226,7 +232,7 @@ file -b "$setup" | grep -q '^PE32' || fail "$setup is not a PE program: $(file -
 ok "installer is a PE program: $(file -b "$setup")"
 if command -v 7z >/dev/null; then
   listing="$(7z l -ba "$setup")"
-  for f in uninstall.exe studio-worker.exe lib/llama.dll lib/ggml.dll lib/ggml-base.dll lib/ggml-cpu-x64.dll; do
+  for f in uninstall.exe studio-worker.exe lib/llama.dll lib/ggml.dll lib/ggml-base.dll lib/ggml-cpu-x64.dll lib/libstable-diffusion.dll; do
     grep -q " $f\$" <<<"$listing" || fail "installer holds no $f"
   done
   grep -q 'ggml\.v0\|llama\.v0' <<<"$listing" && fail "installer holds a versioned ggml/llama DLL beside the renamed one"
@@ -277,7 +283,7 @@ run_dllcheck() {
 }
 
 "$WINE" "$setup" /S; wineserver -w
-for f in studio-worker.exe studio-worker.ico uninstall.exe lib/llama.dll lib/ggml.dll lib/ggml-base.dll; do
+for f in studio-worker.exe studio-worker.ico uninstall.exe lib/llama.dll lib/ggml.dll lib/ggml-base.dll lib/libstable-diffusion.dll; do
   [ -f "$inst/$f" ] || fail "silent install: no $inst/$f"
 done
 same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64" || fail "silent install: lib\\ differs from the staged CPU runtime"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # packaging/windows/build.sh <studio-worker.exe> <version>
 #
-# Wraps a cross-compiled studio-worker.exe and the Windows llama.cpp
-# runtimes into dist/StudioWorker-Setup-<version>.exe with NSIS
+# Wraps a cross-compiled studio-worker.exe, the Windows llama.cpp runtimes
+# and the stable-diffusion.cpp DLL into dist/StudioWorker-Setup-<version>.exe with NSIS
 # (installer.nsi beside this script). WIN_VARIANTS names the runtimes to
 # offer (default: all three; win-x64 is required and is the default choice).
 #
@@ -29,10 +29,27 @@ case " $variants " in *" win-x64 "*) ;; *) die "WIN_VARIANTS must include win-x6
 
 rm -rf "$work"
 mkdir -p "$work/rt"
+
+# stable-diffusion.cpp (image jobs): one CPU DLL, checked against its sha256
+# pinned in runtimes.json (sd-win-x64), installed in lib\ beside whichever
+# llama.cpp runtime the donor picks. It must import only Windows' own DLLs:
+# nothing else is installed for it.
+sdroot="${SD_RUNTIME_ROOT:-$root/runtime/sd}"
+"$root/packaging/install-sd-runtime.sh" sd-win-x64 "$sdroot" >/dev/null
+sddll="$sdroot/win-x64/libstable-diffusion.dll"
+sdimports="$("$pkgtool" imports "$sddll")"
+for dll in ${sdimports#*: }; do
+  case "${dll,,}" in
+    kernel32.dll|advapi32.dll|msvcrt.dll|user32.dll|ws2_32.dll|bcrypt.dll|ole32.dll|shell32.dll) ;;
+    *) die "$sddll imports $dll, which is not a Windows system DLL: the installer would not carry it" ;;
+  esac
+done
+
 defs=()
 for v in $variants; do
   "$root/packaging/fetch-runtime.sh" "$v" "$rtroot" >/dev/null
   "$pkgtool" stage -manifest "$root/packaging/runtimes.json" -variant "$v" -src "$rtroot/$v" -out "$work/rt/$v" >/dev/null
+  cp "$sddll" "$work/rt/$v/"
   case "$v" in
     win-x64) defs+=("-DRT_CPU=$work/rt/$v") ;;
     win-x64-vulkan) defs+=("-DRT_VULKAN=$work/rt/$v") ;;

@@ -5,8 +5,9 @@
 ; optional start at login (HKCU Run, the same value the app's own setting
 ; writes) and an uninstaller listed in Apps & features (HKCU).
 ;
-; The llama.cpp runtime goes into lib\ beside the program, where the app
-; looks for it. One runtime at a time: CPU (default), Vulkan or CUDA.
+; The llama.cpp runtime and stable-diffusion.cpp's DLL (staged into each
+; runtime folder by build.sh) go into lib\ beside the program, where the app
+; looks for them. One llama.cpp runtime at a time: CPU (default), Vulkan or CUDA.
 ; Silent installs choose with /RUNTIME=cpu|vulkan|cuda and /AUTOSTART.
 ;
 ; Settings (%LOCALAPPDATA%\studio-worker, %APPDATA%\studio-worker) and models
