@@ -161,7 +161,7 @@ check_wine_program() {
     --models "$work/devmodels" --auto-approve >"$studio_log" 2>&1 &
   local studio_pid=$!
   for _ in $(seq 100); do
-    url="$(grep -o 'listening on http://127.0.0.1:[0-9]*/' "$studio_log" | head -1 | cut -d' ' -f3)"
+    url="$(grep -o 'listening on http://127.0.0.1:[0-9]*/' "$studio_log" | head -1 | cut -d' ' -f3)" || true
     [ -n "$url" ] && break; sleep 0.1
   done
   [ -n "$url" ] || { kill "$studio_pid"; fail "the Linux dev studio did not start: $(cat "$studio_log")"; }
@@ -169,7 +169,7 @@ check_wine_program() {
   local run_pid=$!
   stop_run() { kill "$run_pid" 2>/dev/null || true; wineserver -k 2>/dev/null || true; wineserver -w; kill "$studio_pid" 2>/dev/null || true; wait "$studio_pid" 2>/dev/null || true; }
   for _ in $(seq 600); do
-    curl -fsS "${url}dev/workers" | grep -q '"connected":true' && break; sleep 0.2
+    { curl -fsS "${url}dev/workers" | grep -q '"connected":true'; } && break; sleep 0.2
   done
   curl -fsS "${url}dev/workers" | grep -q '"connected":true' || { stop_run; fail "studio-worker.exe run did not register and connect: $(tail -5 "$work/wine-run.log")"; }
   local sha size name
@@ -183,14 +183,16 @@ check_wine_program() {
   [ -n "$jid" ] || { stop_run; fail "the dev studio did not take the check's job"; }
   t=$SECONDS
   while [ $((SECONDS - t)) -lt 300 ]; do
-    state="$(curl -fsS "${url}dev/jobs/$jid" | grep -o '"state":"[a-z]*"' | cut -d'"' -f4)"
+    state="$(curl -fsS "${url}dev/jobs/$jid" | grep -o '"state":"[a-z]*"' | cut -d'"' -f4)" || true
     case "$state" in done|failed) break ;; esac
     sleep 0.5
   done
-  out="$(curl -fsS "${url}dev/jobs/$jid")"
+  out="$(curl -fsS "${url}dev/jobs/$jid")" || true
   stop_run
   [ "$state" = done ] || fail "studio-worker.exe run did not complete the job (state '$state'): $out; worker log: $(tail -5 "$work/wine-run.log")"
-  ok "installed studio-worker.exe run under Wine registered with a Linux dev studio on loopback and completed chat job $jid in $((SECONDS - t)) s"
+  local kids
+  kids="$(grep -o 'the [a-z]* engine started (process [0-9]*)' "$work/wine-run.log" | paste -sd, -)" || true
+  ok "installed studio-worker.exe run under Wine registered with a Linux dev studio on loopback and completed chat job $jid in $((SECONDS - t)) s${kids:+ ($kids)}"
 }
 
 # The desktop app's window under Wine on Xvfb: Fyne's GLFW over WGL, which
@@ -211,7 +213,7 @@ check_wine_window() {
   gui_pid=$!
   stop_gui() { kill "$gui_pid" 2>/dev/null || true; wineserver -k 2>/dev/null || true; wineserver -w; kill "$xvfb_pid" 2>/dev/null || true; wait "$xvfb_pid" 2>/dev/null || true; }
   for _ in $(seq 600); do
-    wid="$(DISPLAY=":$d" xdotool search --onlyvisible --name '^Studio Worker$' 2>/dev/null | head -1)"
+    wid="$(DISPLAY=":$d" xdotool search --onlyvisible --name '^Studio Worker$' 2>/dev/null | head -1)" || true
     [ -n "$wid" ] && break; sleep 0.2
   done
   [ -n "$wid" ] || { stop_gui; fail "the desktop app's window did not open under Wine: $(tail -5 "$log")"; }
