@@ -20,7 +20,11 @@ import (
 
 func TestMain(m *testing.M) {
 	hosted.RunChildIfAsked() // the test binary stands in for `studio-worker engine-host`
-	os.Exit(m.Run())
+	code := m.Run()
+	if warmRatio > 0 {
+		fmt.Printf("ratio HostWarmJob %.3f\n", warmRatio)
+	}
+	os.Exit(code)
 }
 
 // llamaClient starts a real llama.cpp child on 1 thread.
