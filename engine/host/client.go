@@ -782,6 +782,18 @@ type tail struct {
 	partial []byte
 	lines   []string
 	marks   []string // the first lines that name a failure
+	dump    bool     // Go's crash report began; no more marks
+}
+
+// goDump reports whether line opens the Go runtime's crash report:
+// "SIGABRT: abort", "SIGSEGV: segmentation violation", "fatal error: …",
+// "panic: …".
+func goDump(line string) bool {
+	if strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") {
+		return true
+	}
+	sig, _, ok := strings.Cut(line, ": ")
+	return ok && strings.HasPrefix(sig, "SIG") && strings.ToUpper(sig) == sig && !strings.Contains(sig, " ")
 }
 
 const (
@@ -813,7 +825,14 @@ func (t *tail) Write(p []byte) (int, error) {
 		if len(t.lines) > tailLines {
 			t.lines = t.lines[len(t.lines)-tailLines:]
 		}
-		if len(t.marks) < markLines {
+		if len(t.marks) < markLines && !t.dump {
+			if goDump(line) {
+				// Go's own report of a fatal signal or panic: its first
+				// line says which; the stack dump after it is noise here.
+				t.marks = append(t.marks, line)
+				t.dump = true
+				continue
+			}
 			low := strings.ToLower(line)
 			for _, m := range crashMarks {
 				if strings.Contains(low, m) {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,8 +60,7 @@ func (f *fakeEngine) Run(ctx context.Context, job engine.Job, progress engine.Pr
 		fmt.Fprintln(os.Stderr, "loading tensors")
 		fmt.Fprintln(os.Stderr, "terminate called after throwing an instance of 'std::length_error'")
 		fmt.Fprintln(os.Stderr, "  what():  vector::_M_default_append")
-		syscall.Kill(os.Getpid(), syscall.SIGABRT)
-		select {}
+		abortSelf()
 	case "exit":
 		fmt.Fprintln(os.Stderr, "GGML_ASSERT(n_tensors <= max) failed")
 		os.Exit(3)
@@ -308,4 +306,33 @@ func alive(pid int) bool {
 		return s[i+2] != 'Z'
 	}
 	return true
+}
+
+// parentEnv makes the test binary a parent that starts a fake child, sets
+// it to work on a job that never ends, prints the child's pid and waits to
+// be killed.
+const parentEnv = "HOST_TEST_PARENT"
+
+func actAsParent() int {
+	c := host.New(host.Config{
+		Command: []string{os.Args[0]}, Env: []string{fakeEnv + "=1"},
+		Init: host.Init{Engine: engine.EngineLlamaCpp}, Log: slog.New(slog.DiscardHandler), KeepAlive: -1,
+	})
+	if err := c.LoadError(); err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	started := make(chan struct{})
+	go c.Run(context.Background(), chatJob("forever", "hang"), func(p engine.Progress) {
+		if p.Phase == engine.PhaseGenerate {
+			select {
+			case <-started:
+			default:
+				close(started)
+			}
+		}
+	})
+	<-started
+	fmt.Println(c.PID())
+	select {}
 }

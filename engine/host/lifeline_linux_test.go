@@ -2,9 +2,6 @@ package host_test
 
 import (
 	"bufio"
-	"context"
-	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
@@ -13,39 +10,7 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/minisgg/studio-worker/engine"
-	"github.com/minisgg/studio-worker/engine/host"
 )
-
-// parentEnv makes the test binary a parent that starts a fake child, sets
-// it to work on a job that never ends, prints the child's pid and waits to
-// be killed.
-const parentEnv = "HOST_TEST_PARENT"
-
-func actAsParent() int {
-	c := host.New(host.Config{
-		Command: []string{os.Args[0]}, Env: []string{fakeEnv + "=1"},
-		Init: host.Init{Engine: engine.EngineLlamaCpp}, Log: slog.New(slog.DiscardHandler), KeepAlive: -1,
-	})
-	if err := c.LoadError(); err != nil {
-		fmt.Println("error", err)
-		return 1
-	}
-	started := make(chan struct{})
-	go c.Run(context.Background(), chatJob("forever", "hang"), func(p engine.Progress) {
-		if p.Phase == engine.PhaseGenerate {
-			select {
-			case <-started:
-			default:
-				close(started)
-			}
-		}
-	})
-	<-started
-	fmt.Println(c.PID())
-	select {}
-}
 
 // TestKill9OfTheParentLeavesNoChild kills a parent process with SIGKILL
 // while its child is busy in a job, and waits for the child to go.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -97,7 +96,9 @@ func TestSIGKILLMidGeneration(t *testing.T) {
 	_, err := c.Run(context.Background(), chat(path, "Tell me a long story", 200), func(p engine.Progress) {
 		if p.Phase == engine.PhaseGenerate && p.Done > 0 && !killed {
 			killed = true
-			syscall.Kill(pid, syscall.SIGKILL)
+			if p, err := os.FindProcess(pid); err == nil {
+				p.Kill()
+			}
 		}
 	})
 	var ce *engine.CrashError
