@@ -161,6 +161,7 @@ type Worker struct {
 	// welcome: left by an earlier run, or finished while the studio was
 	// unreachable.
 	pending  []JournalEntry
+	live     Sender // the session welcomed last, while it is connected
 	subs     map[int]chan Snapshot
 	nextSub  int
 	finished map[string]finishedJob // by job id, for offers of a job already run (worker_guard.go)
@@ -273,6 +274,26 @@ func (w *Worker) onAck(frame any) {
 // result is delivered, a job an earlier run left unfinished is failed as
 // retryable. Each stays journalled until the studio acknowledges it.
 func (w *Worker) onWelcome(s Sender) {
+	w.mu.Lock()
+	w.live = s
+	w.mu.Unlock()
+	w.flushPending(s)
+}
+
+// deliverNow sends what was just kept on the session that is connected
+// now, if one is: a job that outlived a short outage need not wait for the
+// next reconnect.
+func (w *Worker) deliverNow() {
+	w.mu.Lock()
+	s := w.live
+	w.mu.Unlock()
+	if s != nil {
+		go w.flushPending(s)
+	}
+}
+
+// flushPending sends the journal's held-back final frames on s.
+func (w *Worker) flushPending(s Sender) {
 	w.mu.Lock()
 	pending := w.pending
 	w.pending = nil
@@ -746,6 +767,7 @@ func (w *Worker) keep(jr *jobRun, res engine.Result) string {
 		}
 	}
 	w.log.Info("kept the result of job "+jr.claim.JobID+" to send when the studio is reachable again", "op", "journal", "job", jr.claim.JobID)
+	w.deliverNow()
 	return msgLost + "; the result is kept and sent when the studio is reachable again"
 }
 
@@ -762,6 +784,7 @@ func (w *Worker) keepFail(jr *jobRun) {
 			w.mu.Unlock()
 		}
 	}
+	w.deliverNow()
 }
 
 // sendFinal sends a result frame on the socket the offer came on, and only

@@ -199,6 +199,9 @@ func (w *Worker) onRegistration(r Registration) {
 func (w *Worker) onSessionStatus(st SessionStatus) {
 	w.mu.Lock()
 	w.sess = st
+	if st.State != SessionConnected {
+		w.live = nil // kept results wait for the next welcome
+	}
 	w.mu.Unlock()
 	w.publish()
 }
