@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +30,41 @@ type jobSink struct {
 	// firstError is the library's first error line during the job: the
 	// root cause that its error returns do not carry.
 	firstError atomic.Pointer[string]
+	// paramsBytes is what the library said it allocated for the model's
+	// weights while loading ("total params memory size = … MB"), 0 if
+	// it said nothing.
+	paramsBytes atomic.Uint64
+	// aligned is set when the library announces it will round the
+	// requested size up; the generation is stopped then.
+	aligned atomic.Pointer[alignment]
+}
+
+type alignment struct{ w, h, multiple int }
+
+// The library's log lines the engine acts on (stable-diffusion.cpp at the
+// pinned release).
+var (
+	paramsLine = regexp.MustCompile(`^total params memory size = ([0-9.]+)MB`)
+	alignLine  = regexp.MustCompile(`^align generation request up \d+x\d+ to (\d+)x(\d+) \(multiple=(\d+)\)`)
+)
+
+// watch reads one library log line for the facts above.
+func (s *jobSink) watch(msg string) {
+	if m := paramsLine.FindStringSubmatch(msg); m != nil {
+		if mb, err := strconv.ParseFloat(m[1], 64); err == nil && mb > 0 {
+			s.paramsBytes.Store(uint64(mb * (1 << 20)))
+		}
+		return
+	}
+	if m := alignLine.FindStringSubmatch(msg); m != nil {
+		w, _ := strconv.Atoi(m[1])
+		h, _ := strconv.Atoi(m[2])
+		mult, _ := strconv.Atoi(m[3])
+		s.aligned.Store(&alignment{w: w, h: h, multiple: mult})
+		if stop := s.stop.Load(); stop != nil {
+			(*stop)()
+		}
+	}
 }
 
 // explain adds the library's own first error line to err.
@@ -104,6 +141,7 @@ func onLog(level int32, text *byte) {
 			m := msg
 			s.firstError.CompareAndSwap(nil, &m)
 		}
+		s.watch(msg)
 		if s.log != nil {
 			lg = s.log
 		}
@@ -140,7 +178,7 @@ func onProgress(step, steps int32) {
 	}
 	// The library clears a pending cancel when a generation starts, so a
 	// cancel that raced with that start is repeated here, at the next step.
-	if s.ctx != nil && s.ctx.Err() != nil {
+	if (s.ctx != nil && s.ctx.Err() != nil) || s.aligned.Load() != nil {
 		if stop := s.stop.Load(); stop != nil {
 			(*stop)()
 		}

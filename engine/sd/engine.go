@@ -5,13 +5,16 @@ package sd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"image"
 	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -171,6 +174,9 @@ func (e *Engine) Run(ctx context.Context, job engine.Job, progress engine.Progre
 	for _, n := range notes {
 		log.Warn(n, "op", "sd-cpp")
 	}
+	if err := fetchInputs(ctx, &gspec, progress, log); err != nil {
+		return engine.Result{}, err
+	}
 
 	select {
 	case runSlot <- struct{}{}:
@@ -202,10 +208,20 @@ func (e *Engine) Run(ctx context.Context, job engine.Job, progress engine.Progre
 	if ctx.Err() != nil {
 		return engine.Result{}, fmt.Errorf("image generation cancelled: %w", ctx.Err())
 	}
+	if a := sink.aligned.Load(); a != nil {
+		// The library would have rounded the size up and said so only in
+		// its log; the engine stopped it instead of delivering another size.
+		return engine.Result{}, engine.Invalid("width", "this model makes images whose sides are multiples of %d pixels: "+
+			"asked for %dx%d, it would have made %dx%d; ask for a multiple of %d", a.multiple, gspec.Width, gspec.Height, a.w, a.h, a.multiple)
+	}
 	if err != nil {
 		return engine.Result{}, sink.explain(err)
 	}
 	genTime := time.Since(start)
+	if b := img.Rect; b.Dx() != gspec.Width || b.Dy() != gspec.Height {
+		return engine.Result{}, engine.Invalid("width", "stable-diffusion.cpp made a %dx%d image for a %dx%d request; refusing to deliver another size",
+			b.Dx(), b.Dy(), gspec.Width, gspec.Height)
+	}
 
 	out, err := encodeImage(img, gspec.Ext)
 	if err != nil {
@@ -230,6 +246,19 @@ func (e *Engine) ensureContext(ctx context.Context, s ctxSpec, sink *jobSink, lo
 			return fmt.Errorf("model file missing: %w", err)
 		}
 	}
+	// The library's own GGUF reader aborts the whole process on some
+	// malformed headers (a tensor count the file does not hold ends in an
+	// uncaught std::length_error), so every file's structure is checked
+	// here first; a file that fails is the job's bad model file.
+	for role, p := range s.roles() {
+		if err := engine.CheckModelContent(p, engine.EngineSDCpp, role); err != nil {
+			var je *engine.JobError
+			if errors.As(err, &je) {
+				return &engine.JobError{Field: je.Field, Reason: je.Reason, Err: &engine.ModelFileError{Path: p, Reason: je.Reason}}
+			}
+			return fmt.Errorf("reading model file %s: %w", filepath.Base(p), err)
+		}
+	}
 	sink.setPhase(engine.PhaseLoad)
 	if sink.progress != nil {
 		sink.progress(engine.Progress{Phase: engine.PhaseLoad})
@@ -238,17 +267,25 @@ func (e *Engine) ensureContext(ctx context.Context, s ctxSpec, sink *jobSink, lo
 	start := time.Now()
 	h, err := e.b.newContext(s)
 	if err != nil {
-		return sink.explain(err)
+		return modelFileError(s, sink.explain(err))
 	}
-	var size uint64
-	for _, p := range s.paths() {
-		if fi, err := os.Stat(p); err == nil {
-			size += uint64(fi.Size())
+	// What the library says it allocated for the weights; the files' sizes
+	// only when it said nothing (they understate it: sd.cpp expands
+	// quantised embeddings and keeps convolutions in F16).
+	size := sink.paramsBytes.Load()
+	source := "library"
+	if size == 0 {
+		source = "file sizes"
+		for _, p := range s.paths() {
+			if fi, err := os.Stat(p); err == nil {
+				size += uint64(fi.Size())
+			}
 		}
 	}
 	e.warm = &warmContext{key: key, handle: h, bytes: size}
 	e.resident.Store(size)
-	log.Info("image model loaded", "op", "sd-cpp", "seconds", time.Since(start).Seconds())
+	log.Info("image model loaded", "op", "sd-cpp", "seconds", time.Since(start).Seconds(),
+		"resident_mb", float64(size)/(1<<20), "resident_from", source)
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("image job cancelled while the model loaded: %w", err)
 	}
@@ -274,6 +311,75 @@ func (e *Engine) generate(ctx context.Context, h uintptr, s genSpec) (*image.NRG
 	close(done)
 	wg.Wait()
 	return img, err
+}
+
+// modelFileError makes a failed load the job's failure, naming the model
+// file (the one the library's message names, else the main one), so the
+// runner discards the file and the next offer downloads it again.
+func modelFileError(s ctxSpec, err error) error {
+	paths := s.paths()
+	path := paths[0]
+	for _, p := range paths {
+		if strings.Contains(err.Error(), p) {
+			path = p
+		}
+	}
+	reason := strings.TrimPrefix(err.Error(), errLoadFailed.Error()+": ")
+	return &engine.JobError{Field: filepath.Base(path), Reason: err.Error(), Err: &engine.ModelFileError{Path: path, Reason: reason}}
+}
+
+// fetchInputs downloads and decodes the job's input images and fits them
+// to the request: without an explicit size an init image sets it; a mask
+// must be the init image's size; both are then scaled to the output size.
+func fetchInputs(ctx context.Context, s *genSpec, progress engine.ProgressFunc, log *slog.Logger) error {
+	if s.InitURL == "" && s.RefURL == "" {
+		return nil
+	}
+	if progress != nil {
+		progress(engine.Progress{Phase: engine.PhaseDownload})
+	}
+	if s.RefURL != "" {
+		img, err := fetchInput(ctx, "refImageUrl", s.RefURL)
+		if err != nil {
+			return err
+		}
+		b := img.Bounds()
+		s.Refs = []cImageData{toRGB(img, b.Dx(), b.Dy())}
+		log.Info("reference image", "op", "sd-cpp", "width", b.Dx(), "height", b.Dy())
+		return nil
+	}
+	init, err := fetchInput(ctx, "initImageUrl", s.InitURL)
+	if err != nil {
+		return err
+	}
+	ib := init.Bounds()
+	if !s.SizeGiven {
+		s.Width, s.Height = ib.Dx(), ib.Dy()
+		if err := checkSize(s.Width, s.Height); err != nil {
+			return engine.Invalid("initImageUrl", "the init image sets the size and %v", err)
+		}
+	}
+	var mask image.Image
+	if s.MaskURL != "" {
+		if mask, err = fetchInput(ctx, "maskUrl", s.MaskURL); err != nil {
+			return err
+		}
+		if mb := mask.Bounds(); mb.Dx() != ib.Dx() || mb.Dy() != ib.Dy() {
+			return engine.Invalid("maskUrl", "the mask is %dx%d but the init image is %dx%d; they must be the same size",
+				mb.Dx(), mb.Dy(), ib.Dx(), ib.Dy())
+		}
+	}
+	if ib.Dx() != s.Width || ib.Dy() != s.Height {
+		log.Info("init image scaled to the requested size", "op", "sd-cpp", "from", fmt.Sprintf("%dx%d", ib.Dx(), ib.Dy()),
+			"to", fmt.Sprintf("%dx%d", s.Width, s.Height))
+	}
+	in := toRGB(init, s.Width, s.Height)
+	s.Init = &in
+	if mask != nil {
+		m := toMask(mask, s.Width, s.Height)
+		s.Mask = &m
+	}
+	return nil
 }
 
 // randomSeed picks a seed for a job that gave none; it stays below 2^53 so

@@ -408,10 +408,10 @@ func TestEngineErrors(t *testing.T) {
 	if !engine.IsCannotServe(err) {
 		t.Fatalf("llm task: %v", err)
 	}
-	// img2img is refused before anything loads.
-	_, err = e.Run(context.Background(), imageJob("i", files, engine.ImageParams{Prompt: "p", InitImageURL: "https://x/y.png"}), nil)
-	if !engine.IsCannotServe(err) || f.loads != 0 {
-		t.Fatalf("img2img: %v (loads %d)", err, f.loads)
+	// An init image that cannot be had fails the job before anything loads.
+	_, err = e.Run(context.Background(), imageJob("i", files, engine.ImageParams{Prompt: "p", InitImageURL: "http://example.invalid/y.png"}), nil)
+	if err == nil || engine.IsRetryable(err) || !strings.Contains(err.Error(), "initImageUrl: ") || f.loads != 0 {
+		t.Fatalf("img2img over plain http: %v (loads %d)", err, f.loads)
 	}
 	// A file the store said it had but that is gone.
 	gone := map[engine.FileRole]string{engine.RoleModel: filepath.Join(t.TempDir(), "gone.gguf")}

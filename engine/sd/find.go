@@ -103,7 +103,7 @@ func FindLib(explicit string) (Found, error) {
 
 // Modes lists the kinds of image job this worker runs, in the studio's
 // terms (studio-protocol §3, task.image).
-var Modes = []string{"txt2img"}
+var Modes = []string{"txt2img", "img2img (initImageUrl, denoise)", "inpainting (maskUrl)", "reference edits (refImageUrl)"}
 
 // Summary says, in one line per fact, which library the engine loaded,
 // from where, and what image jobs it runs; or why it is off.
@@ -114,7 +114,7 @@ func (e *Engine) Summary() []string {
 	return []string{
 		fmt.Sprintf("stable-diffusion.cpp runtime: %s (commit %s) from %s (%s), CPU, threads: %d",
 			e.lib.Version(), e.lib.Commit(), e.lib.Path(), e.found.From, e.threads),
-		fmt.Sprintf("  image jobs: %s; PNG or WebP; %d to %d pixels a side, at most %d pixels, 1 to %d steps",
-			strings.Join(Modes, ", "), MinSide, MaxSide, MaxPixels, MaxSteps),
+		fmt.Sprintf("  image jobs: %s; PNG or WebP; sides %d to %d pixels in multiples of %d (or of what the model needs), at most %d pixels, 1 to %d steps",
+			strings.Join(Modes, ", "), MinSide, MaxSide, SizeMultiple, MaxPixels, MaxSteps),
 	}
 }

@@ -306,6 +306,10 @@ func fillCtxParams(p *cCtxParams, s ctxSpec) {
 	if s.Threads > 0 {
 		p.NThreads = int32(s.Threads)
 	}
+	// Read every weight while the model loads (sd-cli --eager-load), so
+	// that a truncated or corrupt file fails the load, not the first
+	// generation, and the first job's timing holds no loading.
+	p.EagerLoad = true
 	if s.OffloadToCPU {
 		// What sd-cli's --offload-to-cpu does in this release: keep every
 		// parameter on the CPU backend and move it in when needed.
@@ -338,6 +342,21 @@ func fillImgGenParams(p *cImgGenParams, s genSpec) {
 	}
 	p.Seed = s.Seed
 	p.BatchCount = 1
+	if s.Init != nil {
+		p.InitImage = s.Init.c()
+		p.Strength = float32(s.Strength)
+	}
+	if s.Mask != nil {
+		p.MaskImage = s.Mask.c()
+	}
+	if len(s.Refs) > 0 {
+		refs := make([]cImage, len(s.Refs))
+		for i := range s.Refs {
+			refs[i] = s.Refs[i].c()
+		}
+		p.RefImages = &refs[0]
+		p.RefImagesCount = int32(len(refs))
+	}
 	if len(s.LoRAs) > 0 {
 		loras := make([]cLoRA, len(s.LoRAs))
 		for i, u := range s.LoRAs {
@@ -394,6 +413,7 @@ func (l *Library) generate(h uintptr, s genSpec) (*image.NRGBA, error) {
 	var n int32
 	ok := l.generateImage(h, unsafe.Pointer(p), &out, &n)
 	runtime.KeepAlive(p)
+	runtime.KeepAlive(&s)
 	if out != nil {
 		defer l.freeImages(out, n)
 	}
@@ -402,6 +422,12 @@ func (l *Library) generate(h uintptr, s genSpec) (*image.NRGBA, error) {
 	}
 	first := unsafe.Slice(out, n)[0]
 	return toNRGBA(first.Width, first.Height, first.Channel, first.Data)
+}
+
+// c describes the image as sd_image_t; its pixels stay in Go memory, which
+// the caller keeps reachable while the library reads them.
+func (d *cImageData) c() cImage {
+	return cImage{Width: uint32(d.W), Height: uint32(d.H), Channel: uint32(d.C), Data: &d.Pix[0]}
 }
 
 // toNRGBA copies an sd_image_t's pixels (RGB or RGBA, 8 bits each).

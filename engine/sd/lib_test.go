@@ -132,6 +132,13 @@ func TestLibraryImgGenParamsLayout(t *testing.T) {
 	text := l.imgGenParamsText(l.newImgGenParams(gs))
 	wantLines(t, text, "prompt: a red fox ", "negative_prompt: blur", "width: 640", "height: 384", "seed: 99", "batch_count: 1",
 		"strength: 0.75", "clip_skip: -1")
+	// Input images and denoise reach the library's fields.
+	rgb := cImageData{W: 64, H: 64, C: 3, Pix: make([]byte, 64*64*3)}
+	grey := cImageData{W: 64, H: 64, C: 1, Pix: make([]byte, 64*64)}
+	withInputs := gs
+	withInputs.Init, withInputs.Mask, withInputs.Strength = &rgb, &grey, 0.3
+	withInputs.Refs = []cImageData{rgb, rgb}
+	wantLines(t, l.imgGenParamsText(l.newImgGenParams(withInputs)), "strength: 0.30", "ref_images_count: 2")
 	for _, frag := range []string{"txt_cfg: 6.50", "sample_method: euler_a", "sample_steps: 6", "flow_shift: 3.00", "scheduler: NONE"} {
 		if !strings.Contains(text, frag) {
 			t.Errorf("request lacks %q:\n%s", frag, text)

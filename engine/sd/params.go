@@ -88,7 +88,24 @@ type genSpec struct {
 	FlowShift      float64 // NaN: the library's default
 	Ext            string  // "png" or "webp"
 	LoRAs          []loraUse
+
+	// Input images (URLs as the task gave them; fetched by the engine).
+	InitURL, MaskURL, RefURL string
+	// Strength is the task's denoise (img2img and inpainting): how much of
+	// the init image may change, 0 to 1.
+	Strength float64
+	// SizeGiven says the task or the model set width/height; without it an
+	// init image's own size is used.
+	SizeGiven bool
+
+	// The decoded input images, set by the engine after fetching.
+	Init, Mask *cImageData
+	Refs       []cImageData
 }
+
+// DefaultStrength is the denoise of an img2img job that gives none (the
+// library's own default, sd-cli --strength).
+const DefaultStrength = 0.75
 
 // loraUse is one `<lora:name:multiplier>` tag resolved to a file.
 type loraUse struct {
@@ -115,6 +132,18 @@ type ctxSpec struct {
 func (s ctxSpec) key() string {
 	return strings.Join([]string{s.ModelPath, s.DiffusionModelPath, s.VAEPath, s.LLMPath, s.LLMVisionPath,
 		strconv.Itoa(s.Threads), strconv.FormatBool(s.OffloadToCPU), strconv.FormatBool(s.ZeroCondT)}, "\x00")
+}
+
+// roles maps each model file the context reads to its role.
+func (s ctxSpec) roles() map[engine.FileRole]string {
+	out := map[engine.FileRole]string{}
+	for role, p := range map[engine.FileRole]string{engine.RoleModel: s.ModelPath, engine.RoleDiffusionModel: s.DiffusionModelPath,
+		engine.RoleVAE: s.VAEPath, engine.RoleTextEncoder: s.LLMPath, engine.RoleTextEncoderVision: s.LLMVisionPath} {
+		if p != "" {
+			out[role] = p
+		}
+	}
+	return out
 }
 
 // paths lists the model files the context reads.
@@ -175,25 +204,38 @@ func resolveImage(p *engine.ImageParams, cd *engine.CliDefaults, loraFiles []str
 	if p == nil {
 		return genSpec{}, nil, fmt.Errorf("image task without parameters")
 	}
-	switch {
-	case p.InitImageURL != "":
-		return genSpec{}, nil, cannotServe("img2img (initImageUrl) is not implemented in this worker yet")
-	case p.MaskURL != "":
-		return genSpec{}, nil, cannotServe("inpainting (maskUrl) is not implemented in this worker yet")
-	case p.RefImageURL != "":
-		return genSpec{}, nil, cannotServe("reference-image editing (refImageUrl) is not implemented in this worker yet")
-	}
 	if strings.TrimSpace(p.Prompt) == "" {
-		return genSpec{}, nil, fmt.Errorf("the prompt is empty")
+		return genSpec{}, nil, engine.Invalid("prompt", "the prompt is empty")
 	}
 	if len(p.Prompt) > maxPromptLen || len(p.NegativePrompt) > maxPromptLen {
-		return genSpec{}, nil, fmt.Errorf("the prompt is longer than %d bytes", maxPromptLen)
+		return genSpec{}, nil, engine.Invalid("prompt", "the prompt is longer than %d bytes", maxPromptLen)
 	}
 	if strings.ContainsRune(p.Prompt, 0) || strings.ContainsRune(p.NegativePrompt, 0) {
-		return genSpec{}, nil, fmt.Errorf("the prompt contains a NUL character")
+		return genSpec{}, nil, engine.Invalid("prompt", "the prompt contains a NUL character")
+	}
+	// Input images: studio-protocol §4.3. A reference edit replaces the
+	// init/strength/mask path, as it does in sd-cli.
+	switch {
+	case p.RefImageURL != "" && (p.InitImageURL != "" || p.MaskURL != ""):
+		notes = append(notes, "refImageUrl given: initImageUrl, maskUrl and denoise are not used for a reference edit")
+	case p.MaskURL != "" && p.InitImageURL == "":
+		return genSpec{}, nil, engine.Invalid("maskUrl", "a mask needs the image it applies to (initImageUrl)")
+	}
+	s0 := genSpec{RefURL: p.RefImageURL, Strength: DefaultStrength}
+	if p.RefImageURL == "" {
+		s0.InitURL, s0.MaskURL = p.InitImageURL, p.MaskURL
+	}
+	if p.Denoise != nil {
+		d := *p.Denoise
+		if math.IsNaN(d) || d < 0 || d > 1 {
+			return genSpec{}, nil, engine.Invalid("denoise", "denoise %v is outside 0 to 1", d)
+		}
+		s0.Strength = d
 	}
 
 	s := genSpec{
+		InitURL: s0.InitURL, MaskURL: s0.MaskURL, RefURL: s0.RefURL, Strength: s0.Strength,
+		SizeGiven:      p.Width != 0 || p.Height != 0 || (cd != nil && (cd.Width > 0 || cd.Height > 0)),
 		Prompt:         p.Prompt,
 		NegativePrompt: p.NegativePrompt,
 		Width:          engine.DefaultImageSize,
@@ -222,7 +264,7 @@ func resolveImage(p *engine.ImageParams, cd *engine.CliDefaults, loraFiles []str
 		sampler = cd.SamplingMethod
 		if cd.FlowShift != nil {
 			if math.IsNaN(*cd.FlowShift) {
-				return genSpec{}, nil, fmt.Errorf("the model's flow shift is not a number")
+				return genSpec{}, nil, engine.Invalid("cliDefaults.flowShift", "the model's flow shift is not a number")
 			}
 			s.FlowShift = *cd.FlowShift
 		}
@@ -238,7 +280,7 @@ func resolveImage(p *engine.ImageParams, cd *engine.CliDefaults, loraFiles []str
 	}
 	if p.CfgScale != nil {
 		if math.IsNaN(*p.CfgScale) {
-			return genSpec{}, nil, fmt.Errorf("cfg scale is not a number")
+			return genSpec{}, nil, engine.Invalid("cfgScale", "cfg scale is not a number")
 		}
 		s.CfgScale = *p.CfgScale
 	}
@@ -249,20 +291,17 @@ func resolveImage(p *engine.ImageParams, cd *engine.CliDefaults, loraFiles []str
 		s.Ext = p.Ext
 	}
 
-	if s.Width < MinSide || s.Width > MaxSide || s.Height < MinSide || s.Height > MaxSide {
-		return genSpec{}, nil, fmt.Errorf("image size %dx%d is outside what this worker makes (each side %d to %d pixels)", s.Width, s.Height, MinSide, MaxSide)
-	}
-	if s.Width*s.Height > MaxPixels {
-		return genSpec{}, nil, fmt.Errorf("image size %dx%d is larger than this worker makes (at most %d pixels, e.g. 2048x2048)", s.Width, s.Height, MaxPixels)
+	if err := checkSize(s.Width, s.Height); err != nil {
+		return genSpec{}, nil, err
 	}
 	if s.Steps < 1 || s.Steps > MaxSteps {
-		return genSpec{}, nil, fmt.Errorf("%d steps is outside what this worker runs (1 to %d)", s.Steps, MaxSteps)
+		return genSpec{}, nil, engine.Invalid("steps", "%d steps is outside what this worker runs (1 to %d)", s.Steps, MaxSteps)
 	}
 	if !math.IsNaN(s.CfgScale) && (math.IsInf(s.CfgScale, 0) || s.CfgScale < 0 || s.CfgScale > MaxCfgScale) {
-		return genSpec{}, nil, fmt.Errorf("cfg scale %v is outside 0 to %v", s.CfgScale, MaxCfgScale)
+		return genSpec{}, nil, engine.Invalid("cfgScale", "cfg scale %v is outside 0 to %v", s.CfgScale, MaxCfgScale)
 	}
 	if math.IsInf(s.FlowShift, 0) {
-		return genSpec{}, nil, fmt.Errorf("flow shift must be a finite number")
+		return genSpec{}, nil, engine.Invalid("cliDefaults.flowShift", "flow shift must be a finite number")
 	}
 
 	var err error
@@ -296,6 +335,34 @@ func resolveImage(p *engine.ImageParams, cd *engine.CliDefaults, loraFiles []str
 	s.Prompt, s.LoRAs, loraNotes = extractLoRAs(s.Prompt, loraFiles)
 	notes = append(notes, loraNotes...)
 	return s, notes, nil
+}
+
+// SizeMultiple is what every image side must be a multiple of: the
+// autoencoders' factor of 8. A model may need more (SDXS-shaped models 64);
+// stable-diffusion.cpp would then round the size up, which the engine
+// refuses (see Engine.Run) rather than deliver another size.
+const SizeMultiple = 8
+
+// checkSize applies the size limits to a width and height.
+func checkSize(w, h int) error {
+	field := "width"
+	if w >= MinSide && w <= MaxSide {
+		field = "height"
+	}
+	switch {
+	case w < MinSide || w > MaxSide || h < MinSide || h > MaxSide:
+		return engine.Invalid(field, "image size %dx%d is outside what this worker makes (each side %d to %d pixels)", w, h, MinSide, MaxSide)
+	case w*h > MaxPixels:
+		return engine.Invalid("width", "image size %dx%d is larger than this worker makes (at most %d pixels, e.g. 2048x2048)", w, h, MaxPixels)
+	case w%SizeMultiple != 0 || h%SizeMultiple != 0:
+		if w%SizeMultiple == 0 {
+			field = "height"
+		} else {
+			field = "width"
+		}
+		return engine.Invalid(field, "image size %dx%d: each side must be a multiple of %d pixels", w, h, SizeMultiple)
+	}
+	return nil
 }
 
 // loraTag is sd-cli's prompt syntax for applying a LoRA from

@@ -87,9 +87,10 @@ func TestResolveImageRefusals(t *testing.T) {
 		cannotServe bool
 		words       string
 	}{
-		{"img2img", engine.ImageParams{Prompt: "p", InitImageURL: "https://x/i.png"}, true, "img2img"},
-		{"mask", engine.ImageParams{Prompt: "p", MaskURL: "https://x/m.png"}, true, "inpainting"},
-		{"ref", engine.ImageParams{Prompt: "p", RefImageURL: "https://x/r.png"}, true, "reference"},
+		{"mask without init", engine.ImageParams{Prompt: "p", MaskURL: "https://x/m.png"}, false, "maskUrl: a mask needs"},
+		{"denoise above 1", engine.ImageParams{Prompt: "p", InitImageURL: "https://x/i.png", Denoise: f64(1.5)}, false, "denoise: denoise 1.5 is outside 0 to 1"},
+		{"negative denoise", engine.ImageParams{Prompt: "p", InitImageURL: "https://x/i.png", Denoise: f64(-0.1)}, false, "denoise"},
+		{"width not a multiple of 8", engine.ImageParams{Prompt: "p", Width: 100, Height: 72}, false, "width: image size 100x72: each side must be a multiple of 8"},
 		{"empty prompt", engine.ImageParams{Prompt: "  "}, false, "prompt is empty"},
 		{"nul", engine.ImageParams{Prompt: "a\x00b"}, false, "NUL"},
 		{"huge width", engine.ImageParams{Prompt: "p", Width: 100000}, false, "outside"},
@@ -119,6 +120,9 @@ func TestResolveImageRefusals(t *testing.T) {
 			}
 			if engine.IsCannotServe(err) != c.cannotServe {
 				t.Fatalf("cannot-serve = %v for %v", engine.IsCannotServe(err), err)
+			}
+			if engine.IsRetryable(err) {
+				t.Fatalf("a bad job would be retried: %v", err)
 			}
 			if !strings.Contains(err.Error(), c.words) {
 				t.Fatalf("error %q lacks %q", err, c.words)
