@@ -43,7 +43,7 @@ usage:
                                      next run registers it again)
   studio-worker devstudio [--addr HOST:PORT] [--data DIR] [--models DIR] [--auto-approve]
                                      run a local studio (tests, demos, self-hosting)
-  studio-worker demo [--jobs N] [--dir DIR]
+  studio-worker demo [--jobs N] [--image-jobs N] [--dir DIR]
                                      run real chat jobs through a local studio and this worker
   studio-worker version [--verbose]  print the version (--verbose: and which llama.cpp runtime loads)
 `
@@ -310,6 +310,7 @@ const (
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	jobs := fs.Int("jobs", 3, "how many chat jobs to run")
+	imageJobs := fs.Int("image-jobs", 2, "how many image jobs to run after them (PNG and WebP in turn; 0: none)")
 	dirFlag := fs.String("dir", "", "folder for the demo's studio, settings and models (default: a temporary folder, removed afterwards)")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -323,8 +324,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "studio-worker demo: "+err.Error())
 		return 1
 	}
-	if *jobs < 1 {
-		fmt.Fprintln(stderr, "studio-worker demo: --jobs must be at least 1")
+	if *jobs < 1 || *imageJobs < 0 {
+		fmt.Fprintln(stderr, "studio-worker demo: --jobs must be at least 1 and --image-jobs at least 0")
 		return 2
 	}
 	base := settings.ExpandHome(*dirFlag)
@@ -384,11 +385,66 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 				i+1, len(queued.IDs), id, js.Prompt, answer, tokens, demoSpeed(st.Worker, id))
 		}
 	}
-	fmt.Fprintf(stdout, "demo: %d of %d jobs done\n", done, len(queued.IDs))
-	if done != len(queued.IDs) {
+	total := len(queued.IDs)
+	if *imageJobs > 0 {
+		n, ran, err := demoImages(st, *imageJobs, runDone, stdout)
+		if err != nil {
+			return fail(err)
+		}
+		done += n
+		total += ran
+	}
+	fmt.Fprintf(stdout, "demo: %d of %d jobs done\n", done, total)
+	if done != total {
 		return 1
 	}
 	return 0
+}
+
+// demoImages runs n image jobs through the same worker and says where the
+// studio stored each image. Without the stable-diffusion.cpp runtime it
+// says why and runs none. It returns the jobs done and the jobs run.
+func demoImages(st *stack.Stack, n int, runDone <-chan error, stdout io.Writer) (int, int, error) {
+	if !slices.Contains(st.Runner.Kinds(), engine.KindImage) {
+		reason := "not loaded"
+		if st.Image != nil && st.Image.LoadError() != nil {
+			reason = st.Image.LoadError().Error()
+		}
+		fmt.Fprintf(stdout, "demo: no image jobs: the stable-diffusion.cpp runtime did not load: %s\n", reason)
+		return 0, 0, nil
+	}
+	queued, err := st.Dev.EnqueueImageDemoJobs(n, st.Runner.Kinds())
+	if err != nil {
+		return 0, 0, err
+	}
+	fmt.Fprintf(stdout, "demo: image model %s (%s, random weights: the images are noise), %dx%d, %d steps\n",
+		queued.Model, queued.File, stack.DemoImageSide, stack.DemoImageSide, stack.DemoImageSteps)
+	done := 0
+	for i, id := range queued.IDs {
+		ctx, cancel := context.WithTimeout(context.Background(), demoJobTimeout)
+		js, err := st.Dev.Server.WaitJob(ctx, id)
+		cancel()
+		select {
+		case rerr := <-runDone:
+			return done, len(queued.IDs), fmt.Errorf("the worker stopped: %v", rerr)
+		default:
+		}
+		switch {
+		case err != nil:
+			fmt.Fprintf(stdout, "image job %d/%d %s: %v\n", i+1, len(queued.IDs), id, err)
+		case js.State != devstudio.JobDone:
+			fmt.Fprintf(stdout, "image job %d/%d %s: %s: %s\n", i+1, len(queued.IDs), id, js.State, js.Error)
+		default:
+			done++
+			path := filepath.Join(st.Dev.DataDir(), filepath.FromSlash(js.ResultFile))
+			size := int64(-1)
+			if fi, err := os.Stat(path); err == nil {
+				size = fi.Size()
+			}
+			fmt.Fprintf(stdout, "image job %d/%d %s: %q -> %s (%d bytes)\n", i+1, len(queued.IDs), id, js.Prompt, path, size)
+		}
+	}
+	return done, len(queued.IDs), nil
 }
 
 // demoAnswer reads the answer and its token count out of a chat.completion.

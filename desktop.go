@@ -45,6 +45,8 @@ func runDesktop(args []string) int {
 			DevStudio: *dev,
 			DevDir:    *devDir,
 			DemoJobs:  *demoJobs,
+			// As many image jobs beside them (when sd.cpp loads).
+			DemoImageJobs: *demoJobs,
 		},
 		Minimised: *minimised,
 		Page:      *page,

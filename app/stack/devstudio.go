@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"time"
@@ -23,6 +24,7 @@ type DevStudio struct {
 	Server    *devstudio.Server
 	URL       string // base URL, e.g. http://127.0.0.1:40123/
 	modelsDir string
+	dataDir   string
 	http      *http.Server
 	log       *slog.Logger
 }
@@ -57,6 +59,7 @@ func StartDevStudio(dir string, autoApprove bool, log *slog.Logger, stderr io.Wr
 		Server:    srv,
 		URL:       "http://" + ln.Addr().String() + "/",
 		modelsDir: models,
+		dataDir:   dir,
 		http:      &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second},
 		log:       log,
 	}
@@ -123,6 +126,77 @@ func (d *DevStudio) EnqueueDemoJobs(n, maxTokens int, kinds []engine.TaskKind) (
 	}
 	return jobs, nil
 }
+
+// imageDemoPrompts are what the demo image jobs ask; the random-weight
+// model makes noise of them, but through the real pipeline.
+var imageDemoPrompts = []string{
+	"a lighthouse on a cliff at dusk",
+	"a bowl of oranges, oil painting",
+	"a robot watering plants",
+}
+
+// Sizes of a demo image job: small enough for a few seconds on a CPU.
+const (
+	DemoImageSide  = 64
+	DemoImageSteps = 2
+)
+
+// EnqueueImageDemoJobs queues n image jobs (DemoImageSide² pixels,
+// DemoImageSteps steps, fixed seeds; PNG and WebP in turn) for the tiny
+// generated SDXS-shaped model, which the dev studio serves itself. Without
+// the stable-diffusion.cpp runtime there is nothing real to feed the
+// worker, and it says so.
+func (d *DevStudio) EnqueueImageDemoJobs(n int, kinds []engine.TaskKind) (DemoJobs, error) {
+	if !slices.Contains(kinds, engine.KindImage) {
+		return DemoJobs{}, errors.New("image jobs need the stable-diffusion.cpp runtime, which is not loaded (run `make runtime`)")
+	}
+	var jobs DemoJobs
+	for i := range n {
+		seed := uint64(1000 + i)
+		spec, err := d.ImageJobSpec(engine.ImageParams{
+			Prompt: imageDemoPrompts[i%len(imageDemoPrompts)], Width: DemoImageSide, Height: DemoImageSide,
+			Steps: DemoImageSteps, Seed: &seed, Ext: []string{"png", "webp"}[i%2],
+		})
+		if err != nil {
+			return jobs, err
+		}
+		spec.AssetName = fmt.Sprintf("demo-image-%d", i+1)
+		jobs.Model, jobs.File = spec.Model, path.Base(spec.ModelSource.Files[0].URL)
+		id, err := d.Server.EnqueueJob(spec)
+		if err != nil {
+			return jobs, err
+		}
+		jobs.IDs = append(jobs.IDs, id)
+		d.log.Info("demo image job queued: "+id, "op", "devstudio", "job", id, "model", spec.Model)
+	}
+	return jobs, nil
+}
+
+// ImageJobSpec is an image job with params for the tiny generated
+// SDXS-shaped model (engine/gguf), which it writes into the studio's models
+// folder when absent and serves itself.
+func (d *DevStudio) ImageJobSpec(p engine.ImageParams) (devstudio.JobSpec, error) {
+	spec := gguf.TinySDXS()
+	file, err := gguf.EnsureSDXSIn(d.modelsDir, spec)
+	if err != nil {
+		return devstudio.JobSpec{}, fmt.Errorf("could not write the demo image model: %w", err)
+	}
+	mf, err := devstudio.ModelFile(d.URL, d.modelsDir, filepath.Base(file), engine.RoleModel)
+	if err != nil {
+		return devstudio.JobSpec{}, err
+	}
+	return devstudio.JobSpec{
+		Task:           engine.Task{Kind: engine.KindImage, Image: &p},
+		Model:          spec.Name,
+		ModelSource:    engine.ModelSource{Engine: engine.EngineSDCpp, Files: []engine.ModelFile{mf}},
+		VRAMGBEstimate: 0.2,
+		GameID:         "demo",
+	}, nil
+}
+
+// DataDir is where the dev studio keeps its state and the results it
+// received (JobStatus.ResultFile is relative to it).
+func (d *DevStudio) DataDir() string { return d.dataDir }
 
 // Close stops the dev studio.
 func (d *DevStudio) Close() {

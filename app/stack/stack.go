@@ -47,6 +47,8 @@ type Options struct {
 	DevDir string
 	// DemoJobs is how many demo jobs the dev studio queues at start.
 	DemoJobs int
+	// DemoImageJobs is how many demo image jobs it queues after them.
+	DemoImageJobs int
 	// Autostart keeps the login entry in step with the setting (desktop).
 	Autostart bool
 	// AutostartConfig overrides where the login entry goes (tests).
@@ -414,6 +416,13 @@ func (st *Stack) Start(ctx context.Context) {
 		go func() {
 			if _, err := st.Dev.EnqueueDemoJobs(st.opts.DemoJobs, desktopDemoTokens, st.Runner.Kinds()); err != nil {
 				st.Log.Warn("demo jobs not queued: "+err.Error(), "op", "devstudio")
+			}
+		}()
+	}
+	if st.Dev != nil && st.opts.DemoImageJobs > 0 {
+		go func() {
+			if _, err := st.Dev.EnqueueImageDemoJobs(st.opts.DemoImageJobs, st.Runner.Kinds()); err != nil {
+				st.Log.Warn("demo image jobs not queued: "+err.Error(), "op", "devstudio")
 			}
 		}()
 	}

@@ -306,6 +306,11 @@ func EnsureSDXS(s SDXSSpec) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return EnsureSDXSIn(dir, s)
+}
+
+// EnsureSDXSIn is EnsureSDXS with an explicit folder.
+func EnsureSDXSIn(dir string, s SDXSSpec) (string, error) {
 	if err := s.validate(); err != nil {
 		return "", err
 	}

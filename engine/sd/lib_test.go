@@ -2,6 +2,7 @@ package sd
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -158,9 +159,10 @@ func TestLibrarySamplerNames(t *testing.T) {
 	}
 }
 
-// A model file that is not a model: the library refuses it through its own
-// error path, its log reaches ours through the callback, and the engine
-// keeps serving.
+// A well-formed GGUF file that is no image model: the library refuses it
+// through its own error path, its log reaches ours through the callback,
+// the failure is the job's (a bad model file), and the engine keeps serving.
+// A file that is not even GGUF never reaches the library.
 func TestLibraryEngineRejectsBadModel(t *testing.T) {
 	l := testLibrary(t)
 	rec := &recorder{}
@@ -168,15 +170,25 @@ func TestLibraryEngineRejectsBadModel(t *testing.T) {
 	if e.LoadError() != nil || len(e.Kinds()) != 1 {
 		t.Fatalf("engine with library: %v %v", e.Kinds(), e.LoadError())
 	}
-	bad := filepath.Join(t.TempDir(), "broken.gguf")
-	if err := os.WriteFile(bad, []byte("GGUF but not really a model file at all"), 0o600); err != nil {
+	dir := t.TempDir()
+	broken := filepath.Join(dir, "broken.gguf")
+	if err := os.WriteFile(broken, []byte("GGUF but not really a model file at all"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.Run(context.Background(), imageJob("bad-0", map[engine.FileRole]string{engine.RoleModel: broken},
+		engine.ImageParams{Prompt: "p", Width: 64, Height: 64, Steps: 1}), nil)
+	if err == nil || engine.IsRetryable(err) || !strings.Contains(err.Error(), "broken.gguf: the GGUF file is malformed") {
+		t.Fatalf("a file that is not GGUF: %v", err)
+	}
+	bad := filepath.Join(dir, "no-model.gguf")
+	if err := os.WriteFile(bad, smallModelFile(t, bad, 4096), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	job := imageJob("bad-1", map[engine.FileRole]string{engine.RoleModel: bad}, engine.ImageParams{Prompt: "p", Width: 64, Height: 64, Steps: 1})
 	for i := 0; i < 2; i++ {
 		_, err := e.Run(context.Background(), job, nil)
-		if err == nil || engine.IsCannotServe(err) || !strings.Contains(err.Error(), "could not load the model: ") ||
-			!strings.Contains(err.Error(), "GGUF") {
+		var mf *engine.ModelFileError
+		if err == nil || engine.IsRetryable(err) || !strings.Contains(err.Error(), "could not load the model: ") || !errors.As(err, &mf) {
 			t.Fatalf("run %d: %v", i, err)
 		}
 	}
