@@ -55,8 +55,10 @@ gui-check: build runtime
 bench: runtime
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem ./... | awk -f scripts/bench-ratios.awk
 
+# Real chat and image jobs through a dev studio on loopback; the studio's
+# state and the images it received stay in .cache/demo/.
 demo: runtime build
-	./$(BIN) demo
+	./$(BIN) demo --dir $(CURDIR)/.cache/demo
 
 clean:
 	rm -rf bin dist

@@ -198,6 +198,21 @@ func TestImageJobsEndToEnd(t *testing.T) {
 			t.Errorf("job %d: %d load reports; only the first job loads the model", i, loads)
 		}
 	}
+	// The Jobs page shows each image as a thumbnail.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	until(ctx, t, st.Worker, func(s studio.Snapshot) bool {
+		n := 0
+		for _, j := range s.Recent {
+			for _, id := range q.IDs {
+				if j.ID == id && len(j.Thumbnail) > 0 {
+					n++
+				}
+			}
+		}
+		return n == len(q.IDs)
+	}, nil)
+
 	// The demo's seeds are 1000+i, so queue job 1's seed again.
 	seed := uint64(1000)
 	again := pixels(resultImage(t, st, waitJob(t, st, enqueueImage(t, st, engine.ImageParams{
