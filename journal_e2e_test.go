@@ -96,7 +96,11 @@ func (w *workerProc) waitLine(t *testing.T, re *regexp.Regexp) []string {
 // the next start reports the job to the studio as failed and retryable
 // ("the worker stopped while running this job") in its first session, and
 // that the requeued job then runs to the end.
-func TestKill9OfRunMidGeneration(t *testing.T) {
+// e2eSetup is a dev studio with one long chat job for a slow tiny model,
+// and the config of a registered worker; it returns the job id, the
+// worker's environment, its `run` arguments and its state folder.
+func e2eSetup(t *testing.T) (dev *stack.DevStudio, id string, env []string, args, state string) {
+	t.Helper()
 	lib := os.Getenv("STUDIO_WORKER_LLAMA_LIB")
 	if lib == "" {
 		lib = filepath.Join("runtime", "llama", "linux-x64")
@@ -106,11 +110,12 @@ func TestKill9OfRunMidGeneration(t *testing.T) {
 	}
 	lib, _ = filepath.Abs(lib)
 	dir := t.TempDir()
-	dev, err := stack.StartDevStudio(filepath.Join(dir, "studio"), true, slog.New(slog.DiscardHandler), io.Discard)
+	var err error
+	dev, err = stack.StartDevStudio(filepath.Join(dir, "studio"), true, slog.New(slog.DiscardHandler), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dev.Close()
+	t.Cleanup(dev.Close)
 
 	// A model slow enough on one thread that a long answer takes seconds.
 	spec := gguf.Tiny()
@@ -125,7 +130,7 @@ func TestKill9OfRunMidGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	maxTokens := 1500
-	id, err := dev.Server.EnqueueJob(devstudio.JobSpec{
+	id, err = dev.Server.EnqueueJob(devstudio.JobSpec{
 		Task: engine.Task{Kind: engine.KindLLM, LLM: &engine.LLMParams{
 			Messages: []engine.ChatMessage{{Role: "user", Content: "Tell me everything."}}, MaxTokens: &maxTokens}},
 		Model: spec.Name, ModelSource: engine.ModelSource{Engine: engine.EngineLlamaCpp, Files: []engine.ModelFile{file}},
@@ -148,16 +153,20 @@ func TestKill9OfRunMidGeneration(t *testing.T) {
 	if err != nil {
 		t.Fatalf("registering: %v", err)
 	}
-	state := filepath.Join(dir, "state")
-	var env []string
+	state = filepath.Join(dir, "state")
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "DBUS_SESSION_BUS_ADDRESS=") && !strings.HasPrefix(kv, "XDG_STATE_HOME=") {
 			env = append(env, kv)
 		}
 	}
 	env = append(env, "XDG_STATE_HOME="+state, "STUDIO_WORKER_LLAMA_LIB="+lib, "HOME="+dir)
-	args := "run --studio " + dev.URL + " --config " + cfg
+	args = "run --studio " + dev.URL + " --config " + cfg
 
+	return dev, id, env, args, state
+}
+
+func TestKill9OfRunMidGeneration(t *testing.T) {
+	dev, id, env, args, state := e2eSetup(t)
 	t0 := time.Now()
 	w1 := startWorker(t, env, args)
 	child := w1.waitLine(t, regexp.MustCompile(`the text engine started \(process (\d+)\)`))
@@ -204,4 +213,27 @@ func TestKill9OfRunMidGeneration(t *testing.T) {
 	if json.Unmarshal(b, &left) != nil || len(left) != 0 {
 		t.Errorf("the journal should be empty once the studio acknowledged everything: %s", b)
 	}
+}
+
+// TestEngineChildKilledMidGeneration kills the llama.cpp child with SIGKILL
+// while it generates: the worker keeps running, fails the job as retryable
+// in words, and runs it again (the studio requeues it) in a fresh child.
+func TestEngineChildKilledMidGeneration(t *testing.T) {
+	dev, id, env, args, _ := e2eSetup(t)
+	w := startWorker(t, env, args)
+	child := w.waitLine(t, regexp.MustCompile(`the text engine started \(process (\d+)\)`))
+	childPID, _ := strconv.Atoi(child[1])
+	w.waitLine(t, regexp.MustCompile(`model loaded`))
+	syscall.Kill(childPID, syscall.SIGKILL)
+	w.waitLine(t, regexp.MustCompile(`job `+regexp.QuoteMeta(id)+` failed \(retryable=true\): the text engine crashed while generating with model slow-tiny \(signal: killed\)`))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	js, err := dev.Server.WaitJob(ctx, id)
+	if err != nil || js.State != devstudio.JobDone || js.Attempts != 1 {
+		t.Fatalf("the requeued job: %+v, %v\n%s", js, err, w.log.String())
+	}
+	if w.cmd.ProcessState != nil {
+		t.Fatal("the worker ended")
+	}
+	w.waitLine(t, regexp.MustCompile(`the text engine started \(process \d+\)`)) // the fresh child
 }

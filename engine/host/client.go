@@ -278,7 +278,7 @@ func (c *Client) Run(ctx context.Context, job engine.Job, progress engine.Progre
 				if f.h.Progress == nil {
 					continue
 				}
-				phase = f.h.Progress.Phase
+				phase = phaseAfter(*f.h.Progress)
 				progress(*f.h.Progress)
 				limit := c.cfg.Limits.Generate
 				if phase == engine.PhaseLoad {
@@ -312,7 +312,7 @@ func (c *Client) Run(ctx context.Context, job engine.Job, progress engine.Progre
 					switch f.h.T {
 					case msgProgress:
 						if f.h.Progress != nil {
-							phase = f.h.Progress.Phase
+							phase = phaseAfter(*f.h.Progress)
 						}
 						continue
 					case msgResult, msgError:
@@ -370,6 +370,15 @@ func (c *Client) cancelRun(ctx context.Context, ch *child, id uint64, replies <-
 	<-ch.done
 	c.forget(ch)
 	return ctx.Err()
+}
+
+// phaseAfter is what the child is doing after reporting p: a load that
+// reported itself complete has moved on to generating.
+func phaseAfter(p engine.Progress) engine.Phase {
+	if p.Phase == engine.PhaseLoad && p.Total > 0 && p.Done >= p.Total {
+		return engine.PhaseGenerate
+	}
+	return p.Phase
 }
 
 // requeue is a channel holding just f, for Run's loop to take again.

@@ -42,7 +42,9 @@ func TestPoisonRuleThroughARealChild(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := fakeClient(t, host.Limits{}, -1)
-	r := engine.NewRunner(engine.RunnerConfig{Store: engine.NewStore(t.TempDir(), engine.StoreOptions{}), Engines: []engine.Engine{c},
+	store := engine.NewStore(t.TempDir(), engine.StoreOptions{})
+	defer store.Sync() // a verified file's record may still be on its way to disk
+	r := engine.NewRunner(engine.RunnerConfig{Store: store, Engines: []engine.Engine{c},
 		BudgetGB: func() float64 { return 8 }, Probe: noGPU{}})
 	job := func(id, prompt string) engine.Job {
 		j := chatJob(id, prompt)
