@@ -2,9 +2,11 @@ package gguf
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"math"
 	"math/bits"
@@ -126,6 +128,16 @@ type Info struct {
 	DataOffset int64 // start of the data section
 	Size       int64 // file size
 	index      map[string]int
+	// tokenHashes holds a hash of each vocabulary token (with tokenSeed),
+	// for the checks that need to know whether a token exists.
+	tokenHashes map[uint64]uint64
+	tokenSeed   maphash.Seed
+}
+
+// hasToken reports whether the vocabulary holds the token text t.
+func (in *Info) hasToken(t string) bool {
+	_, ok := in.tokenHashes[maphash.String(in.tokenSeed, t)]
+	return ok
 }
 
 // Get returns the metadata pair under key.
@@ -403,13 +415,47 @@ func (p *checkReader) readKV(in *Info, i uint64) {
 				p.fail(key+" array length", kv.Offset+4, "%d strings cannot fit in the %d bytes left", n, p.left())
 				return
 			}
+			// The vocabulary's tokens must be distinct: llama.cpp asserts
+			// it (GGML_ASSERT(id_to_token.size() == token_to_id.size()))
+			// and aborts the process otherwise. Hashes, not the strings,
+			// are kept.
+			var seen map[uint64]uint64
+			var h maphash.Hash
+			if key == "tokenizer.ggml.tokens" {
+				seen = make(map[uint64]uint64, min(n, 1<<20))
+				in.tokenSeed = maphash.MakeSeed()
+				in.tokenHashes = seen
+				h.SetSeed(in.tokenSeed)
+			}
 			for j := uint64(0); j < n && p.err == nil; j++ {
 				at := p.pos
 				l := p.u64(key)
 				if p.err == nil && (l > MaxStringLen || l > p.left()) {
 					p.fail(fmt.Sprintf("%s[%d] length", key, j), at, "%d bytes, but only %d are left in the file", l, p.left())
 				}
-				p.skip(key, l)
+				if seen == nil || p.err != nil {
+					p.skip(key, l)
+					continue
+				}
+				h.Reset()
+				nw := nulWatch{w: &h}
+				if _, err := io.CopyN(&nw, p.br, int64(l)); err != nil {
+					p.err = err
+					break
+				}
+				p.pos += int64(l)
+				// llama.cpp reads tokens as C strings: a NUL would cut one
+				// short, into a duplicate of another.
+				if nw.nul {
+					p.fail(fmt.Sprintf("%s[%d]", key, j), at, "the token contains a NUL byte")
+					break
+				}
+				sum := h.Sum64()
+				if first, dup := seen[sum]; dup {
+					p.fail(fmt.Sprintf("%s[%d]", key, j), at, "the token repeats token %d", first)
+					break
+				}
+				seen[sum] = j
 			}
 			break
 		}
@@ -447,6 +493,19 @@ func (p *checkReader) readKV(in *Info, i uint64) {
 	}
 	in.index[key] = len(in.KVs)
 	in.KVs = append(in.KVs, kv)
+}
+
+// nulWatch passes bytes on and notes whether any was NUL.
+type nulWatch struct {
+	w   io.Writer
+	nul bool
+}
+
+func (n *nulWatch) Write(p []byte) (int, error) {
+	if !n.nul && bytes.IndexByte(p, 0) >= 0 {
+		n.nul = true
+	}
+	return n.w.Write(p)
 }
 
 func isFloat(t ValueType) bool { return t == TypeFloat32 || t == TypeFloat64 }
@@ -689,6 +748,10 @@ func (in *Info) CheckModel() error {
 			if isFloat(kv.Type) && (math.IsNaN(kv.Float) || math.IsInf(kv.Float, 0)) {
 				return &Error{Field: kv.Key, Offset: kv.Offset, Reason: "not a finite number"}
 			}
+			// A norm's epsilon goes under a square root.
+			if strings.HasSuffix(kv.Key, "_epsilon") && isFloat(kv.Type) && (kv.Float < 0 || kv.Float > 1) {
+				return &Error{Field: kv.Key, Offset: kv.Offset, Reason: fmt.Sprintf("%g is outside 0 to 1", kv.Float)}
+			}
 			for _, f := range kv.Floats {
 				if math.IsNaN(f) || math.IsInf(f, 0) {
 					return &Error{Field: kv.Key, Offset: kv.Offset, Reason: "holds a value that is not a finite number"}
@@ -704,6 +767,17 @@ func (in *Info) CheckModel() error {
 			return &Error{Field: "tokenizer.ggml.tokens", Offset: kv.Offset, Reason: fmt.Sprintf("must be an array of 1 to %d strings", MaxVocab)}
 		}
 		vocab = int64(kv.Len)
+		// A SentencePiece vocabulary falls back to byte tokens for text it
+		// has no piece for, looking them up with std::map::at: a missing
+		// <0xXX> token ends the process with std::out_of_range.
+		if m, ok := in.Get("tokenizer.ggml.model"); ok && m.Str == "llama" && in.tokenHashes != nil {
+			for b := 0; b < 256; b++ {
+				if t := fmt.Sprintf("<0x%02X>", b); !in.hasToken(t) {
+					return &Error{Field: "tokenizer.ggml.tokens", Offset: kv.Offset,
+						Reason: fmt.Sprintf("the SentencePiece vocabulary lacks the byte token %s that llama.cpp's byte fallback needs", t)}
+				}
+			}
+		}
 		for _, k := range []string{"tokenizer.ggml.scores", "tokenizer.ggml.token_type"} {
 			if a, ok := in.Get(k); ok && (a.Type != TypeArray || int64(a.Len) != vocab) {
 				return &Error{Field: k, Offset: a.Offset, Reason: fmt.Sprintf("%d values for %d tokens", a.Len, vocab)}
@@ -772,12 +846,28 @@ func CheckLLM(r io.ReaderAt, size int64) (*Info, error) {
 		return nil, &Error{Field: "tokenizer.ggml.tokens", Offset: -1, Reason: "missing; a language model carries its vocabulary"}
 	}
 	for _, t := range in.Tensors {
+		if !llmTypes[t.Type] {
+			return nil, &Error{Field: "tensor " + t.Name + " type", Offset: t.InfoOffset,
+				Reason: fmt.Sprintf("ggml type %d is not a weight type llama.cpp computes with", t.Type)}
+		}
 		if len(t.Name) > MaxLLMName {
 			return nil, &Error{Field: "tensor " + t.Name[:MaxLLMName] + "… name", Offset: t.InfoOffset,
 				Reason: fmt.Sprintf("%d bytes, more than the %d llama.cpp allows", len(t.Name), MaxLLMName)}
 		}
 	}
 	return in, nil
+}
+
+// llmTypes are the tensor types llama.cpp's matrix and element-wise ops take
+// as weights: the float types and the storage quantisations. Q8_1 and Q8_K
+// exist only as ggml's internal dot-product partners, and the integer and
+// F64 types have no kernels for a model's ops; as weights they made llama.cpp
+// crash inside its compute graph (found by mutating the tiny model's types).
+var llmTypes = map[TensorType]bool{
+	0: true, 1: true, 2: true, 3: true, 6: true, 7: true, 8: true,
+	10: true, 11: true, 12: true, 13: true, 14: true,
+	16: true, 17: true, 18: true, 19: true, 20: true, 21: true, 22: true, 23: true,
+	29: true, 30: true, 34: true, 35: true, 39: true,
 }
 
 // CheckLLMFile is CheckLLM for the file at path.

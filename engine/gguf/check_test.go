@@ -296,6 +296,29 @@ func TestCheckRefusesMutations(t *testing.T) {
 			put64(b, L.tensorField(t, "token_embd.weight", "dims"), 32)
 			return b
 		}},
+		// Found by loading mutations that passed an earlier check into
+		// llama.cpp: each of these crashed the process.
+		{"rms epsilon -1", "llama.attention.layer_norm_rms_epsilon", func(b []byte) []byte {
+			put32(b, int(L.kv(t, "llama.attention.layer_norm_rms_epsilon").Offset), math.Float32bits(-1))
+			return b
+		}},
+		{"I32 weights", q + " type", func(b []byte) []byte { put32(b, L.tensorField(t, q, "type"), 26); return b }},
+		{"Q8_1 weights", "blk.1.ffn_down.weight type", func(b []byte) []byte {
+			put32(b, L.tensorField(t, "blk.1.ffn_down.weight", "type"), 9)
+			return b
+		}},
+		{"duplicate token", "tokenizer.ggml.tokens[4]", func(b []byte) []byte {
+			copy(b[bytes.Index(b, []byte("<0x01>")):], "<0x00>")
+			return b
+		}},
+		{"token with a NUL", "tokenizer.ggml.tokens[5]", func(b []byte) []byte {
+			copy(b[bytes.Index(b, []byte("<0x02>")):], "<0x\x002>")
+			return b
+		}},
+		{"SentencePiece byte token missing", "tokenizer.ggml.tokens", func(b []byte) []byte {
+			copy(b[bytes.Index(b, []byte("<0x41>")):], "<0y41>")
+			return b
+		}},
 		{"truncated in the metadata", "", func(b []byte) []byte { return b[:1000] }},
 		{"truncated in the tensor infos", "", func(b []byte) []byte { return b[:L.in.Tensors[5].InfoOffset+10] }},
 		{"truncated in the data", "offset", func(b []byte) []byte { return b[:len(b)/2] }},
@@ -358,11 +381,11 @@ func FuzzCheck(f *testing.F) {
 // TestCheckAcceptsTheImageModel: the generated SDXS-shaped image model (long
 // tensor names, TQ1_0 blocks, no LLM metadata) passes Check.
 func TestCheckAcceptsTheImageModel(t *testing.T) {
-	var buf bytes.Buffer
-	if err := TinySDXS().Write(&buf); err != nil {
+	path, err := EnsureSDXS(TinySDXS()) // the shared test cache: written once
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Check(bytes.NewReader(buf.Bytes()), int64(buf.Len())); err != nil {
+	if _, err := CheckFile(path); err != nil {
 		t.Fatalf("the SDXS-shaped model fails its check: %v", err)
 	}
 }
