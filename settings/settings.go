@@ -47,6 +47,24 @@ type Settings struct {
 	// disk of the models folder: 0 is DefaultDiskReserveGB, a negative
 	// value keeps none.
 	DiskReserveGB float64 `toml:"disk_reserve_gb"`
+	// HistoryDays is how many days of finished jobs the job history keeps:
+	// 0 is DefaultHistoryDays.
+	HistoryDays int `toml:"history_days"`
+}
+
+// DefaultHistoryDays is how long the job history keeps a finished job.
+const DefaultHistoryDays = 90
+
+// maxHistoryDays bounds HistoryDays (ten years).
+const maxHistoryDays = 3650
+
+// EffectiveHistoryDays resolves HistoryDays: 0 (or out of range) is the
+// default.
+func (s Settings) EffectiveHistoryDays() int {
+	if s.HistoryDays <= 0 || s.HistoryDays > maxHistoryDays {
+		return DefaultHistoryDays
+	}
+	return s.HistoryDays
 }
 
 // DefaultDiskReserveGB keeps room for the system and the donor's own files
@@ -94,6 +112,7 @@ const (
 	FieldSDLibPath    = "sd_lib_path"
 	FieldKeepAlive    = "engine_keep_alive_minutes"
 	FieldDiskReserve  = "disk_reserve_gb"
+	FieldHistoryDays  = "history_days"
 )
 
 // Default returns the settings of a fresh install. InstallID is left empty;
@@ -185,6 +204,9 @@ func (s Settings) Validate(detectedVRAMGB float64) error {
 	}
 	if math.IsNaN(s.DiskReserveGB) || math.IsInf(s.DiskReserveGB, 0) || s.DiskReserveGB > maxDiskReserveGB {
 		return &FieldError{FieldDiskReserve, fmt.Sprintf("must be a number of GB up to %d (0 is the default, %g; below 0 keeps none)", maxDiskReserveGB, DefaultDiskReserveGB)}
+	}
+	if s.HistoryDays < 0 || s.HistoryDays > maxHistoryDays {
+		return &FieldError{FieldHistoryDays, fmt.Sprintf("must be between 1 and %d days (0 is the default, %d)", maxHistoryDays, DefaultHistoryDays)}
 	}
 	if s.LlamaLibDir != "" {
 		if fi, err := os.Stat(s.LlamaLibDir); err != nil || !fi.IsDir() {

@@ -42,21 +42,45 @@ type Registration struct {
 
 // JobInfo describes one job for the Status and Jobs pages.
 type JobInfo struct {
-	ID       string
-	Kind     engine.TaskKind
-	Model    string
-	Phase    engine.Phase
-	Done     int64  // progress within Phase
-	Total    int64  // 0 = unknown
-	Note     string // a passing state beside the figures (a stalled download); "" when none
-	Started  time.Time
-	Finished time.Time // zero while running
-	Outcome  string    // "running", "done", "failed", "lost"
-	Error    string    // in words a donor understands
-	Stats    engine.Stats
-	Ext      string
+	ID    string
+	Kind  engine.TaskKind
+	Model string
+	Phase engine.Phase
+	Done  int64  // progress within Phase
+	Total int64  // 0 = unknown
+	Note  string // a passing state beside the figures (a stalled download); "" when none
+	// Started is when the offer came (the job took the one-job gate).
+	Started time.Time
+	// Accepted is when the studio was told yes; zero until then, and for a
+	// job reported from the journal after a restart.
+	Accepted time.Time
+	// Generating is when the engine began generating (the first progress
+	// of the generate phase); zero when it never did.
+	Generating time.Time
+	Finished   time.Time // zero while running
+	Outcome    string    // "running", "done", "failed", "lost"
+	Error      string    // in words a donor understands
+	Stats      engine.Stats
+	Ext        string
+	// Prompt is the task's prompt (the last chat message for text), cut
+	// to PromptChars runes, for the history's detail pane.
+	Prompt string
+	// Width and Height are an image task's size in pixels; 0 otherwise.
+	Width, Height int
 	// Thumbnail is a small PNG of an image result, for the Jobs page.
 	Thumbnail []byte
+}
+
+// PromptChars bounds JobInfo.Prompt, in runes.
+const PromptChars = 300
+
+// shortPrompt cuts p to PromptChars runes, marking the cut with "…".
+func shortPrompt(p string) string {
+	r := []rune(p)
+	if len(r) <= PromptChars {
+		return p
+	}
+	return string(r[:PromptChars-1]) + "…"
 }
 
 // Counters add up over the life of the process.

@@ -499,6 +499,12 @@ func (w *Worker) takeGateLocked(s Sender, claim JobOfferClaim, kind engine.TaskK
 			Outcome: OutcomeRunning,
 		},
 	}
+	if claim.Task != nil {
+		jr.info.Prompt = shortPrompt(claim.Task.Prompt())
+		if im := claim.Task.Image; im != nil {
+			jr.info.Width, jr.info.Height = im.Width, im.Height
+		}
+	}
 	w.cur = jr
 	w.jobs.Add(1)
 	return jr
@@ -548,6 +554,7 @@ func (w *Worker) admitAndRun(jr *jobRun) {
 	})
 	w.mu.Lock()
 	jr.accepted = true
+	jr.info.Accepted = w.clock.Now()
 	w.counters.Accepted++
 	w.idleHint = ""
 	w.mu.Unlock()
@@ -660,6 +667,9 @@ func (w *Worker) progressFunc(jr *jobRun) engine.ProgressFunc {
 	return func(p engine.Progress) {
 		w.mu.Lock()
 		jr.info.Phase, jr.info.Done, jr.info.Total, jr.info.Note = p.Phase, p.Done, p.Total, p.Note
+		if p.Phase == engine.PhaseGenerate && jr.info.Generating.IsZero() {
+			jr.info.Generating = w.clock.Now()
+		}
 		w.mu.Unlock()
 		w.publish()
 	}

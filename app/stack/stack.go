@@ -20,6 +20,7 @@ import (
 	"github.com/adrg/xdg"
 
 	"github.com/minisgg/studio-worker/app/autostart"
+	"github.com/minisgg/studio-worker/app/history"
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/host"
 	"github.com/minisgg/studio-worker/engine/host/hosted"
@@ -108,6 +109,12 @@ type Stack struct {
 	Image  *host.Client
 	Worker *studio.Worker
 	Dev    *DevStudio // nil unless Options.DevStudio
+	// History records finished jobs in the state folder's database; nil
+	// when no database could be made there (the worker runs without).
+	History     *history.Recorder
+	historyDB   *history.DB
+	historyStop context.CancelFunc
+	historyDone chan struct{}
 
 	// Notices are problems found at start that the donor should read
 	// (a damaged settings file, no engine runtime); the log has them too.
@@ -302,6 +309,14 @@ func New(opts Options) (_ *Stack, err error) {
 		st.notice(st.Log, "The job journal could not be used: "+err.Error())
 	}
 
+	if db, err := history.Open(stateDir, st.Log); err != nil {
+		st.notice(st.Log, "The job history cannot be kept, so finished jobs and totals are forgotten on restart: "+err.Error())
+	} else {
+		st.historyDB = db
+		st.History = history.NewRecorder(history.RecorderConfig{DB: db, Logs: st.Logger.Ring().Entries, Log: st.Log,
+			KeepDays: func() int { return st.Settings.Current().EffectiveHistoryDays() }})
+	}
+
 	queue := studio.NewLogQueue(0)
 	st.removeQueue = st.Logger.AddSink(queue)
 	st.Worker = studio.NewWorker(studio.WorkerConfig{
@@ -335,8 +350,27 @@ func (st *Stack) checkForWindow(s settings.Settings) {
 	}
 }
 
+// stopHistory records what the worker finished last and closes the job
+// history.
+func (st *Stack) stopHistory() {
+	if st.historyStop != nil {
+		st.historyStop()
+		<-st.historyDone
+		st.History.Final(st.Worker.Snapshot())
+	}
+	if st.historyDB != nil {
+		if err := st.historyDB.Close(); err != nil {
+			st.Log.Warn("the job history did not close cleanly: "+err.Error(), "op", "history")
+		}
+		st.historyDB = nil
+	}
+}
+
 // abandon frees what a failed New had made.
 func (st *Stack) abandon() {
+	if st.historyDB != nil {
+		_ = st.historyDB.Close()
+	}
 	if st.Dev != nil {
 		st.Dev.Close()
 	}
@@ -411,6 +445,16 @@ func (st *Stack) Start(ctx context.Context) {
 	st.runMu.Lock()
 	st.ctx = ctx
 	st.runMu.Unlock()
+	if st.History != nil && st.historyDone == nil {
+		// Its own context: Shutdown stops it after the worker, so the job
+		// that ends during the shutdown is recorded too.
+		hctx, stop := context.WithCancel(context.Background())
+		st.historyStop, st.historyDone = stop, make(chan struct{})
+		go func() {
+			defer close(st.historyDone)
+			st.History.Run(hctx, st.Worker)
+		}()
+	}
 	st.startRun()
 	if st.Dev != nil && st.opts.DemoJobs > 0 {
 		go func() {
@@ -493,6 +537,7 @@ func (st *Stack) Shutdown(timeout time.Duration) error {
 	} else {
 		st.Log.Info("worker stopped", "op", "shutdown")
 	}
+	st.stopHistory()
 	if st.Dev != nil {
 		st.Dev.Close()
 	}

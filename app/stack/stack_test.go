@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/minisgg/studio-worker/app/autostart"
+	"github.com/minisgg/studio-worker/app/history"
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
@@ -152,6 +153,25 @@ func TestDevStudioApprovesAndRunsDemoJobs(t *testing.T) {
 	}
 	if err := st.Shutdown(5 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+	// The job outlives the process: the next start finds it in the
+	// history, with its log lines, and counts it.
+	db, err := history.Open(opts.StateDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	hj, err := db.Jobs(history.Filter{})
+	if err != nil || len(hj) != 1 || hj[0].Outcome != history.OutcomeDone || hj[0].CompletionTokens != 2 || hj[0].Accepted.IsZero() {
+		t.Fatalf("history after restart = %+v, %v", hj, err)
+	}
+	lines, err := db.JobLog(hj[0].ID)
+	if err != nil || len(lines) == 0 {
+		t.Fatalf("the job's log lines were not kept: %v", err)
+	}
+	sum, err := db.Summary(time.Now())
+	if err != nil || sum.All.Done != 1 || sum.Today.Done != 1 {
+		t.Fatalf("totals after restart = %+v, %v", sum, err)
 	}
 }
 
