@@ -103,14 +103,18 @@ func Run(opts Options) int {
 	w.Resize(fyne.NewSize(920, 680))
 
 	backend := st.Backend()
-	m := ui.NewMain(ui.Deps{
+	deps := ui.Deps{
 		Backend:       backend,
 		Models:        st.Models(),
 		Settings:      st.Settings,
 		Logs:          st.Logger.Ring(),
 		ResidentModel: st.ResidentModel,
 		Log:           st.Log,
-	}, w)
+	}
+	if st.History != nil {
+		deps.History = st.History
+	}
+	m := ui.NewMain(deps, w)
 	w.SetContent(m.Content())
 	for _, n := range st.Notices {
 		m.AddNotice(n)

@@ -136,6 +136,12 @@ type harness struct {
 
 func newHarness(t *testing.T, snap studio.Snapshot) *harness {
 	t.Helper()
+	return newHarnessWith(t, snap, nil)
+}
+
+// newHarnessWith is newHarness with a job history.
+func newHarnessWith(t *testing.T, snap studio.Snapshot, hist HistorySource) *harness {
+	t.Helper()
 	t.Setenv("LANG", "en_US.UTF-8")
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	test.NewTempApp(t)
@@ -158,6 +164,7 @@ func newHarness(t *testing.T, snap studio.Snapshot) *harness {
 		Logs:          h.ring,
 		ResidentModel: func() string { return h.resident },
 		Async:         func(f func()) { f() },
+		History:       hist,
 	}, h.w)
 	h.w.SetContent(h.main.Content())
 	return h

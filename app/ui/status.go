@@ -47,6 +47,16 @@ type StatusPage struct {
 	vram       *widget.Label
 	counters   *widget.Label
 
+	// Contribution is the totals and the chart from the job history;
+	// hidden without one.
+	Contribution *ContributionCard
+
+	// eta* are the running job's own pace in its current phase: where
+	// progress stood when this phase was first seen.
+	etaKey  string
+	etaAt   time.Time
+	etaDone int64
+
 	last     studio.Snapshot
 	trayLook assets.TrayState
 }
@@ -88,6 +98,11 @@ func newStatusPage(d *Deps, parent fyne.Window) *StatusPage {
 	p.vram.Wrapping = fyne.TextWrapWord
 	p.counters = widget.NewLabel("")
 
+	p.Contribution = newContributionCard()
+	if d.History == nil {
+		p.Contribution.Content().Hide()
+	}
+
 	bigButton := container.NewGridWrap(fyne.NewSize(200, 56), p.startStop)
 	head := container.NewBorder(nil, nil, p.icon, nil, container.NewVBox(p.headline, p.reason))
 	controls := container.NewHBox(bigButton, container.NewVBox(layout.NewSpacer(), p.after, p.afterNote, layout.NewSpacer()))
@@ -96,6 +111,7 @@ func newStatusPage(d *Deps, parent fyne.Window) *StatusPage {
 		controls,
 		p.login.Content(),
 		p.jobCard,
+		p.Contribution.Content(),
 		widget.NewCard("Studio", "", container.NewVBox(p.connection, p.heartbeat)),
 		widget.NewCard("Graphics memory", "", p.vram),
 		p.counters,
@@ -183,11 +199,33 @@ func (p *StatusPage) renderJob(j *studio.JobInfo) {
 	p.tick()
 }
 
-// tick refreshes the elapsed time of the running job.
+// tick refreshes the elapsed time of the running job and its ETA.
 func (p *StatusPage) tick() {
-	if j := p.last.Current; j != nil && !j.Started.IsZero() {
-		p.elapsed.SetText("Elapsed " + formatDuration(p.now().Sub(j.Started).Truncate(time.Second)))
+	j := p.last.Current
+	if j == nil || j.Started.IsZero() {
+		return
 	}
+	now := p.now()
+	key := j.ID + "/" + string(j.Phase)
+	if key != p.etaKey {
+		p.etaKey, p.etaAt, p.etaDone = key, now, j.Done
+	}
+	line := "Elapsed " + formatDuration(now.Sub(j.Started).Truncate(time.Second))
+	if left, ok := eta(j.Done, j.Total, p.etaDone, now.Sub(p.etaAt)); ok {
+		line += " · about " + formatDuration(left.Round(time.Second)) + " left in this step"
+	}
+	p.elapsed.SetText(line)
+}
+
+// eta is the time left at the job's own pace: done0 units were done when
+// the phase was first seen, done after spent. It needs a second of
+// progress to tell.
+func eta(done, total, done0 int64, spent time.Duration) (time.Duration, bool) {
+	if total <= 0 || done <= done0 || done >= total || spent < time.Second {
+		return 0, false
+	}
+	rate := float64(done-done0) / spent.Seconds() // units per second
+	return time.Duration(float64(total-done) / rate * float64(time.Second)), true
 }
 
 // reasonLine is the one line under the headline: why the worker is idle,

@@ -10,7 +10,9 @@ package ui
 
 import (
 	"log/slog"
+	"time"
 
+	"github.com/minisgg/studio-worker/app/history"
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/logging"
 	"github.com/minisgg/studio-worker/settings"
@@ -64,12 +66,26 @@ type LogSource interface {
 	Subscribe() (<-chan struct{}, func())
 }
 
+// HistorySource is the job history as the Status and Jobs pages read it;
+// *history.Recorder provides it. Its reads may touch the disk, so the
+// window calls them through Deps.async.
+type HistorySource interface {
+	Summary(now time.Time) (history.Summary, error)
+	Jobs(history.Filter) ([]history.Job, error)
+	JobLog(id string) ([]history.LogLine, error)
+	// Subscribe signals after the history changed (coalesced).
+	Subscribe() (<-chan struct{}, func())
+}
+
 // Deps wires the window.
 type Deps struct {
 	Backend  Backend
 	Models   ModelStore
 	Settings SettingsController
 	Logs     LogSource
+	// History is the job history; nil when none could be kept, and the
+	// Jobs page then lists the worker's recent jobs since start.
+	History HistorySource
 	// ResidentModel is the path of the model file an engine holds in
 	// memory ("" = none or unknown); optional. It must not wait for a
 	// running job.

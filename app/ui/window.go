@@ -45,7 +45,7 @@ type Main struct {
 func NewMain(d Deps, w fyne.Window) *Main {
 	m := &Main{deps: &d}
 	m.Status = newStatusPage(m.deps, w)
-	m.Jobs = newJobsPage()
+	m.Jobs = newJobsPage(m.deps, m.ReloadHistory)
 	m.Logs = newLogsPage(d.Logs)
 	m.Models = newModelsPage(m.deps, w)
 	m.Settings = newSettingsPage(m.deps, w)
@@ -64,7 +64,26 @@ func NewMain(d Deps, w fyne.Window) *Main {
 	m.notices = container.NewVBox()
 	m.root = container.NewBorder(m.notices, nil, nil, nil, m.tabs)
 	m.Render(d.Backend.Snapshot())
+	m.ReloadHistory()
 	return m
+}
+
+// ReloadHistory reads the totals and the Jobs page's list from the job
+// history off the UI goroutine and draws them on it.
+func (m *Main) ReloadHistory() {
+	h := m.deps.History
+	if h == nil {
+		return
+	}
+	filter := m.Jobs.filter()
+	m.deps.async(func() {
+		sum, sumErr := h.Summary(time.Now())
+		jobs, jobsErr := h.Jobs(filter)
+		fyne.Do(func() {
+			m.Status.Contribution.Render(sum, sumErr)
+			m.Jobs.showHistory(jobs, jobsErr)
+		})
+	})
 }
 
 // Content is the window's root object.
@@ -152,6 +171,20 @@ func (m *Main) Follow(ctx context.Context) {
 			}
 		}
 	}()
+	if h := m.deps.History; h != nil {
+		changed, cancelHist := h.Subscribe()
+		go func() {
+			defer cancelHist()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-changed:
+					m.ReloadHistory()
+				}
+			}
+		}()
+	}
 	if m.deps.Logs == nil {
 		return
 	}

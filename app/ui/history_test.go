@@ -1,0 +1,202 @@
+package ui
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/test"
+
+	"github.com/minisgg/studio-worker/app/history"
+	"github.com/minisgg/studio-worker/studio"
+)
+
+// realHistory is a job history in a temporary folder, the one the app uses.
+func realHistory(t *testing.T) (*history.DB, *history.Recorder) {
+	t.Helper()
+	db, err := history.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, history.NewRecorder(history.RecorderConfig{DB: db})
+}
+
+func TestStatusPageShowsTotalsAndChartFromTheHistory(t *testing.T) {
+	db, rec := realHistory(t)
+	now := time.Now()
+	day := func(n int) time.Time { return now.AddDate(0, 0, -n) }
+	for _, j := range []history.Job{
+		{ID: "a", Kind: "llm", Offered: now.Add(-90 * time.Second), Finished: now, Outcome: history.OutcomeDone, PromptTokens: 1000, CompletionTokens: 234},
+		{ID: "b", Kind: "image", Offered: day(1).Add(-30 * time.Second), Finished: day(1), Outcome: history.OutcomeDone, Images: 4},
+		{ID: "c", Kind: "llm", Offered: day(1).Add(-time.Second), Finished: day(1), Outcome: history.OutcomeFailed, Reason: "boom"},
+		{ID: "d", Kind: "llm", Offered: day(20).Add(-time.Minute), Finished: day(20), Outcome: history.OutcomeDone, CompletionTokens: 10},
+		{ID: "local", Kind: "llm", Local: true, Offered: now.Add(-time.Second), Finished: now, Outcome: history.OutcomeDone, CompletionTokens: 99999},
+	} {
+		if err := db.Record(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := newHarnessWith(t, idleSnap(), rec)
+	c := h.main.Status.Contribution
+	if !c.Content().Visible() {
+		t.Fatal("the totals are hidden with a history")
+	}
+	want := [4][3]string{
+		{"1", "2 (+1 failed)", "3 (+1 failed)"},
+		{"1,234", "1,234", "1,244"},
+		{"0", "4", "4"},
+		{"1 min 30 s", "2 min 01 s", "3 min 01 s"},
+	}
+	for r := range want {
+		for col := range want[r] {
+			if got := c.Cell(r, col); got != want[r][col] {
+				t.Errorf("cell %d,%d = %q, want %q", r, col, got, want[r][col])
+			}
+		}
+	}
+	v := c.Chart().Values()
+	if len(v) != history.ChartDays || v[len(v)-1] != 1 || v[len(v)-2] != 2 || v[len(v)-21] != 1 {
+		t.Errorf("chart = %v", v)
+	}
+	// A job recorded while the window is open shows up when the history
+	// says it changed.
+	changed, cancel := rec.Subscribe()
+	defer cancel()
+	rec.RecordLocal(history.Job{ID: "l2", Finished: now}) // not counted
+	_ = changed
+	if err := db.Record(history.Job{ID: "e", Kind: "llm", Offered: now, Finished: now, Outcome: history.OutcomeDone}); err != nil {
+		t.Fatal(err)
+	}
+	h.main.ReloadHistory()
+	if got := c.Cell(0, 0); got != "2" {
+		t.Errorf("today's jobs after a new one = %q", got)
+	}
+	markup := test.RenderObjectToMarkup(h.main.Status.Content())
+	if !strings.Contains(markup, "What this computer has given") || !strings.Contains(markup, "Jobs per day, last 30 days") {
+		t.Error("the Status page lacks the totals card")
+	}
+}
+
+func TestStatusPageHidesTotalsWithoutAHistory(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	if h.main.Status.Contribution.Content().Visible() {
+		t.Fatal("totals shown with no history to count from")
+	}
+}
+
+func TestJobsPageIsTheHistory(t *testing.T) {
+	db, rec := realHistory(t)
+	now := time.Now()
+	yesterday := now.AddDate(0, 0, -1)
+	old := time.Date(2026, 3, 2, 10, 0, 0, 0, time.Local)
+	for _, j := range []history.Job{
+		{ID: "old", Kind: "llm", Model: "tiny", Offered: old.Add(-time.Second), Finished: old, Outcome: history.OutcomeDone},
+		{ID: "y1", Kind: "llm", Model: "tiny", Offered: yesterday.Add(-3 * time.Second), Accepted: yesterday.Add(-2 * time.Second),
+			Started: yesterday.Add(-time.Second), Finished: yesterday, Outcome: history.OutcomeFailed, Reason: "the model file failed its checksum",
+			Prompt: "write a haiku", Log: []history.LogLine{{Time: yesterday, Level: "WARN", Message: "checksum mismatch"}}},
+		{ID: "t1", Kind: "image", Model: "sd-tiny", Offered: now.Add(-9 * time.Second), Finished: now, Outcome: history.OutcomeDone,
+			Images: 3, Width: 64, Height: 64, Thumbnail: thumbPNG(t)},
+	} {
+		if err := db.Record(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := newHarnessWith(t, idleSnap(), rec)
+	h.main.Show(PageJobs)
+	p := h.main.Jobs
+	got := strings.Join(p.Listed(), " | ")
+	if want := "# Today | t1 | # Yesterday | y1 | # Monday 2 March 2026 | old"; got != want {
+		t.Fatalf("listed %q, want %q", got, want)
+	}
+	markup := test.RenderObjectToMarkup(p.Content())
+	for _, want := range []string{"t1-thumb.png", "3.0 s per image", "the model file failed its checksum"} {
+		if !strings.Contains(markup, want) {
+			t.Errorf("jobs page lacks %q", want)
+		}
+	}
+
+	// The detail pane: prompt, timings, the reason, the log, Copy.
+	var row *jobRow
+	for _, o := range p.rows.Objects {
+		if r, ok := o.(*jobRow); ok && r.job.ID == "y1" {
+			row = r
+		}
+	}
+	test.Tap(row)
+	detail := p.DetailText()
+	for _, want := range []string{"Failed", "Prompt: write a haiku", "Offered ", "Accepted ", "Generating from ", "Why it failed: the model file failed its checksum", "WARN  checksum mismatch"} {
+		if !strings.Contains(detail, want) {
+			t.Errorf("detail lacks %q:\n%s", want, detail)
+		}
+	}
+	p.CopyLog()
+	if clip := fyne.CurrentApp().Clipboard().Content(); !strings.Contains(clip, "checksum mismatch") {
+		t.Errorf("clipboard = %q", clip)
+	}
+
+	// The outcome filter.
+	p.Filter.SetSelected(FilterFailed)
+	if got := strings.Join(p.Listed(), " | "); got != "# Yesterday | y1" {
+		t.Errorf("failed only: %q", got)
+	}
+	p.Filter.SetSelected(FilterDone)
+	if got := strings.Join(p.Listed(), " | "); got != "# Today | t1 | # Monday 2 March 2026 | old" {
+		t.Errorf("done only: %q", got)
+	}
+	if p.DetailText() != "" {
+		t.Error("the detail pane still shows a job the filter hides")
+	}
+}
+
+func TestJobsPageWithoutAHistoryListsRecentJobs(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	s := idleSnap()
+	now := time.Now()
+	s.Recent = []studio.JobInfo{{ID: "j1", Kind: "llm", Started: now.Add(-time.Second), Finished: now, Outcome: "done"}}
+	h.main.Render(s)
+	if got := strings.Join(h.main.Jobs.Listed(), " | "); got != "# Today | j1" {
+		t.Fatalf("listed %q", got)
+	}
+	h.main.Jobs.Select("j1")
+	if d := h.main.Jobs.DetailText(); !strings.Contains(d, "not available") {
+		t.Errorf("detail = %q", d)
+	}
+}
+
+func TestETAFromTheJobsOwnPace(t *testing.T) {
+	for _, c := range []struct {
+		done, total, done0 int64
+		spent              time.Duration
+		want               time.Duration
+		ok                 bool
+	}{
+		{done: 60, total: 160, done0: 10, spent: 5 * time.Second, want: 10 * time.Second, ok: true},
+		{done: 10, total: 160, done0: 10, spent: 5 * time.Second},        // no progress yet
+		{done: 60, total: 0, done0: 10, spent: 5 * time.Second},          // unknown total
+		{done: 60, total: 160, done0: 10, spent: 500 * time.Millisecond}, // too soon to tell
+		{done: 160, total: 160, done0: 10, spent: 5 * time.Second},       // finished
+	} {
+		got, ok := eta(c.done, c.total, c.done0, c.spent)
+		if ok != c.ok || got != c.want {
+			t.Errorf("eta(%+v) = %s %t", c, got, ok)
+		}
+	}
+
+	// On the page: the first sight of a phase sets the pace's start.
+	h := newHarness(t, idleSnap())
+	now := time.Now()
+	h.main.Status.now = func() time.Time { return now }
+	s := workingSnap(now.Add(-20 * time.Second))
+	s.Current.Phase, s.Current.Done, s.Current.Total = "generate", 10, 160
+	h.main.Render(s)
+	now = now.Add(5 * time.Second)
+	s2 := workingSnap(now)
+	*s2.Current = *s.Current
+	s2.Current.Done = 60
+	h.main.Render(s2)
+	if got := h.main.Status.elapsed.Text; got != "Elapsed 25 s · about 10 s left in this step" {
+		t.Errorf("elapsed line %q", got)
+	}
+}
