@@ -931,8 +931,13 @@ func (w *stallWatch) onNotice() {
 		w.mu.Unlock()
 		return
 	}
-	if since := time.Since(w.last); w.paused || since < w.notice {
-		w.tNotice.Reset(w.notice - min(since, w.notice) + time.Millisecond)
+	if w.paused {
+		w.tNotice.Reset(w.notice)
+		w.mu.Unlock()
+		return
+	}
+	if since := time.Since(w.last); since < w.notice {
+		w.tNotice.Reset(w.notice - since + time.Millisecond)
 		w.mu.Unlock()
 		return
 	}
@@ -947,8 +952,13 @@ func (w *stallWatch) onEnd() {
 		w.mu.Unlock()
 		return
 	}
-	if since := time.Since(w.last); w.paused || since < w.idle {
-		w.tEnd.Reset(w.idle - min(since, w.idle) + time.Millisecond)
+	if w.paused {
+		w.tEnd.Reset(w.idle)
+		w.mu.Unlock()
+		return
+	}
+	if since := time.Since(w.last); since < w.idle {
+		w.tEnd.Reset(w.idle - since + time.Millisecond)
 		w.mu.Unlock()
 		return
 	}
