@@ -82,6 +82,16 @@ ok "menu entry and icons 16..512 installed"
 out="$("$work/llamacheck" /opt/studio-worker/lib 2>&1)" || fail "the installed runtime does not load: $out"
 grep -q '^device .*: CPU' <<<"$out" || fail "the installed runtime registered no CPU device: $out"
 ok "installed runtime loads through yzma: $(grep '^device' <<<"$out" | head -1)"
+# stable-diffusion.cpp from lib/ next to the program, and a real image job
+# through it (and a chat job through llama.cpp) with the installed program.
+out="$(env -u STUDIO_WORKER_SD_LIB -u STUDIO_WORKER_LLAMA_LIB LANG=C.UTF-8 /usr/bin/studio-worker version --verbose 2>&1)" || fail "version --verbose failed: $out"
+grep -q '^stable-diffusion.cpp runtime: master-827-97d2990 .* from /opt/studio-worker/lib/libstable-diffusion.so' <<<"$out" ||
+  fail "the installed program does not load stable-diffusion.cpp from its lib/: $out"
+ok "installed stable-diffusion.cpp: $(grep '^stable-diffusion.cpp runtime' <<<"$out" | cut -c1-120)"
+rc=0; out="$(cd "$work" && env -u STUDIO_WORKER_SD_LIB -u STUDIO_WORKER_LLAMA_LIB timeout 600 /usr/bin/studio-worker demo --jobs 1 --image-jobs 2 --dir "$work/deb-demo" 2>&1)" || rc=$?
+[ "$rc" = 0 ] && grep -q '^demo: 3 of 3 jobs done' <<<"$out" && [ "$(grep -c '^image job .* -> .*\.\(png\|webp\) ([0-9]* bytes)$' <<<"$out")" = 2 ] ||
+  fail "the installed program's demo with image jobs (exit $rc): $out"
+ok "installed program ran a chat job and 2 image jobs (PNG and WebP) through its own lib/: $(grep -o '/[^ ]*results/[^ ]*' <<<"$out" | head -1)"
 
 apt-get install -y -qq "$vdeb" >/dev/null || fail "apt-get install $vdeb failed"
 [ -f /opt/studio-worker/lib/libggml-vulkan.so ] || fail "the Vulkan add-on did not install libggml-vulkan.so"
@@ -380,6 +390,22 @@ fi
 grep -q 'libggml-base.so: sha256 mismatch.*refusing to install it' <<<"$out" || fail "unclear refusal: $out"
 [ ! -e "$work/bad/rt/linux-x64" ] || fail "a refused package was installed"
 ok "npm package not matching the pinned sha256 refused: $(tail -1 <<<"$out")"
+# 3. The stable-diffusion.cpp build differs from its pinned sha256, or is
+# missing: make runtime's install stops and installs nothing.
+mkdir -p "$work/bad/sdsrc/sd/linux-x64"
+cp runtime/sd/linux-x64/libstable-diffusion.so "$work/bad/sdsrc/sd/linux-x64/"
+printf 'x' >>"$work/bad/sdsrc/sd/linux-x64/libstable-diffusion.so"
+if out="$(SD_RUNTIME_SRC="$work/bad/sdsrc" packaging/install-sd-runtime.sh sd-linux-x64 "$work/bad/sdrt" 2>&1)"; then
+  fail "install-sd-runtime.sh installed a library that does not match the manifest"
+fi
+grep -q 'libstable-diffusion.so: sha256 mismatch.*refusing to install it' <<<"$out" || fail "unclear refusal: $out"
+[ ! -e "$work/bad/sdrt/linux-x64" ] || fail "a refused stable-diffusion.cpp library was installed"
+rm "$work/bad/sdsrc/sd/linux-x64/libstable-diffusion.so"
+if out="$(SD_RUNTIME_SRC="$work/bad/sdsrc" packaging/install-sd-runtime.sh sd-linux-x64 "$work/bad/sdrt" 2>&1)"; then
+  fail "install-sd-runtime.sh succeeded without the library"
+fi
+grep -q 'libstable-diffusion.so is missing' <<<"$out" || fail "unclear refusal: $out"
+ok "stable-diffusion.cpp library altered or missing: refused ($(tail -1 <<<"$out" | cut -c1-100))"
 rm -rf "$work/bad"
 }
 

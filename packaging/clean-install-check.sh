@@ -2,7 +2,8 @@
 # Installs the .deb into a clean, minimal Debian 12 (debootstrap) and checks
 # that a donor's machine gets a working studio-worker from its declared
 # dependencies alone: on the PATH, in the menu, its llama.cpp runtime
-# loading, real chat jobs through the headless demo, and removal keeping the
+# and stable-diffusion.cpp runtimes loading, real chat and image jobs through
+# the headless demo, and removal keeping the
 # donor's settings.
 #
 #   packaging/clean-install-check.sh dist/studio-worker_<v>_amd64.deb
@@ -45,8 +46,9 @@ deb_in=/tmp/$(basename "$DEB")
 check "apt-get installs the .deb with its dependencies" in_root "apt-get update -qq 2>/dev/null && apt-get install -y -qq $deb_in >/tmp/install.log 2>&1 || { tail -20 /tmp/install.log; false; }"
 check "studio-worker is on the PATH and prints its version" in_root "studio-worker version | grep -q '^studio-worker '"
 check "its llama.cpp runtime loads from the installed lib folder" in_root "studio-worker version --verbose 2>&1 | grep -q 'llama.cpp runtime: CPU build from /opt/studio-worker/lib'"
+check "its stable-diffusion.cpp runtime loads from the installed lib folder" in_root "studio-worker version --verbose 2>&1 | grep -q 'stable-diffusion.cpp runtime: master-827-97d2990 .* from /opt/studio-worker/lib/libstable-diffusion.so'"
 check "the menu entry is installed" in_root "test -f /usr/share/applications/studio-worker.desktop"
-check "the headless demo runs real chat jobs" in_root "cd /tmp && timeout 300 studio-worker demo --jobs 2 >/tmp/demo.log 2>&1; tail -1 /tmp/demo.log; grep -q '^demo: 2 of 2 jobs done' /tmp/demo.log"
+check "the headless demo runs real chat and image jobs" in_root "cd /tmp && timeout 600 studio-worker demo --jobs 2 --image-jobs 2 >/tmp/demo.log 2>&1; grep '^image job' /tmp/demo.log; tail -1 /tmp/demo.log; grep -q '^demo: 4 of 4 jobs done' /tmp/demo.log && [ \"\$(grep -c '^image job .* bytes)\$' /tmp/demo.log)\" = 2 ]"
 in_root "mkdir -p /root/.config/studio-worker && echo 'models_dir = \"/root/models\"' >/root/.config/studio-worker/settings.toml"
 check "apt-get remove takes the program away" in_root "apt-get remove -y -qq studio-worker >/dev/null 2>&1 && ! test -e /opt/studio-worker/studio-worker"
 check "removal keeps the donor's settings" in_root "test -f /root/.config/studio-worker/settings.toml"

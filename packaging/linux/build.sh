@@ -12,7 +12,8 @@
 # Installed layout (the app finds its runtime in lib/ next to the real
 # executable; engine/llama FindLibDir):
 #   /opt/studio-worker/studio-worker      (/usr/bin/studio-worker -> here)
-#   /opt/studio-worker/lib/               libllama.so, libggml*.so, ...
+#   /opt/studio-worker/lib/               libllama.so, libggml*.so, ..., and
+#                                         libstable-diffusion.so (engine/sd FindLib)
 #   /usr/share/applications/studio-worker.desktop
 #   /usr/share/icons/hicolor/<n>x<n>/apps/studio-worker.png
 # The packages have no maintainer scripts: installing or removing them never
@@ -27,6 +28,7 @@ work="$dist/.work/linux"
 pkgtool="${PKGTOOL:-$dist/.work/pkgtool}"
 nfpm="${NFPM:?NFPM must name the nfpm binary}"
 rtroot="${RUNTIME_ROOT:-$root/runtime/llama}"
+sdroot="${SD_RUNTIME_ROOT:-$root/runtime/sd}"
 
 die() { echo "package-linux: $*" >&2; exit 1; }
 [ -x "$bin" ] || die "no binary at $bin"
@@ -39,11 +41,18 @@ for v in linux-x64 linux-x64-vulkan; do
   "$root/packaging/fetch-runtime.sh" "$v" "$rtroot" >/dev/null
 done
 rm -rf "$work"
-mkdir -p "$work/root/opt/studio-worker" "$work/vulkan"
+mkdir -p "$work/root/opt/studio-worker" "$work/vulkan" "$work/sd"
 "$pkgtool" stage -manifest "$root/packaging/runtimes.json" -variant linux-x64 \
   -src "$rtroot/linux-x64" -out "$work/root/opt/studio-worker/lib" >/dev/null
 "$pkgtool" stage -manifest "$root/packaging/runtimes.json" -variant linux-x64-vulkan \
   -src "$rtroot/linux-x64-vulkan" -out "$work/vulkan/lib" >/dev/null
+# stable-diffusion.cpp beside llama.cpp's libraries: installed (and verified)
+# by make runtime's script, verified again by pkgtool. It carries its own
+# ggml and is opened with RTLD_LOCAL, so the two never mix.
+"$root/packaging/install-sd-runtime.sh" sd-linux-x64 "$sdroot" >/dev/null
+"$pkgtool" stage -manifest "$root/packaging/runtimes.json" -variant sd-linux-x64 \
+  -src "$sdroot/linux-x64" -out "$work/sd/lib" >/dev/null
+cp "$work/sd/lib/libstable-diffusion.so" "$work/root/opt/studio-worker/lib/"
 
 # The Vulkan add-on ships only libggml-vulkan.so, loaded by the CPU build's
 # ggml from the same folder. That is sound only while both builds share one
@@ -78,7 +87,8 @@ EOF
 description: |-
   Lend your GPU to the minis.gg studio.
   Studio Worker is a tray app (and headless worker) that takes jobs from
-  the minis.gg studio and runs them locally with llama.cpp. Settings and
+  the minis.gg studio and runs them locally with llama.cpp (chat) and
+  stable-diffusion.cpp (images, on the CPU). Settings and
   models stay in the donor's home folder and are kept when the package is
   removed.
 depends:
@@ -92,6 +102,7 @@ depends:
   - libxxf86vm1
   - libstdc++6
   - libgcc-s1
+  - libgomp1
 suggests:
   - studio-worker-vulkan
 deb:
