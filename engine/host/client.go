@@ -535,7 +535,7 @@ func (c *Client) start(ctx context.Context) (*child, Hello, error) {
 	cmd.Stderr = ch.stderr
 	cmd.WaitDelay = 2 * time.Second
 	lifeline(cmd)
-	if err := cmd.Start(); err != nil {
+	if err := startCmd(cmd); err != nil {
 		pr.Close()
 		pw.Close()
 		return nil, Hello{}, fmt.Errorf("%s could not start: %w", c.cfg.What, err)
