@@ -549,9 +549,8 @@ func (c *Client) start(ctx context.Context) (*child, Hello, error) {
 	go ch.read(pr, c, hello)
 	go ch.reap()
 
-	init := c.cfg.Init
 	c.mu.Lock()
-	init.Threads = c.cfg.Init.Threads
+	init := c.cfg.Init // SetThreads changes it under c.mu
 	c.mu.Unlock()
 	if err := ch.send(header{T: msgInit, Init: &init}, nil); err != nil {
 		ch.kill()
