@@ -55,6 +55,10 @@ const DefaultResumeBackoff = 2 * time.Second
 
 const maxResumeBackoff = time.Minute
 
+// maxEmptyAttempts ends a download after this many attempts in a row that
+// brought no byte, resumes left or not.
+const maxEmptyAttempts = 2
+
 // StoreOptions configure a Store. Zero values are usable.
 type StoreOptions struct {
 	HTTP      *http.Client
@@ -785,6 +789,7 @@ func (s *Store) Discard(path string) error {
 	if filepath.Dir(filepath.Dir(abs)) != root || strings.HasPrefix(filepath.Base(filepath.Dir(abs)), ".") {
 		return fmt.Errorf("%s is not a downloaded model file of the store %s", path, s.root)
 	}
+	s.Sync() // a record still being written in the background must not outlive the file
 	return s.removeFile(filepath.Join(s.root, filepath.Base(filepath.Dir(abs)), filepath.Base(abs)))
 }
 
@@ -834,7 +839,7 @@ func (s *Store) download(ctx context.Context, log *slog.Logger, eng EngineName, 
 	if err := s.preflight(final, part, f); err != nil {
 		return err
 	}
-	restarts, resumes := 0, 0
+	restarts, resumes, empty := 0, 0, 0
 	for {
 		err := s.fetchOnce(ctx, log, eng, final, part, f, report, note)
 		var re *resumableError
@@ -847,9 +852,16 @@ func (s *Store) download(ctx context.Context, log *slog.Logger, eng EngineName, 
 				return fmt.Errorf("could not remove the partial download %s: %w", part, rerr)
 			}
 		case errors.As(err, &re):
-			if resumes >= s.maxResumes {
+			if re.fresh > 0 {
+				empty = 0
+			} else {
+				empty++
+			}
+			// A server that brought nothing twice in a row is not waited
+			// for again: the job goes back to the studio sooner.
+			if resumes >= s.maxResumes || empty >= maxEmptyAttempts {
 				note("")
-				return fmt.Errorf("%w; gave up after %d resumes (the partial file is kept and the next try resumes it)", err, resumes)
+				return fmt.Errorf("%w; gave up with %d of %d resumes used (the partial file is kept and the next try resumes it)", err, resumes, s.maxResumes)
 			}
 			resumes++
 			wait := min(s.backoff<<(resumes-1), maxResumeBackoff)
@@ -890,8 +902,9 @@ func spoken(d time.Duration) string {
 // server stalled or the connection broke); download resumes it from the
 // .part file after a wait. note says what happened, in a donor's words.
 type resumableError struct {
-	err  error
-	note string
+	err   error
+	note  string
+	fresh int64 // bytes the attempt brought
 }
 
 func (e *resumableError) Error() string { return e.err.Error() }
@@ -1124,9 +1137,9 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 	defer acancel()
 	watch := newStallWatch(s.idle, acancel, note)
 	defer watch.stop()
-	stalled := func(got int64) error {
+	stalled := func(got, fresh int64) error {
 		why := fmt.Sprintf("no data from the model server for %s", spoken(s.idle))
-		return &resumableError{note: why, err: fmt.Errorf("download of %s stalled after %d bytes: %s", f.Filename, got, why)}
+		return &resumableError{note: why, fresh: fresh, err: fmt.Errorf("download of %s stalled after %d bytes: %s", f.Filename, got, why)}
 	}
 	req, err := http.NewRequestWithContext(actx, http.MethodGet, f.URL, nil)
 	if err != nil {
@@ -1141,7 +1154,7 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 	resp, err := s.client.Do(req)
 	if err != nil {
 		if watch.isStalled() && ctx.Err() == nil {
-			return stalled(offset)
+			return stalled(offset, 0)
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("download of %s stopped: %w", f.Filename, ctx.Err())
@@ -1259,9 +1272,9 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 		case ctx.Err() != nil:
 			return fmt.Errorf("download of %s stopped after %d bytes (the partial file is kept): %w", f.Filename, size, ctx.Err())
 		case watch.isStalled():
-			return stalled(size)
+			return stalled(size, written)
 		default:
-			return &resumableError{note: "the connection to the model server broke", err: fmt.Errorf("download of %s broke off after %d bytes: %w",
+			return &resumableError{note: "the connection to the model server broke", fresh: written, err: fmt.Errorf("download of %s broke off after %d bytes: %w",
 				f.Filename, size, logging.RedactError(copyErr))}
 		}
 	}
@@ -1274,7 +1287,7 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 		return fmt.Errorf("could not save %s: %w", part, err)
 	}
 	if resp.ContentLength >= 0 && written != resp.ContentLength {
-		return &resumableError{note: "the model server sent less than it announced", err: fmt.Errorf("the model server announced %d bytes of %s but sent %d",
+		return &resumableError{note: "the model server sent less than it announced", fresh: written, err: fmt.Errorf("the model server announced %d bytes of %s but sent %d",
 			resp.ContentLength, f.Filename, written)}
 	}
 	if total >= 0 && size != total {

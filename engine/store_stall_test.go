@@ -112,7 +112,7 @@ func TestEnsureStallGivesUpAfterMaxResumes(t *testing.T) {
 	st := newTestStore(t, StoreOptions{IdleTimeout: 60 * time.Millisecond, MaxResumes: 2})
 	var notes noteLog
 	_, err := st.Ensure(context.Background(), "m", []ModelFile{modelFile(srv, b)}, notes.progress)
-	if err == nil || !strings.Contains(err.Error(), "stalled after 1000 bytes") || !strings.Contains(err.Error(), "gave up after 2 resumes") || !IsRetryable(err) {
+	if err == nil || !strings.Contains(err.Error(), "stalled after 1000 bytes") || !strings.Contains(err.Error(), "gave up with 2 of 2 resumes used") || !IsRetryable(err) {
 		t.Fatalf("got %v (retryable %t)", err, IsRetryable(err))
 	}
 	if n := len(b.requests()); n != 3 {
@@ -128,17 +128,23 @@ func TestEnsureStallGivesUpAfterMaxResumes(t *testing.T) {
 	}
 }
 
-// TestEnsureStallBeforeHeaders: a server that never answers is a stall too.
+// TestEnsureStallBeforeHeaders: a server that never answers is a stall
+// too, and one that brings nothing twice in a row is not waited for again,
+// resumes left or not.
 func TestEnsureStallBeforeHeaders(t *testing.T) {
 	b := newBlob(10_000, 52)
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
 		b.record(r)
 		<-r.Context().Done()
 	})
-	st := newTestStore(t, StoreOptions{IdleTimeout: 50 * time.Millisecond, MaxResumes: -1})
+	st := newTestStore(t, StoreOptions{IdleTimeout: 50 * time.Millisecond})
 	_, err := st.Ensure(context.Background(), "m", []ModelFile{modelFile(srv, b)}, nil)
-	if err == nil || !strings.Contains(err.Error(), "stalled after 0 bytes: no data from the model server for 50 ms") {
+	if err == nil || !strings.Contains(err.Error(), "stalled after 0 bytes: no data from the model server for 50 ms") ||
+		!strings.Contains(err.Error(), "1 of 5 resumes used") {
 		t.Fatalf("got %v", err)
+	}
+	if n := len(b.requests()); n != 2 {
+		t.Fatalf("%d requests, want 2", n)
 	}
 }
 
