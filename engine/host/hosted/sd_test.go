@@ -43,10 +43,12 @@ func imageJob(id, model string) engine.Job {
 }
 
 // TestImpossibleTensorCountCrashesOnlyTheChild gives stable-diffusion.cpp
-// a GGUF whose header claims more tensors than the file holds, which throws
-// an uncaught C++ exception in the library: the job fails as a retryable
-// crash in the child's words, and the next image job, in a fresh child,
-// makes a real image.
+// a GGUF whose header claims more tensors than the file holds, which
+// throws an uncaught C++ exception in the library. engine/sd now checks a
+// file's structure in Go first and refuses it (not retryable); before
+// that check it was a retryable crash of the child alone, in its words.
+// Either way the next image job makes a real image. TestSDChildKilledMidJob
+// keeps the crash path covered.
 func TestImpossibleTensorCountCrashesOnlyTheChild(t *testing.T) {
 	c := sdClient(t)
 	good, err := gguf.EnsureSDXS(gguf.TinySDXS())
@@ -107,5 +109,33 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSDChildKilledMidJob kills the stable-diffusion.cpp child with
+// SIGKILL as it reports progress on an image job: the job fails as a
+// retryable crash, and the next image job runs in a fresh child.
+func TestSDChildKilledMidJob(t *testing.T) {
+	c := sdClient(t)
+	model, err := gguf.EnsureSDXS(gguf.TinySDXS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, killed := c.PID(), false
+	_, err = c.Run(context.Background(), imageJob("killed", model), func(engine.Progress) {
+		if !killed {
+			killed = true
+			if p, err := os.FindProcess(pid); err == nil {
+				p.Kill()
+			}
+		}
+	})
+	var ce *engine.CrashError
+	if !errors.As(err, &ce) || !engine.IsRetryable(err) || !strings.HasPrefix(err.Error(), "the image engine crashed while") || ce.Exit != "signal: killed" {
+		t.Fatalf("want a retryable crash of the image engine, got %#v", err)
+	}
+	res, err := c.Run(context.Background(), imageJob("next", model), nil)
+	if err != nil || len(res.Bytes) == 0 || c.PID() == pid {
+		t.Fatalf("the next image job: %v (pid %d then %d)", err, pid, c.PID())
 	}
 }
