@@ -52,6 +52,9 @@ type RegistrarConfig struct {
 type Registrar struct {
 	cfg RegistrarConfig
 	log *slog.Logger
+	// last is the registration last reported, so a failed try can say so
+	// beside it and a later success can clear it.
+	last Registration
 }
 
 // NewRegistrar returns a registrar; nothing happens until Run.
@@ -127,6 +130,7 @@ func (r *Registrar) Run(ctx context.Context) (settings.Credentials, error) {
 }
 
 func (r *Registrar) changed(reg Registration) {
+	r.last = reg
 	if r.cfg.OnChange != nil {
 		r.cfg.OnChange(reg)
 	}
@@ -137,6 +141,24 @@ func (r *Registrar) save(c settings.Credentials) error {
 		return fmt.Errorf("registration: cannot store the credentials: %w", err)
 	}
 	return nil
+}
+
+// trouble reports why a try failed and when the next one comes, beside
+// the registration as it stands.
+func (r *Registrar) trouble(problem string) {
+	reg := r.last
+	reg.Problem, reg.NextTry = problem, r.cfg.Clock.Now().Add(r.cfg.PollInterval)
+	r.changed(reg)
+}
+
+// cleared reports the registration again without a problem after a try
+// went through.
+func (r *Registrar) cleared() {
+	if r.last.Problem != "" {
+		reg := r.last
+		reg.Problem, reg.NextTry = "", time.Time{}
+		r.changed(reg)
+	}
 }
 
 // tick makes at most one HTTP call: a register-request when none is in
@@ -218,11 +240,13 @@ func (r *Registrar) request(ctx context.Context, api string, creds *settings.Cre
 			return ctx.Err()
 		}
 		r.log.Warn("the studio could not be reached to ask for registration; trying again", "error", err, "retryIn", r.cfg.PollInterval)
+		r.trouble("the studio could not be reached: " + err.Error())
 		return nil
 	}
 	if status < 200 || status > 299 {
 		r.log.Warn("the studio did not take the registration request; trying again",
 			"status", status, "answer", bodySnippet(data), "retryIn", r.cfg.PollInterval)
+		r.trouble(fmt.Sprintf("the studio did not take the request (HTTP %d)", status))
 		return nil
 	}
 	var resp RegisterRequestResponse
@@ -247,6 +271,7 @@ func (r *Registrar) poll(ctx context.Context, api string, creds *settings.Creden
 			return false, ctx.Err()
 		}
 		r.log.Warn("the studio could not be reached to check the registration; trying again", "requestId", reqID, "error", err)
+		r.trouble("the studio could not be reached: " + err.Error())
 		return false, nil
 	}
 	switch {
@@ -262,6 +287,7 @@ func (r *Registrar) poll(ctx context.Context, api string, creds *settings.Creden
 	case status < 200 || status > 299:
 		r.log.Warn("checking the registration failed; still waiting for approval",
 			"requestId", reqID, "status", status, "answer", bodySnippet(data))
+		r.trouble(fmt.Sprintf("the studio did not answer the check (HTTP %d)", status))
 		return false, nil
 	}
 	var st RegisterStatus
@@ -272,6 +298,7 @@ func (r *Registrar) poll(ctx context.Context, api string, creds *settings.Creden
 	switch st.Status {
 	case RegPending:
 		r.log.Debug("registration still pending", "requestId", reqID)
+		r.cleared()
 		return false, nil
 	case RegApproved:
 		if st.WorkerID == "" || st.AuthToken == "" {

@@ -176,7 +176,10 @@ func (h *regHarness) states() string {
 	defer h.mu.Unlock()
 	var s []string
 	for _, c := range h.changes {
-		s = append(s, c.State)
+		// A failed try reports the same state again with its problem.
+		if len(s) == 0 || s[len(s)-1] != c.State {
+			s = append(s, c.State)
+		}
 	}
 	return strings.Join(s, ",")
 }
@@ -385,6 +388,25 @@ func TestRegisterServerErrorsStayPending(t *testing.T) {
 	if !strings.Contains(h.logs.String(), "status=500") {
 		t.Fatalf("the 500 was not logged:\n%s", h.logs)
 	}
+	// The failed check was reported with its reason and the next try, and
+	// the answer that came through cleared it.
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var problems []string
+	for _, c := range h.changes {
+		if c.Problem != "" {
+			problems = append(problems, c.Problem)
+			if c.State != RegPending || !c.NextTry.After(t0) {
+				t.Errorf("problem reported as %+v", c)
+			}
+		}
+	}
+	if len(problems) == 0 || problems[0] != "the studio did not answer the check (HTTP 500)" {
+		t.Errorf("problems %q", problems)
+	}
+	if last := h.changes[len(h.changes)-1]; last.Problem != "" {
+		t.Errorf("the approval still carries a problem: %+v", last)
+	}
 }
 
 func TestRegisterRequestFailureReusesSecret(t *testing.T) {
@@ -465,6 +487,12 @@ func TestRegisterUnreachableStudioKeepsTrying(t *testing.T) {
 	}
 	if !strings.Contains(h.logs.String(), "could not be reached") {
 		t.Fatalf("logs:\n%s", h.logs)
+	}
+	h.mu.Lock()
+	last := h.changes[len(h.changes)-1]
+	h.mu.Unlock()
+	if last.State != RegNone || !strings.HasPrefix(last.Problem, "the studio could not be reached: ") || last.NextTry.IsZero() {
+		t.Fatalf("the window is not told why registering does not go on: %+v", last)
 	}
 }
 

@@ -38,6 +38,11 @@ type Registration struct {
 	RequestID string
 	WorkerID  string
 	Reason    string // rejection reason
+	// Problem is why the last try to ask or check failed, in words ("the
+	// studio could not be reached: …"); "" when it went through.
+	Problem string
+	// NextTry is when the registrar tries again after a Problem.
+	NextTry time.Time
 }
 
 // JobInfo describes one job for the Status and Jobs pages.

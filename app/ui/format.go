@@ -30,6 +30,9 @@ func TrayLook(s studio.Snapshot) (assets.TrayState, string) {
 }
 
 func trayState(s studio.Snapshot) assets.TrayState {
+	if s.State == studio.StateWorking && s.Paused && !s.PauseAfterJob {
+		return assets.TrayPaused // Pause now: the job is being stopped
+	}
 	switch s.State {
 	case studio.StateWorking:
 		return assets.TrayWorking
@@ -59,8 +62,12 @@ func Headline(s studio.Snapshot) string {
 	case studio.StateIdle:
 		return "Idle"
 	case studio.StateWorking:
-		if s.PauseAfterJob {
+		switch {
+		case s.PauseAfterJob:
 			return "Working, then pausing"
+		case s.Paused:
+			// Pause now was pressed: the job is being stopped.
+			return "Pausing"
 		}
 		return "Working"
 	case studio.StatePaused:
@@ -74,13 +81,20 @@ func Headline(s studio.Snapshot) string {
 	return string(s.State)
 }
 
+// The controls' words, the same in the window and the tray.
+const (
+	ActionPauseNow  = "Pause now"
+	ActionResume    = "Resume"
+	ActionFinishJob = "Finish current job, then pause"
+)
+
 // PauseLabel is the label of the tray's pause item and the big button: it
-// names what a click does.
+// names what a click does (Pause now, or Resume).
 func PauseLabel(s studio.Snapshot) string {
 	if s.Paused {
-		return "Resume"
+		return ActionResume
 	}
-	return "Pause"
+	return ActionPauseNow
 }
 
 // jobTitle is "llm job, model smollm2" in words.

@@ -70,6 +70,7 @@ func (b *fakeBackend) Calls() []string {
 }
 
 func (b *fakeBackend) Pause()             { b.record("Pause") }
+func (b *fakeBackend) PauseNow()          { b.record("PauseNow") }
 func (b *fakeBackend) Resume()            { b.record("Resume") }
 func (b *fakeBackend) PauseAfterCurrent() { b.record("PauseAfterCurrent") }
 func (b *fakeBackend) Logout() error      { b.record("Logout"); return nil }

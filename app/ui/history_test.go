@@ -200,3 +200,70 @@ func TestETAFromTheJobsOwnPace(t *testing.T) {
 		t.Errorf("elapsed line %q", got)
 	}
 }
+
+func TestEveryStateThatIsNotWorkingSaysWhy(t *testing.T) {
+	now := time.Date(2026, 12, 1, 14, 30, 0, 0, time.Local)
+	since := time.Date(2026, 12, 1, 14, 2, 0, 0, time.Local)
+	idle := idleSnap()
+	budget := idleSnap()
+	budget.IdleReason = "last offer needed 40 GB, your budget is 12 GB"
+	noEngine := idleSnap()
+	noEngine.Kinds = nil
+	noEngine.IdleReason = "no engine is ready, so the studio has nothing to offer"
+	paused := idleSnap()
+	paused.State, paused.Paused = studio.StatePaused, true
+	stopping := workingSnap(now)
+	stopping.Paused = true
+	cases := []struct {
+		name     string
+		s        studio.Snapshot
+		headline string
+		want     string
+	}{
+		{"registering offline", studio.Snapshot{State: studio.StateRegistering, Registration: studio.Registration{State: "none",
+			Problem: "the studio could not be reached: dial tcp: connection refused", NextTry: now.Add(25 * time.Second)}},
+			"Registering", "Cannot reach the studio to register: the studio could not be reached: dial tcp: connection refused. Next try in 25 s."},
+		{"waiting for approval", studio.Snapshot{State: studio.StateWaitingApproval, Registration: studio.Registration{State: "pending"}},
+			"Waiting for approval", "Waiting since 14:02 for the studio's operator to approve this computer."},
+		{"rejected", studio.Snapshot{State: studio.StateRejected, Registration: studio.Registration{State: "rejected", Reason: "unknown donor"}},
+			"Not approved", "The studio turned this computer down: unknown donor. Press Try again below to send a new request."},
+		{"unreachable", studio.Snapshot{State: studio.StateConnecting, Session: studio.SessionRetrying, IdleReason: "studio unreachable, retrying in 8 s"},
+			"Connecting", "Studio unreachable, retrying in 8 s."},
+		{"paused", paused, "Paused", "Paused by you since 14:02. No new jobs are taken until you press Resume."},
+		{"pause now mid-job", stopping, "Pausing", "Stopping the current job because you pressed Pause now; it goes back to the studio for another computer. No new jobs are taken until you press Resume."},
+		{"nothing offered", idle, "Idle", "Nothing offered since 14:02: no jobs for your models yet."},
+		{"over budget", budget, "Idle", "Nothing offered since 14:02: last offer needed 40 GB, your budget is 12 GB. Raise the graphics memory budget on the Settings page if this computer has the memory."},
+		{"no engine", noEngine, "Idle", "No engine is ready, so the studio has nothing to offer this computer. The notice above says what is missing; the Logs page has the details."},
+	}
+	for _, c := range cases {
+		if got := Headline(c.s); got != c.headline {
+			t.Errorf("%s: headline %q, want %q", c.name, got, c.headline)
+		}
+		if got := reasonLine(c.s, since, now); got != c.want {
+			t.Errorf("%s:\n got %q\nwant %q", c.name, got, c.want)
+		}
+	}
+	// Pause now mid-job: the tray no longer says working.
+	if look, tip := TrayLook(stopping); look != "paused" || !strings.HasPrefix(tip, "Studio Worker: pausing") {
+		t.Errorf("tray while stopping: %s %q", look, tip)
+	}
+}
+
+func TestRegistrationTroubleReachesTheLoginPanel(t *testing.T) {
+	s := studio.Snapshot{State: studio.StateRegistering, StudioURL: "http://127.0.0.1:1/",
+		Registration: studio.Registration{State: "none", Problem: "the studio could not be reached: connection refused", NextTry: time.Date(2026, 12, 1, 14, 5, 30, 0, time.Local)}}
+	h := newHarness(t, s)
+	msg := h.main.Status.login.message.Text
+	if !strings.Contains(msg, "connection refused") || !strings.Contains(msg, "Next try at 14:05:30") || strings.Contains(msg, "Sending a request") {
+		t.Errorf("login message %q", msg)
+	}
+}
+
+func TestPauseNowInTheWindowAndTheTray(t *testing.T) {
+	h := newHarness(t, workingSnap(time.Now()))
+	test.Tap(h.button(ActionPauseNow))
+	test.Tap(h.button(ActionFinishJob))
+	if got := h.backend.Calls(); strings.Join(got, ",") != "PauseNow,PauseAfterCurrent" {
+		t.Fatalf("calls %v", got)
+	}
+}

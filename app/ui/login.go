@@ -115,7 +115,11 @@ func (l *LoginPanel) Render(s studio.Snapshot) {
 		step = StepPending
 		l.sawPending = true
 		l.card.SetTitle("Waiting for approval")
-		l.message.SetText("Your request reached " + url + ". Ask the studio's operator to approve it, giving them the request id below. This page updates by itself once they have.")
+		msg := "Your request reached " + url + ". Ask the studio's operator to approve it, giving them the request id below. This page updates by itself once they have."
+		if reg.Problem != "" {
+			msg += "\n" + registrationTrouble(reg, "checking the approval")
+		}
+		l.message.SetText(msg)
 		if reg.RequestID != "" {
 			if l.requestID.Text != reg.RequestID {
 				l.copyBtn.SetText(stepCopyLabel)
@@ -126,7 +130,11 @@ func (l *LoginPanel) Render(s studio.Snapshot) {
 	case s.State == studio.StateRegistering || (reg.State == "none" && s.State == studio.StateStarting):
 		step = StepSending
 		l.card.SetTitle("Sign in to the studio")
-		l.message.SetText("Sending a request to register this computer with " + url + "…")
+		if reg.Problem != "" {
+			l.message.SetText(registrationTrouble(reg, "asking "+url+" to register this computer"))
+		} else {
+			l.message.SetText("Sending a request to register this computer with " + url + "…")
+		}
 	case reg.State == "approved" && l.sawPending && l.dismissed != reg.WorkerID:
 		step = StepApproved
 		l.card.SetTitle("Approved")
@@ -139,4 +147,15 @@ func (l *LoginPanel) Render(s studio.Snapshot) {
 	} else {
 		l.card.Show()
 	}
+}
+
+// registrationTrouble says why a registration try failed and when the
+// next one comes: "Could not go on asking …: the studio could not be
+// reached: … Next try at 14:05:30."
+func registrationTrouble(reg studio.Registration, doing string) string {
+	msg := "Could not go on " + doing + ": " + reg.Problem + "."
+	if !reg.NextTry.IsZero() {
+		msg += " Next try at " + reg.NextTry.Local().Format("15:04:05") + "."
+	}
+	return msg + " Check this computer's network connection and the studio address on the Settings page."
 }

@@ -31,6 +31,7 @@ func idleSnap() studio.Snapshot {
 		Session:      studio.SessionConnected,
 		Registration: studio.Registration{State: "approved", WorkerID: "wk_42"},
 		IdleReason:   "no jobs for your models yet",
+		Kinds:        []engine.TaskKind{engine.KindLLM},
 		VRAM:         studio.VRAM{Known: true, TotalBytes: 8 * gib, FreeBytes: 7 * gib, BudgetGB: 6},
 		StudioURL:    "http://127.0.0.1:8080/",
 		Version:      "9.8.7",
@@ -56,8 +57,8 @@ func TestStatusPageRendersSnapshot(t *testing.T) {
 	if got := st.headline.Text; got != "Idle" {
 		t.Errorf("headline %q, want Idle", got)
 	}
-	if got := st.reason.Text; got != "No jobs for your models yet." {
-		t.Errorf("idle reason %q", got)
+	if got, want := st.reason.Text, "Nothing offered since "+st.since.Format("15:04")+": no jobs for your models yet."; got != want {
+		t.Errorf("idle reason %q, want %q", got, want)
 	}
 	if st.jobCard.Visible() {
 		t.Error("no job is running, but the job card shows")
@@ -131,19 +132,19 @@ func TestStatusUnknownVRAMAndRetrying(t *testing.T) {
 func TestStartPauseCallsWorker(t *testing.T) {
 	h := newHarness(t, idleSnap())
 	btn := h.main.Status.startStop
-	if btn.Text != "Pause" {
-		t.Fatalf("running worker: button %q, want Pause", btn.Text)
+	if btn.Text != "Pause now" {
+		t.Fatalf("running worker: button %q, want Pause now", btn.Text)
 	}
 	test.Tap(btn)
 	paused := idleSnap()
 	paused.Paused, paused.State, paused.IdleReason = true, studio.StatePaused, "paused"
 	h.main.Render(paused)
-	if btn.Text != "Start" {
-		t.Fatalf("paused worker: button %q, want Start", btn.Text)
+	if btn.Text != "Resume" {
+		t.Fatalf("paused worker: button %q, want Resume", btn.Text)
 	}
 	test.Tap(btn)
-	if got := h.backend.Calls(); !slices.Equal(got, []string{"Pause", "Resume"}) {
-		t.Errorf("calls %v, want [Pause Resume]", got)
+	if got := h.backend.Calls(); !slices.Equal(got, []string{"PauseNow", "Resume"}) {
+		t.Errorf("calls %v, want [PauseNow Resume]", got)
 	}
 }
 
@@ -180,7 +181,7 @@ func TestFollowDrawsPublishedSnapshots(t *testing.T) {
 			break
 		}
 	}
-	if got := h.main.Status.startStop.Text; got != "Start" {
+	if got := h.main.Status.startStop.Text; got != "Resume" {
 		t.Errorf("after a published pause the button says %q", got)
 	}
 }
@@ -554,12 +555,12 @@ func TestTrayLook(t *testing.T) {
 		tip     string
 		pauseAs string
 	}{
-		{idleSnap(), assets.TrayIdle, "Studio Worker: idle (no jobs for your models yet)", "Pause"},
-		{workingSnap(time.Now()), assets.TrayWorking, "Studio Worker: working (text job, model tiny-llama)", "Pause"},
+		{idleSnap(), assets.TrayIdle, "Studio Worker: idle (no jobs for your models yet)", "Pause now"},
+		{workingSnap(time.Now()), assets.TrayWorking, "Studio Worker: working (text job, model tiny-llama)", "Pause now"},
 		{studio.Snapshot{State: studio.StatePaused, Paused: true, IdleReason: "paused"}, assets.TrayPaused, "Studio Worker: paused", "Resume"},
-		{studio.Snapshot{State: studio.StateStopped, IdleReason: "the studio revoked this worker"}, assets.TrayError, "Studio Worker: stopped (the studio revoked this worker)", "Pause"},
-		{studio.Snapshot{State: studio.StateConnecting, IdleReason: "studio unreachable, retrying in 8 s"}, assets.TrayDisconnected, "Studio Worker: connecting (studio unreachable, retrying in 8 s)", "Pause"},
-		{studio.Snapshot{State: studio.StateWaitingApproval, IdleReason: "waiting for approval"}, assets.TrayDisconnected, "Studio Worker: waiting for approval", "Pause"},
+		{studio.Snapshot{State: studio.StateStopped, IdleReason: "the studio revoked this worker"}, assets.TrayError, "Studio Worker: stopped (the studio revoked this worker)", "Pause now"},
+		{studio.Snapshot{State: studio.StateConnecting, IdleReason: "studio unreachable, retrying in 8 s"}, assets.TrayDisconnected, "Studio Worker: connecting (studio unreachable, retrying in 8 s)", "Pause now"},
+		{studio.Snapshot{State: studio.StateWaitingApproval, IdleReason: "waiting for approval"}, assets.TrayDisconnected, "Studio Worker: waiting for approval", "Pause now"},
 	}
 	for _, c := range cases {
 		state, tip := TrayLook(c.snap)

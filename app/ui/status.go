@@ -53,6 +53,10 @@ type StatusPage struct {
 
 	// eta* are the running job's own pace in its current phase: where
 	// progress stood when this phase was first seen.
+	// since is when the state shown (sinceKey) began, as this window saw.
+	sinceKey string
+	since    time.Time
+
 	etaKey  string
 	etaAt   time.Time
 	etaDone int64
@@ -72,9 +76,9 @@ func newStatusPage(d *Deps, parent fyne.Window) *StatusPage {
 	p.reason = widget.NewLabel("")
 	p.reason.Wrapping = fyne.TextWrapWord
 
-	p.startStop = widget.NewButtonWithIcon("Pause", theme.MediaPauseIcon(), p.toggle)
+	p.startStop = widget.NewButtonWithIcon(ActionPauseNow, theme.MediaPauseIcon(), p.toggle)
 	p.startStop.Importance = widget.HighImportance
-	p.after = widget.NewButton("Finish current job, then pause", func() { p.deps.Backend.PauseAfterCurrent() })
+	p.after = widget.NewButton(ActionFinishJob, func() { p.deps.Backend.PauseAfterCurrent() })
 	p.afterNote = widget.NewLabel("")
 	p.afterNote.Hide()
 
@@ -126,7 +130,7 @@ func (p *StatusPage) toggle() {
 	if p.last.Paused {
 		p.deps.Backend.Resume()
 	} else {
-		p.deps.Backend.Pause()
+		p.deps.Backend.PauseNow()
 	}
 }
 
@@ -140,13 +144,16 @@ func (p *StatusPage) Render(s studio.Snapshot) {
 		p.icon.Refresh()
 	}
 	p.headline.SetText(Headline(s))
-	p.reason.SetText(reasonLine(s))
+	now := p.now()
+	if key := sinceKey(s); key != p.sinceKey {
+		p.sinceKey, p.since = key, now
+	}
+	p.reason.SetText(reasonLine(s, p.since, now))
 
+	p.startStop.SetText(PauseLabel(s))
 	if s.Paused {
-		p.startStop.SetText("Start")
 		p.startStop.SetIcon(theme.MediaPlayIcon())
 	} else {
-		p.startStop.SetText("Pause")
 		p.startStop.SetIcon(theme.MediaPauseIcon())
 	}
 	switch {
@@ -228,17 +235,65 @@ func eta(done, total, done0 int64, spent time.Duration) (time.Duration, bool) {
 	return time.Duration(float64(total-done) / rate * float64(time.Second)), true
 }
 
-// reasonLine is the one line under the headline: why the worker is idle,
-// or what it waits for.
-func reasonLine(s studio.Snapshot) string {
+// sinceKey names the state the reason line's "since" follows.
+func sinceKey(s studio.Snapshot) string {
+	return fmt.Sprintf("%s/%t/%s", s.State, s.Paused, s.Registration.State)
+}
+
+// reasonLine is the one line under the headline: for every state that is
+// not working, why, since when, and what the donor can do. since is when
+// this state began.
+func reasonLine(s studio.Snapshot, since, now time.Time) string {
+	at := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		if y, m, d := t.Date(); y == now.Year() && m == now.Month() && d == now.Day() {
+			return t.Local().Format("15:04")
+		}
+		return t.Local().Format("Jan 2 15:04")
+	}
+	reg := s.Registration
 	switch {
+	case s.State == studio.StateWorking && s.Paused && !s.PauseAfterJob:
+		return "Stopping the current job because you pressed " + ActionPauseNow + "; it goes back to the studio for another computer. No new jobs are taken until you press " + ActionResume + "."
 	case s.State == studio.StateWorking:
 		if s.Current != nil {
 			return titleCase(jobTitle(*s.Current)) + "."
 		}
 		return ""
 	case s.State == studio.StatePaused:
-		return "No new jobs are taken until you press Start."
+		return "Paused by you since " + at(since) + ". No new jobs are taken until you press " + ActionResume + "."
+	case s.State == studio.StateRegistering && reg.Problem != "":
+		line := "Cannot reach the studio to register: " + reg.Problem + "."
+		if !reg.NextTry.IsZero() {
+			line += fmt.Sprintf(" Next try in %d s.", max(0, int(reg.NextTry.Sub(now).Round(time.Second)/time.Second)))
+		}
+		return line
+	case s.State == studio.StateWaitingApproval:
+		line := "Waiting since " + at(since) + " for the studio's operator to approve this computer."
+		if reg.Problem != "" {
+			line += " The last check failed: " + reg.Problem + "."
+		}
+		return line
+	case s.State == studio.StateRejected:
+		r := "The studio turned this computer down"
+		if reg.Reason != "" {
+			r += ": " + reg.Reason
+		}
+		return r + ". Press Try again below to send a new request."
+	case s.State == studio.StateIdle && len(s.Kinds) == 0:
+		return "No engine is ready, so the studio has nothing to offer this computer. The notice above says what is missing; the Logs page has the details."
+	case s.State == studio.StateIdle:
+		why := s.IdleReason
+		if why == "" {
+			why = "waiting for the next job"
+		}
+		line := "Nothing offered since " + at(since) + ": " + why + "."
+		if strings.HasPrefix(why, "last offer needed ") {
+			line += " Raise the graphics memory budget on the Settings page if this computer has the memory."
+		}
+		return line
 	case s.IdleReason != "" && !strings.EqualFold(s.IdleReason, Headline(s)):
 		return titleCase(s.IdleReason) + "."
 	}

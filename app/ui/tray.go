@@ -18,9 +18,9 @@ type TrayHost interface {
 // Tray menu labels.
 const (
 	TrayOpen         = "Open Studio Worker"
-	TrayFinishJob    = "Finish current job, then pause"
+	TrayFinishJob    = ActionFinishJob
 	TrayQuit         = "Quit"
-	trayPauseDefault = "Pause"
+	trayPauseDefault = ActionPauseNow
 )
 
 // Tray is the tray icon and its menu, drawn from worker snapshots like the
@@ -68,7 +68,7 @@ func (t *Tray) togglePause() {
 	if t.backend.Snapshot().Paused {
 		t.backend.Resume()
 	} else {
-		t.backend.Pause()
+		t.backend.PauseNow()
 	}
 }
 

@@ -39,7 +39,7 @@ func TestTrayFollowsStateAndPauses(t *testing.T) {
 		}
 		return out
 	}
-	if got := labels(); !slices.Equal(got, []string{TrayOpen, "Pause", TrayFinishJob, TrayQuit}) {
+	if got := labels(); !slices.Equal(got, []string{TrayOpen, "Pause now", TrayFinishJob, TrayQuit}) {
 		t.Fatalf("menu %q", got)
 	}
 	if !tr.quit.IsQuit {
@@ -63,7 +63,7 @@ func TestTrayFollowsStateAndPauses(t *testing.T) {
 	}
 	tr.pause.Action()
 	tr.quit.Action()
-	if got := b.Calls(); !slices.Equal(got, []string{"Pause", "Resume"}) {
+	if got := b.Calls(); !slices.Equal(got, []string{"PauseNow", "Resume"}) {
 		t.Errorf("calls %v", got)
 	}
 	if opened != 1 || quit != 1 {

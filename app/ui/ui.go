@@ -28,6 +28,9 @@ type Backend interface {
 	// cancel ends the subscription.
 	Subscribe() (<-chan studio.Snapshot, func())
 	Pause()
+	// PauseNow pauses and stops the running job at once (it is failed as
+	// retryable and offered to another computer) and lets the engines go.
+	PauseNow()
 	Resume()
 	PauseAfterCurrent()
 	// Logout forgets the credentials; the worker then registers afresh.
