@@ -140,7 +140,8 @@ ok "tarball: per-user install.sh, version, menu entry, uninstall keeping setting
 # stand-in built from packaging/windows/bcryptprimitives.c goes into this
 # throw-away prefix's system32 (test-only; the installer never has it).
 check_wine_program() {
-  local exe="$inst/studio-worker.exe" exe_w="$inst_w\\studio-worker.exe" out rc
+  local exe="$inst/studio-worker.exe" out rc
+  phase "the installed Windows program under Wine"
   x86_64-w64-mingw32-gcc -shared -O2 -o "$work/bcryptprimitives.dll" packaging/windows/bcryptprimitives.c -ladvapi32
   cp "$work/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll"
   out="$(cd "$work" && timeout 120 "$WINE" "$exe" version --verbose 2>&1 | tr -d '\r')" || fail "studio-worker.exe version --verbose under Wine failed: $out"
@@ -211,6 +212,7 @@ check_wine_program() {
 # screenshot is left in $work/wine-window.png (docs/screenshots/ has a copy).
 check_wine_window() {
   local d xvfb_pid gui_pid wid="" n=0 log="$work/wine-gui.log"
+  phase "the Windows desktop window under Wine on Xvfb"
   for tool in Xvfb xdotool import; do
     command -v "$tool" >/dev/null || fail "the Wine window check needs $tool (scripts/deps.sh installs it)"
   done
@@ -323,6 +325,7 @@ ok "installed CPU runtime loads under Wine with one ggml: $(grep -E '^  device' 
 check_wine_program
 check_wine_window
 
+phase "Windows installer: over a running program, Vulkan, uninstall"
 # Installing over a running Studio Worker must stop, not half-replace it:
 # a stand-in program runs as studio-worker.exe while the installer runs.
 # It writes a marker once running, so the check waits for that, not a guess.
