@@ -158,9 +158,19 @@ check_wine_program() {
 
   local demo="$work/wine-demo" demo_w
   mkdir -p "$demo"; demo_w="$(winepath -w "$demo" 2>/dev/null | tr -d '\r')"
-  rc=0; out="$(cd "$work" && timeout 600 "$WINE" "$exe" demo --jobs 2 --dir "$demo_w" 2>&1 | tr -d '\r')" || rc=$?
-  [ "$rc" = 0 ] && grep -q '^demo: 2 of 2 jobs done' <<<"$out" || fail "studio-worker.exe demo under Wine (exit $rc): $out"
-  ok "studio-worker.exe demo under Wine: $(grep -c '^job .*tokens/s)$' <<<"$out") chat jobs through the installed DLLs ($(grep -o '[0-9.]* tokens/s' <<<"$out" | head -1))"
+  # Image jobs too where this program's demo has them (one: about 13 s
+  # under Wine); then at least one must come back as an image file.
+  local demo_args=(--jobs 2) images=0 help
+  help="$(cd "$work" && "$WINE" "$exe" help 2>&1 | tr -d '\r')" || true
+  grep -q -- '--image-jobs' <<<"$help" && { demo_args+=(--image-jobs 1); images=1; }
+  rc=0; out="$(cd "$work" && timeout 600 "$WINE" "$exe" demo "${demo_args[@]}" --dir "$demo_w" 2>&1 | tr -d '\r')" || rc=$?
+  [ "$rc" = 0 ] && grep -Eq '^demo: ([0-9]+) of \1 jobs done' <<<"$out" || fail "studio-worker.exe demo under Wine (exit $rc): $out"
+  [ "$(grep -c '^job .*tokens/s)$' <<<"$out")" = 2 ] || fail "studio-worker.exe demo under Wine did not answer 2 chat jobs: $out"
+  if [ "$images" = 1 ]; then
+    grep -Eq '^image job [0-9/]+ .* -> .*\.(png|webp) \([1-9][0-9]* bytes\)$' <<<"$out" ||
+      fail "studio-worker.exe demo under Wine made no image through the installed stable-diffusion.cpp DLL: $out"
+  fi
+  ok "studio-worker.exe demo under Wine: $(grep -c '^job .*tokens/s)$' <<<"$out") chat jobs through the installed DLLs ($(grep -o '[0-9.]* tokens/s' <<<"$out" | head -1))$([ "$images" = 1 ] && echo ", $(grep -c '^image job .* bytes)$' <<<"$out") image job(s) through libstable-diffusion.dll")"
 
   # run: the installed program registers with a Linux dev studio and
   # completes a chat job it is sent, on the demo's generated model.
@@ -286,8 +296,10 @@ echo 'studio_url = "https://studio.minis.gg/"' >"$lad/studio-worker/settings.tom
 echo 'kept' >"$ad/studio-worker/note.txt"
 echo 'weights' >"$up/models/tiny/model.gguf"
 
-same_tree() { # installed lib vs staged runtime: same names, same bytes
-  diff <(cd "$1" && find . -type f -exec sha256sum {} + | sort -k2) <(cd "$2" && find . -type f -exec sha256sum {} + | sort -k2) >/dev/null
+same_tree() { # installed lib vs staged runtime and sd DLL: same names, same bytes
+  local have="$1"; shift
+  diff <(cd "$have" && find . -type f -exec sha256sum {} + | sort -k2) \
+    <(for d in "$@"; do (cd "$d" && find . -type f -exec sha256sum {} +); done | sort -k2) >/dev/null
 }
 run_dllcheck() {
   mkdir -p "$work/dllcheck"
@@ -300,7 +312,7 @@ run_dllcheck() {
 for f in studio-worker.exe studio-worker.ico uninstall.exe lib/llama.dll lib/ggml.dll lib/ggml-base.dll lib/libstable-diffusion.dll; do
   [ -f "$inst/$f" ] || fail "silent install: no $inst/$f"
 done
-same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64" || fail "silent install: lib\\ differs from the staged CPU runtime"
+same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64" "$dist/.work/windows/sd" || fail "silent install: lib\\ differs from the staged CPU runtime"
 cmp -s "$inst/studio-worker.exe" "$dist/.work/windows-bin/studio-worker.exe" 2>/dev/null || [ ! -f "$dist/.work/windows-bin/studio-worker.exe" ] ||
   fail "silent install: studio-worker.exe differs from the one built"
 ok "silent install (/S): program, icon, uninstaller, CPU runtime byte-equal to the staged one in $inst_w"
@@ -353,7 +365,7 @@ kill "$sleeper" 2>/dev/null || true; wineserver -k 2>/dev/null || true; wineserv
 ok "installing over a running Studio Worker stops with exit code 2 and leaves it alone"
 
 "$WINE" "$setup" /S /RUNTIME=vulkan /AUTOSTART; wineserver -w
-same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64-vulkan" || fail "/RUNTIME=vulkan: lib\\ is not exactly the Vulkan runtime"
+same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64-vulkan" "$dist/.work/windows/sd" || fail "/RUNTIME=vulkan: lib\\ is not exactly the Vulkan runtime"
 "$WINE" reg query "$runkey" /v "Studio Worker" 2>/dev/null | tr -d '\r' | grep -qi 'studio-worker.exe' || fail "/AUTOSTART did not set HKCU Run"
 run_dllcheck
 ok "reinstall with /RUNTIME=vulkan /AUTOSTART: lib\\ replaced by the Vulkan runtime (loads, one ggml), HKCU Run set"

@@ -31,9 +31,9 @@ rm -rf "$work"
 mkdir -p "$work/rt"
 
 # stable-diffusion.cpp (image jobs): one CPU DLL, checked against its sha256
-# pinned in runtimes.json (sd-win-x64), installed in lib\ beside whichever
-# llama.cpp runtime the donor picks. It must import only Windows' own DLLs:
-# nothing else is installed for it.
+# pinned in runtimes.json (sd-win-x64), staged in $work/sd and installed in
+# lib\ beside whichever llama.cpp runtime the donor picks. It must import
+# only Windows' own DLLs: nothing else is installed for it.
 sdroot="${SD_RUNTIME_ROOT:-$root/runtime/sd}"
 "$root/packaging/install-sd-runtime.sh" sd-win-x64 "$sdroot" >/dev/null
 sddll="$sdroot/win-x64/libstable-diffusion.dll"
@@ -45,11 +45,12 @@ for dll in ${sdimports#*: }; do
   esac
 done
 
-defs=()
+mkdir -p "$work/sd"
+cp "$sddll" "$work/sd/"
+defs=("-DSD_DLL=$work/sd/libstable-diffusion.dll")
 for v in $variants; do
   "$root/packaging/fetch-runtime.sh" "$v" "$rtroot" >/dev/null
   "$pkgtool" stage -manifest "$root/packaging/runtimes.json" -variant "$v" -src "$rtroot/$v" -out "$work/rt/$v" >/dev/null
-  cp "$sddll" "$work/rt/$v/"
   case "$v" in
     win-x64) defs+=("-DRT_CPU=$work/rt/$v") ;;
     win-x64-vulkan) defs+=("-DRT_VULKAN=$work/rt/$v") ;;

@@ -5,15 +5,15 @@
 ; optional start at login (HKCU Run, the same value the app's own setting
 ; writes) and an uninstaller listed in Apps & features (HKCU).
 ;
-; The llama.cpp runtime and stable-diffusion.cpp's DLL (staged into each
-; runtime folder by build.sh) go into lib\ beside the program, where the app
-; looks for them. One llama.cpp runtime at a time: CPU (default), Vulkan or CUDA.
+; The llama.cpp runtime and stable-diffusion.cpp's DLL go into lib\ beside
+; the program, where the app looks for them. One llama.cpp runtime at a
+; time: CPU (default), Vulkan or CUDA.
 ; Silent installs choose with /RUNTIME=cpu|vulkan|cuda and /AUTOSTART.
 ;
 ; Settings (%LOCALAPPDATA%\studio-worker, %APPDATA%\studio-worker) and models
 ; are the donor's: neither the installer nor the uninstaller touches them.
 ;
-; Defines from build.sh: VERSION, VIVERSION (a.b.c.d), EXE, ICON, OUTFILE, RT_CPU, and RT_VULKAN /
+; Defines from build.sh: VERSION, VIVERSION (a.b.c.d), EXE, ICON, OUTFILE, SD_DLL, RT_CPU, and RT_VULKAN /
 ; RT_CUDA when those runtimes are included (folders of staged runtime files).
 
 Unicode true
@@ -88,6 +88,10 @@ Section "-${APPNAME}" SecApp
   ; A runtime from an earlier install (maybe another variant) goes first,
   ; so that lib\ never mixes two builds.
   RMDir /r "$INSTDIR\lib"
+  ; stable-diffusion.cpp (image jobs) works with every llama.cpp runtime.
+  SetOutPath "$INSTDIR\lib"
+  File "/oname=libstable-diffusion.dll" "${SD_DLL}"
+  SetOutPath "$INSTDIR"
   File "/oname=studio-worker.exe" "${EXE}"
   File "/oname=studio-worker.ico" "${ICON}"
   WriteUninstaller "$INSTDIR\uninstall.exe"
