@@ -15,11 +15,12 @@
 //     as the integer slot at its position, not declared as a float.
 //   - System V x86-64 (Linux) and Apple arm64 (macOS), purego's own
 //     compileCallback: at most one result, an integer, bool or pointer; no
-//     string, slice, map, chan, func, interface or complex argument. Only
-//     arguments passed in registers are accepted here (at most 6 integer and
-//     8 float arguments on System V, 8 and 8 on arm64): Apple arm64 packs
-//     stack arguments by their natural size, which purego reads as 8-byte
-//     slots.
+//     string, slice, map, chan, func, interface or complex argument. Check
+//     is stricter than purego here: it accepts only arguments passed in
+//     registers (at most 6 integer and 8 float arguments on System V, 8 and
+//     8 on arm64), which keeps clear of the stack-argument rules that differ
+//     between the ABIs (Apple arm64 packs stack arguments by their natural
+//     size).
 //
 // A C caller that expects no result ignores the result register, and a C
 // callee may ignore trailing arguments under all three conventions (the
