@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/engine/gguf"
 )
 
 // EnvBenchModel names a single-file SD model (role `model`) for the image
-// benchmark; no registry serves one, so it is the runner's to provide.
+// benchmark; without it the benchmark uses the generated tiny SDXS-shaped
+// model (engine/gguf).
 const EnvBenchModel = "STUDIO_WORKER_SD_MODEL"
 
 // BenchmarkImageJobVsBareGenerate compares a whole warm engine job (request
@@ -20,8 +22,14 @@ const EnvBenchModel = "STUDIO_WORKER_SD_MODEL"
 // engine adds nothing).
 func BenchmarkImageJobVsBareGenerate(b *testing.B) {
 	path, model := os.Getenv(EnvLib), os.Getenv(EnvBenchModel)
-	if path == "" || model == "" {
-		b.Skip("needs STUDIO_WORKER_SD_LIB (sd.cpp " + PinnedVersion + ") and " + EnvBenchModel + " (a single-file SD model)")
+	if path == "" {
+		b.Skip("needs STUDIO_WORKER_SD_LIB (sd.cpp " + PinnedVersion + "; make runtime)")
+	}
+	if model == "" {
+		var err error
+		if model, err = gguf.EnsureSDXS(gguf.TinySDXS()); err != nil {
+			b.Fatal(err)
+		}
 	}
 	e := New(Config{LibPath: path, Threads: 1, Log: slog.New(slog.DiscardHandler)})
 	if e.LoadError() != nil {
