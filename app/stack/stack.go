@@ -274,6 +274,10 @@ func New(opts Options) (_ *Stack, err error) {
 			// A GPU runtime that failed its check in a child process, or a
 			// GPU this runtime cannot use.
 			st.Notices = append(st.Notices, st.Llama.Hello().Notices...)
+			// ggml sees exactly the GPUs llama.cpp offloads to, so the
+			// child is the first source of GPU memory facts while it runs
+			// (then nvidia-smi, sysfs).
+			engine.RegisterProber("ggml", st.Llama.Devices)
 		}
 		st.Image = hosted.Client(hosted.SD, hosted.Options{Exe: opts.EngineExe, LibPath: cur.SDLibPath, Threads: cur.Threads, Log: st.Log, KeepAlive: keep})
 		if err := st.Image.LoadError(); err != nil {

@@ -22,6 +22,9 @@ type (
 	residentBytes interface{ ResidentBytes() uint64 }
 	residentModel interface{ ResidentModel() string }
 	threadSetter  interface{ SetThreads(int) }
+	deviceLister  interface {
+		Devices() ([]engine.GPUDevice, error)
+	}
 )
 
 // ChildMain is the body of `studio-worker engine-host <name>`: it serves
@@ -116,6 +119,20 @@ func Serve(in io.Reader, out io.Writer, build Builder) error {
 				} else {
 					s.send(header{T: msgReleased, ID: id}, nil)
 				}
+			}(f.h.ID)
+		case msgDevices:
+			go func(id uint64) {
+				dl, ok := s.eng.(deviceLister)
+				if !ok {
+					s.send(header{T: msgError, ID: id, Err: &wireError{Msg: "this engine lists no devices"}}, nil)
+					return
+				}
+				devs, err := dl.Devices()
+				if err != nil {
+					s.send(header{T: msgError, ID: id, Err: encodeError(err)}, nil)
+					return
+				}
+				s.send(header{T: msgDevices, ID: id, Devices: devs}, nil)
 			}(f.h.ID)
 		case msgThreads:
 			if ts, ok := s.eng.(threadSetter); ok {

@@ -236,6 +236,38 @@ func (c *Client) SetThreads(n int) {
 	}
 }
 
+// Devices asks the running child for the GPUs its library sees, with
+// their total and free memory now: an engine.DeviceProber for the parent's
+// GPU probe, which no longer loads a native library itself. It starts no
+// child; without one it says so, and the probe asks its other sources.
+func (c *Client) Devices() ([]engine.GPUDevice, error) {
+	c.mu.Lock()
+	ch := c.ch
+	c.mu.Unlock()
+	if ch == nil {
+		return nil, fmt.Errorf("%s is not running", c.cfg.What)
+	}
+	id, replies := ch.wait()
+	defer ch.unwait(id)
+	if err := ch.send(header{T: msgDevices, ID: id}, nil); err != nil {
+		return nil, fmt.Errorf("%s did not take the question: %w", c.cfg.What, err)
+	}
+	limit := min(c.cfg.Limits.Reply, 5*time.Second)
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case f := <-replies:
+		if f.h.T == msgError && f.h.Err != nil {
+			return nil, f.h.Err.decode()
+		}
+		return f.h.Devices, nil
+	case <-ch.done:
+		return nil, fmt.Errorf("%s ended before it listed its devices", c.cfg.What)
+	case <-t.C:
+		return nil, fmt.Errorf("%s did not list its devices within %s", c.cfg.What, limit)
+	}
+}
+
 // errStopped is a run ended by Stop (pause now, shutdown), not by a crash.
 var errStopped = errors.New("was stopped")
 

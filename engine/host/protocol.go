@@ -46,6 +46,7 @@ const (
 	msgCancel   = "cancel"   // parent -> child: ID of the run to cancel
 	msgRelease  = "release"  // parent -> child: ID; answered by released
 	msgThreads  = "threads"  // parent -> child: Threads for the next jobs
+	msgDevices  = "devices"  // parent -> child: ID; answered in kind with Devices, or error
 	msgProgress = "progress" // child -> parent: ID, Progress
 	msgResult   = "result"   // child -> parent: ID, Result; body = bytes or JSON
 	msgError    = "error"    // child -> parent: ID, Err
@@ -108,17 +109,18 @@ type logRecord struct {
 
 // header is every frame's JSON part; which fields are set depends on T.
 type header struct {
-	T        string           `json:"t"`
-	ID       uint64           `json:"id,omitempty"`
-	Init     *Init            `json:"init,omitempty"`
-	Hello    *Hello           `json:"hello,omitempty"`
-	Job      *engine.Job      `json:"job,omitempty"`
-	Progress *engine.Progress `json:"progress,omitempty"`
-	Result   *resultHead      `json:"result,omitempty"`
-	Err      *wireError       `json:"err,omitempty"`
-	Stats    *Stats           `json:"stats,omitempty"`
-	Log      *logRecord       `json:"log,omitempty"`
-	Threads  int              `json:"threads,omitempty"`
+	T        string             `json:"t"`
+	ID       uint64             `json:"id,omitempty"`
+	Init     *Init              `json:"init,omitempty"`
+	Hello    *Hello             `json:"hello,omitempty"`
+	Job      *engine.Job        `json:"job,omitempty"`
+	Progress *engine.Progress   `json:"progress,omitempty"`
+	Result   *resultHead        `json:"result,omitempty"`
+	Err      *wireError         `json:"err,omitempty"`
+	Stats    *Stats             `json:"stats,omitempty"`
+	Log      *logRecord         `json:"log,omitempty"`
+	Threads  int                `json:"threads,omitempty"`
+	Devices  []engine.GPUDevice `json:"devices,omitempty"`
 }
 
 // frame is one decoded frame.

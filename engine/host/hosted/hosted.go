@@ -35,7 +35,7 @@ const ChildEnv = "STUDIO_WORKER_ENGINE_HOST"
 func Builders() map[string]host.Builder {
 	return map[string]host.Builder{
 		Llama: func(in host.Init, log *slog.Logger) (engine.Engine, host.Hello) {
-			e := llama.New(llama.Config{LibDir: in.LibPath, Threads: in.Threads, Log: log})
+			e := llamaEngine{llama.New(llama.Config{LibDir: in.LibPath, Threads: in.Threads, Log: log})}
 			h := host.Hello{Kinds: e.Kinds()}
 			if err := e.LibError(); err != nil {
 				h.LoadError = err.Error()
@@ -63,6 +63,13 @@ func Builders() map[string]host.Builder {
 		},
 	}
 }
+
+// llamaEngine is the llama.cpp engine as a child serves it: it also lists
+// the GPUs ggml sees, for the parent's GPU probe.
+type llamaEngine struct{ *llama.Engine }
+
+// Devices lists the GPUs the loaded ggml backends see (llama.Devices).
+func (llamaEngine) Devices() ([]engine.GPUDevice, error) { return llama.Devices() }
 
 // RunChildIfAsked serves the engine named by ChildEnv and exits, when that
 // variable is set; otherwise it returns at once. A test binary calls it

@@ -186,3 +186,19 @@ func TestStopReturnsTheModelsMemory(t *testing.T) {
 		t.Errorf("held after Stop: %+v", got)
 	}
 }
+
+// TestDevicesFromTheChild: the parent's GPU probe asks the llama.cpp child
+// which GPUs ggml sees (none with this CPU runtime), and gets an error,
+// not an empty answer, when no child runs.
+func TestDevicesFromTheChild(t *testing.T) {
+	c := llamaClient(t)
+	devs, err := c.Devices()
+	if err != nil {
+		t.Fatalf("devices: %v", err)
+	}
+	t.Logf("ggml in the child sees %d GPU(s)", len(devs))
+	c.Stop()
+	if _, err := c.Devices(); err == nil || !strings.Contains(err.Error(), "is not running") {
+		t.Errorf("without a child: %v", err)
+	}
+}
