@@ -50,6 +50,13 @@ type Settings struct {
 	// HistoryDays is how many days of finished jobs the job history keeps:
 	// 0 is DefaultHistoryDays.
 	HistoryDays int `toml:"history_days"`
+	// Desktop notifications, each off by default: a job failed; the
+	// studio turned this computer down or removed it; an engine crashed;
+	// the studio has been unreachable for UnreachableNotifyAfter.
+	NotifyJobFailed     bool `toml:"notify_job_failed"`
+	NotifyStudioRefused bool `toml:"notify_studio_refused"`
+	NotifyEngineCrashed bool `toml:"notify_engine_crashed"`
+	NotifyUnreachable   bool `toml:"notify_unreachable"`
 }
 
 // DefaultHistoryDays is how long the job history keeps a finished job.

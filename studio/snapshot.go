@@ -65,8 +65,11 @@ type JobInfo struct {
 	Finished   time.Time // zero while running
 	Outcome    string    // "running", "done", "failed", "lost"
 	Error      string    // in words a donor understands
-	Stats      engine.Stats
-	Ext        string
+	// EngineCrashed says the engine's process died or hung on this job
+	// (an engine.CrashError) or the engine panicked.
+	EngineCrashed bool
+	Stats         engine.Stats
+	Ext           string
 	// Prompt is the task's prompt (the last chat message for text), cut
 	// to PromptChars runes, for the history's detail pane.
 	Prompt string

@@ -630,6 +630,12 @@ func (w *Worker) runAccepted(jr *jobRun) {
 	start := w.clock.Now()
 	res, err := w.safeRun(jr.ctx, job, w.progressFunc(jr))
 	if err != nil {
+		var crash *engine.CrashError
+		if errors.As(err, &crash) || errors.Is(err, errEnginePanic) {
+			w.mu.Lock()
+			jr.info.EngineCrashed = true
+			w.mu.Unlock()
+		}
 		switch {
 		case jr.shutdown.Load():
 			err = errors.New(msgShutdownFail)
@@ -651,13 +657,16 @@ func (w *Worker) runAccepted(jr *jobRun) {
 	}
 }
 
+// errEnginePanic is the failure of a job whose engine panicked.
+var errEnginePanic = errors.New("the engine crashed")
+
 // safeRun turns an engine panic into a retryable failure (§5.1) instead of
 // taking the whole worker down.
 func (w *Worker) safeRun(ctx context.Context, job engine.Job, p engine.ProgressFunc) (res engine.Result, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			w.log.Error(fmt.Sprintf("engine crashed on job %s: %v", job.ID, r), "op", "job", "job", job.ID, "model", job.Model)
-			res, err = engine.Result{}, fmt.Errorf("the engine crashed: %v", r)
+			res, err = engine.Result{}, fmt.Errorf("%w: %v", errEnginePanic, r)
 		}
 	}()
 	return w.runner.Run(ctx, job, p)

@@ -511,11 +511,14 @@ func TestWorkerFailureRetryableRules(t *testing.T) {
 		panicWith any
 		retryable bool
 		text      string
+		crashed   bool
 	}{
 		{name: "cannot serve", err: fmt.Errorf("routing: %w", &engine.CannotServeError{Engine: "llama-cpp", Kind: engine.KindLLM}), retryable: false, text: "cannot serve llm tasks"},
 		{name: "cannot serve by words", err: errors.New("whisper engine cannot serve audio_tts tasks"), retryable: false, text: "cannot serve"},
 		{name: "generic", err: errors.New("download failed: sha256 mismatch"), retryable: true, text: "sha256 mismatch"},
-		{name: "panic", panicWith: "index out of range", retryable: true, text: "the engine crashed: index out of range"},
+		{name: "panic", panicWith: "index out of range", retryable: true, text: "the engine crashed: index out of range", crashed: true},
+		{name: "child crashed", err: fmt.Errorf("run: %w", &engine.CrashError{What: "the text engine", Model: "m", Phase: engine.PhaseGenerate, Exit: "signal: killed"}),
+			retryable: true, text: "the text engine crashed while generating with model m (signal: killed)", crashed: true},
 		// Issue 10 item 14: a signed URL's query string and user info never
 		// leave the worker, in the fail frame or on the Jobs page.
 		{name: "signed URL", err: fmt.Errorf(`could not reach the model server: Get "https://u:PASS-SECRET@models.example/x.gguf?X-Amz-Signature=SIG-SECRET&X-Amz-Credential=CRED-SECRET": EOF`),
@@ -540,7 +543,7 @@ func TestWorkerFailureRetryableRules(t *testing.T) {
 			waitIdle(t, h.w)
 			snap := h.w.Snapshot()
 			if snap.Counters.Failed != 1 || snap.Recent[0].Outcome != OutcomeFailed || !strings.Contains(snap.Recent[0].Error, tc.text) ||
-				strings.Contains(snap.Recent[0].Error, "SECRET") {
+				strings.Contains(snap.Recent[0].Error, "SECRET") || snap.Recent[0].EngineCrashed != tc.crashed {
 				t.Errorf("snapshot %+v", snap.Recent)
 			}
 		})

@@ -9,6 +9,7 @@ import (
 	"fyne.io/fyne/v2/test"
 
 	"github.com/minisgg/studio-worker/app/history"
+	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
 )
 
@@ -265,5 +266,72 @@ func TestPauseNowInTheWindowAndTheTray(t *testing.T) {
 	test.Tap(h.button(ActionFinishJob))
 	if got := h.backend.Calls(); strings.Join(got, ",") != "PauseNow,PauseAfterCurrent" {
 		t.Fatalf("calls %v", got)
+	}
+}
+
+func TestNotificationsOnlyWhenSwitchedOn(t *testing.T) {
+	var sent []string
+	cfg := settings.Settings{}
+	n := NewNotifier(func(x *fyne.Notification) { sent = append(sent, x.Title+": "+x.Content) }, func() settings.Settings { return cfg })
+	now := time.Date(2026, 12, 1, 14, 0, 0, 0, time.Local)
+	n.now = func() time.Time { return now }
+
+	old := studio.JobInfo{ID: "old", Outcome: studio.OutcomeFailed, Error: "before start"}
+	s := idleSnap()
+	s.Recent = []studio.JobInfo{old}
+	n.Observe(s) // jobs finished before the first look never notify
+	failed := studio.JobInfo{ID: "f1", Kind: "llm", Model: "tiny", Outcome: studio.OutcomeFailed, Error: "the model file failed its checksum"}
+	crashed := studio.JobInfo{ID: "c1", Kind: "llm", Model: "tiny", Outcome: studio.OutcomeFailed, EngineCrashed: true, Error: "the text engine crashed while generating with model tiny (signal: killed)"}
+	rejected := studio.Snapshot{State: studio.StateRejected, Registration: studio.Registration{State: "rejected", Reason: "unknown donor"}}
+	down := studio.Snapshot{State: studio.StateConnecting, Session: studio.SessionRetrying}
+	run := func() {
+		s := idleSnap()
+		s.Recent = []studio.JobInfo{failed, old}
+		n.Observe(s)
+		s.Recent = []studio.JobInfo{crashed, failed, old}
+		n.Observe(s)
+		n.Observe(rejected)
+		n.Observe(rejected) // once per event
+		n.Observe(down)
+		now = now.Add(UnreachableNotifyAfter + time.Second)
+		n.Observe(down)
+		now = now.Add(time.Minute)
+		n.Observe(down)
+		n.Observe(idleSnap())
+	}
+	run()
+	if len(sent) != 0 {
+		t.Fatalf("notifications sent with every switch off: %q", sent)
+	}
+
+	cfg = settings.Settings{NotifyJobFailed: true, NotifyStudioRefused: true, NotifyEngineCrashed: true, NotifyUnreachable: true}
+	failed.ID, crashed.ID = "f2", "c2"
+	run()
+	want := []string{
+		"A job failed: Text job, model tiny: the model file failed its checksum.",
+		"An engine crashed: The text engine crashed while generating with model tiny (signal: killed). The job goes back to the studio; Studio Worker carries on.",
+		"The studio turned this computer down: The studio said: unknown donor. Open Studio Worker to ask again.",
+		"Cannot reach the studio: Studio Worker has not reached the studio since 14:11. It keeps trying; check this computer's network connection.",
+	}
+	if strings.Join(sent, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("sent:\n%s\nwant:\n%s", strings.Join(sent, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestNotificationSwitchesAreSaved(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	h.main.Show(PageSettings)
+	p := h.main.Settings
+	for _, c := range p.notify {
+		if c.Checked {
+			t.Fatalf("%q is on by default", c.Text)
+		}
+	}
+	test.Tap(p.notify[0])
+	test.Tap(p.notify[3])
+	test.Tap(h.button("Save"))
+	got := h.settings.cur
+	if !got.NotifyJobFailed || got.NotifyStudioRefused || got.NotifyEngineCrashed || !got.NotifyUnreachable {
+		t.Fatalf("saved %+v", got)
 	}
 }

@@ -49,9 +49,12 @@ type SettingsPage struct {
 	threadsErr *widget.Label
 	login      *widget.Check
 	minimised  *widget.Check
-	save       *widget.Button
-	revert     *widget.Button
-	result     *widget.Label
+	// notify are the notification switches: job failed, studio refused,
+	// engine crashed, studio unreachable.
+	notify [4]*widget.Check
+	save   *widget.Button
+	revert *widget.Button
+	result *widget.Label
 
 	workerID *widget.Label
 	about    *widget.Label
@@ -102,6 +105,10 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 
 	p.login = widget.NewCheck("Start Studio Worker when I log in", nil)
 	p.minimised = widget.NewCheck("Start minimised to the tray", nil)
+	for i, label := range []string{"A job failed", "The studio turned this computer down or removed it",
+		"An engine crashed", "The studio cannot be reached for more than 10 minutes"} {
+		p.notify[i] = widget.NewCheck(label, nil)
+	}
 
 	p.save = widget.NewButtonWithIcon("Save", theme.DocumentSaveIcon(), p.Save)
 	p.save.Importance = widget.HighImportance
@@ -127,6 +134,8 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 		widget.NewLabelWithStyle(cores, fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
 		p.threads, p.threadsErr,
 		p.login, p.minimised,
+		widget.NewLabelWithStyle("Notify me when", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
+		p.notify[0], p.notify[1], p.notify[2], p.notify[3],
 		container.NewHBox(p.save, p.revert),
 		p.result,
 		widget.NewSeparator(),
@@ -167,6 +176,9 @@ func (p *SettingsPage) Load() {
 	p.threads.SetText(strconv.Itoa(s.Threads))
 	p.login.SetChecked(s.StartAtLogin)
 	p.minimised.SetChecked(s.StartMinimised)
+	for i, on := range []bool{s.NotifyJobFailed, s.NotifyStudioRefused, s.NotifyEngineCrashed, s.NotifyUnreachable} {
+		p.notify[i].SetChecked(on)
+	}
 	p.clearErrors()
 	p.result.SetText("")
 }
@@ -286,6 +298,8 @@ func (p *SettingsPage) Form() (settings.Settings, error) {
 	s.Threads = n
 	s.StartAtLogin = p.login.Checked
 	s.StartMinimised = p.minimised.Checked
+	s.NotifyJobFailed, s.NotifyStudioRefused = p.notify[0].Checked, p.notify[1].Checked
+	s.NotifyEngineCrashed, s.NotifyUnreachable = p.notify[2].Checked, p.notify[3].Checked
 	return s, nil
 }
 

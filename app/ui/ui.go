@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"time"
 
+	"fyne.io/fyne/v2"
+
 	"github.com/minisgg/studio-worker/app/history"
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/logging"
@@ -93,6 +95,9 @@ type Deps struct {
 	// memory ("" = none or unknown); optional. It must not wait for a
 	// running job.
 	ResidentModel func() string
+	// Notify sends a desktop notification; nil means the app's
+	// SendNotification (tests pass a recorder).
+	Notify func(*fyne.Notification)
 	// Log receives the window's own messages (a failed save, a delete).
 	Log *slog.Logger
 	// Async runs slow work (disk listing) off the UI goroutine; nil means

@@ -32,6 +32,8 @@ type Main struct {
 	Models   *ModelsPage
 	Settings *SettingsPage
 
+	notifier *Notifier
+
 	tabs    *container.AppTabs
 	notices *fyne.Container
 	root    fyne.CanvasObject
@@ -49,6 +51,7 @@ func NewMain(d Deps, w fyne.Window) *Main {
 	m.Logs = newLogsPage(d.Logs)
 	m.Models = newModelsPage(m.deps, w)
 	m.Settings = newSettingsPage(m.deps, w)
+	m.notifier = NewNotifier(d.Notify, d.Settings.Current)
 	m.tabs = container.NewAppTabs(
 		container.NewTabItemWithIcon(PageStatus, theme.HomeIcon(), m.Status.Content()),
 		container.NewTabItemWithIcon(PageJobs, theme.ListIcon(), m.Jobs.Content()),
@@ -122,6 +125,7 @@ func (m *Main) Render(s studio.Snapshot) {
 	m.Jobs.Render(s)
 	m.Models.Render(s)
 	m.Settings.Render(s)
+	m.notifier.Observe(s)
 	if m.rendered != nil {
 		m.rendered(s)
 	}
