@@ -5,7 +5,7 @@
 #   app/testdata/gui-check.sh [BIN]       (BIN defaults to bin/studio-worker)
 #
 # It checks that the tray item is registered on the bus, that its menu's
-# Pause / Resume changes the worker's state as the studio sees it, that demo
+# Pause now / Resume changes the worker's state as the studio sees it, that demo
 # jobs run, that a second launch hands over to the first and exits 0, that
 # Quit stops the app cleanly, and that a tray host started 3 s after the app
 # gets the icon (closing the window then hides it). It writes a screenshot of every page to
@@ -195,7 +195,7 @@ PY
 window_visible() { xdotool search --onlyvisible --name '^Studio Worker$' | grep -q .; }
 window_hidden() { ! window_visible; }
 
-for label in "Open Studio Worker" "Pause" "Finish current job, then pause" "Quit"; do
+for label in "Open Studio Worker" "Pause now" "Finish current job, then pause" "Quit"; do
 	has_item "$label" || fail "tray menu lacks \"$label\": $(menu_layout)"
 done
 tooltip() {
@@ -215,7 +215,7 @@ else
 fi
 
 step "pausing from the tray"
-click "Pause"
+click "Pause now"
 # The studio learns of it from the next heartbeat (autoEnabled=false).
 wait_for 60 "the studio to see the worker paused" worker_is paused true
 wait_for 10 "the menu to offer Resume" has_item "Resume"
@@ -226,13 +226,13 @@ echo "$PAUSED_TOOLTIP" | grep -q "paused" || fail "tooltip does not say paused: 
 if [[ "$SHOTS" == 1 ]]; then
 	mkdir -p "$OUT"
 	click "Resume"
-	wait_for 10 "the menu to offer Pause" has_item "Pause"
+	wait_for 10 "the menu to offer Pause now" has_item "Pause now"
 	shot Status status.png
 	shot Jobs jobs.png
 	shot Logs logs.png
 	shot Models models.png
 	shot Settings settings.png
-	click "Pause"
+	click "Pause now"
 	wait_for 10 "the menu to offer Resume" has_item "Resume"
 	shot Status status-paused.png
 else
