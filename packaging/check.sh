@@ -173,11 +173,17 @@ check_wine_program() {
   ok "studio-worker.exe demo under Wine: $(grep -c '^job .*tokens/s)$' <<<"$out") chat jobs through the installed DLLs ($(grep -o '[0-9.]* tokens/s' <<<"$out" | head -1))$([ "$images" = 1 ] && echo ", $(grep -c '^image job .* bytes)$' <<<"$out") image job(s) through libstable-diffusion.dll")"
 
   # run: the installed program registers with a Linux dev studio and
-  # completes a chat job it is sent, on the demo's generated model.
-  local model studio_log="$work/devstudio.log" url="" wid="" jid="" state="" t
-  model="$(find "$demo" -name '*.gguf' -type f | head -1)"
-  [ -n "$model" ] || fail "the Wine demo left no model in $demo"
-  mkdir -p "$work/devmodels"; cp "$model" "$work/devmodels/"
+  # completes the jobs it is sent, on the models the demo generated: a chat
+  # job, and an image job where the demo made images.
+  local llm sdxs="" studio_log="$work/devstudio.log" url="" t
+  llm="$(find "$demo" -path '*/studio/models/*' -name 'tiny-llama-*.gguf' -type f | head -1)"
+  [ -n "$llm" ] || fail "the Wine demo left no tiny-llama model in $demo"
+  mkdir -p "$work/devmodels"; cp "$llm" "$work/devmodels/"
+  if [ "$images" = 1 ]; then
+    sdxs="$(find "$demo" -path '*/studio/models/*' -name 'tiny-sdxs-*.gguf' -type f | head -1)"
+    [ -n "$sdxs" ] || fail "the Wine demo made images but left no tiny-sdxs model in $demo"
+    cp "$sdxs" "$work/devmodels/"
+  fi
   "$dist/.work/linux-bin/studio-worker" devstudio --addr 127.0.0.1:0 --data "$work/devstudio" \
     --models "$work/devmodels" --auto-approve >"$studio_log" 2>&1 &
   local studio_pid=$!
@@ -193,27 +199,39 @@ check_wine_program() {
     { curl -fsS "${url}dev/workers" | grep -q '"connected":true'; } && break; sleep 0.2
   done
   curl -fsS "${url}dev/workers" | grep -q '"connected":true' || { stop_run; fail "studio-worker.exe run did not register and connect: $(tail -5 "$work/wine-run.log")"; }
-  local sha size name
-  name="$(basename "$model")"; sha="$(sha256sum "$model" | cut -d' ' -f1)"; size="$(stat -c %s "$model")"
-  jid="$(curl -fsS -X POST "${url}dev/jobs" -H 'Content-Type: application/json' -d '{
-    "task": {"kind": "llm", "messages": [{"role": "user", "content": "Name a moon of Saturn."}], "maxTokens": 16},
-    "model": "wine-check", "vramGbEstimate": 0.1, "gameId": "package-check", "assetName": "wine-run",
-    "modelSource": {"engine": "llama-cpp", "files": [{"role": "model", "url": "'"${url}dev/models/$name"'",
-      "filename": "'"$name"'", "approxBytes": '"$size"', "sha256": "'"$sha"'"}]}}' |
-    grep -o '"jobId":"[^"]*"' | cut -d'"' -f4)" || true
-  [ -n "$jid" ] || { stop_run; fail "the dev studio did not take the check's job"; }
+  # run_job ENGINE MODELFILE TASKJSON: posts a job on a model in devmodels,
+  # waits for it to end, and fails the check unless it is done.
+  run_job() {
+    local engine="$1" model="$2" task="$3" name sha size jid="" state="" out t0=$SECONDS
+    name="$(basename "$model")"; sha="$(sha256sum "$model" | cut -d' ' -f1)"; size="$(stat -c %s "$model")"
+    jid="$(curl -fsS -X POST "${url}dev/jobs" -H 'Content-Type: application/json' -d '{
+      "task": '"$task"', "model": "wine-'"$engine"'", "vramGbEstimate": 0.2, "gameId": "package-check", "assetName": "wine-run",
+      "modelSource": {"engine": "'"$engine"'", "files": [{"role": "model", "url": "'"${url}dev/models/$name"'",
+        "filename": "'"$name"'", "approxBytes": '"$size"', "sha256": "'"$sha"'"}]}}' |
+      grep -o '"jobId":"[^"]*"' | cut -d'"' -f4)" || true
+    [ -n "$jid" ] || { stop_run; fail "the dev studio did not take the check's $engine job"; }
+    while [ $((SECONDS - t0)) -lt 300 ]; do
+      state="$(curl -fsS "${url}dev/jobs/$jid" | grep -o '"state":"[a-z]*"' | cut -d'"' -f4)" || true
+      case "$state" in done|failed) break ;; esac
+      sleep 0.5
+    done
+    out="$(curl -fsS "${url}dev/jobs/$jid")" || true
+    [ "$state" = done ] || { stop_run; fail "studio-worker.exe run did not complete the $engine job (state '$state'): $out; worker log: $(tail -5 "$work/wine-run.log")"; }
+    done_jobs+=("$engine job in $((SECONDS - t0)) s")
+  }
+  local done_jobs=()
   t=$SECONDS
-  while [ $((SECONDS - t)) -lt 300 ]; do
-    state="$(curl -fsS "${url}dev/jobs/$jid" | grep -o '"state":"[a-z]*"' | cut -d'"' -f4)" || true
-    case "$state" in done|failed) break ;; esac
-    sleep 0.5
-  done
-  out="$(curl -fsS "${url}dev/jobs/$jid")" || true
+  run_job llama-cpp "$work/devmodels/$(basename "$llm")" \
+    '{"kind": "llm", "messages": [{"role": "user", "content": "Name a moon of Saturn."}], "maxTokens": 16}'
+  if [ -n "$sdxs" ]; then
+    run_job sd-cpp "$work/devmodels/$(basename "$sdxs")" \
+      '{"kind": "image", "prompt": "a lighthouse at dusk", "width": 64, "height": 64, "steps": 1, "seed": 7, "ext": "png"}'
+    [ -n "$(find "$work/devstudio" -name '*.png' -size +100c)" ] || { stop_run; fail "the image job is done but the dev studio stored no PNG"; }
+  fi
   stop_run
-  [ "$state" = done ] || fail "studio-worker.exe run did not complete the job (state '$state'): $out; worker log: $(tail -5 "$work/wine-run.log")"
   local kids
   kids="$(grep -o 'the [a-z]* engine started (process [0-9]*)' "$work/wine-run.log" | paste -sd, -)" || true
-  ok "installed studio-worker.exe run under Wine registered with a Linux dev studio on loopback and completed chat job $jid in $((SECONDS - t)) s${kids:+ ($kids)}"
+  ok "installed studio-worker.exe run under Wine registered with a Linux dev studio on loopback and completed: $(IFS=,; echo "${done_jobs[*]}")${kids:+ ($kids)}"
 }
 
 # The desktop app's window under Wine on Xvfb: Fyne's GLFW over WGL, which
