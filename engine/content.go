@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -272,4 +273,34 @@ func checkContentNamed(path, name string, eng EngineName, role FileRole) error {
 		}
 	}
 	return nil
+}
+
+// sniffPeek is how many first bytes of a download are looked at before the
+// rest is fetched.
+const sniffPeek = 16
+
+// sniffAs refuses the first bytes of a download of f when they cannot start
+// a model file of its engine and role (a *JobError, as CheckModelContent's).
+func sniffAs(head []byte, f ModelFile, eng EngineName) error {
+	want := modelFormats(eng, f.Role, f.Filename)
+	if len(want) == 0 {
+		return nil
+	}
+	got := SniffFormat(head)
+	for _, w := range want {
+		if got == w || (w == FormatSafetensors && got == "" && len(head) < 9) {
+			return nil
+		}
+	}
+	// A safetensors header is only recognised by its first 9 bytes with a
+	// length that fits; anything else is judged on the whole file later.
+	if got == "" && slices.Contains(want, FormatSafetensors) && len(head) >= 9 && head[8] == '{' {
+		return nil
+	}
+	names := make([]string, len(want))
+	for i, w := range want {
+		names[i] = string(w)
+	}
+	return &JobError{Field: f.Filename, Reason: fmt.Sprintf("the model server sent %s, not a %s model file; the model link may need a sign-in or be wrong",
+		DescribeContent(head), strings.Join(names, " or "))}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,7 +138,7 @@ func TestEnsureRefusesAWebPageAsAModel(t *testing.T) {
 	src := ModelSource{Engine: EngineLlamaCpp, Files: []ModelFile{{Role: RoleModel, URL: page + "/model.gguf?sig=s3cret", Filename: "model.gguf"}}}
 	_, err := st.EnsureSource(context.Background(), "m", src, nil)
 	var je *JobError
-	if !errors.As(err, &je) || IsRetryable(err) || je.Field != "modelSource.files[0]" || !strings.Contains(err.Error(), "model.gguf: the file is a web page") {
+	if !errors.As(err, &je) || IsRetryable(err) || je.Field != "modelSource.files[0]" || !strings.Contains(err.Error(), "model.gguf: the model server sent a web page") {
 		t.Fatalf("got %v (retryable %t), want a not-retryable JobError about a web page", err, IsRetryable(err))
 	}
 	dir, _ := st.ModelDir("m")
@@ -354,4 +355,26 @@ func TestEnsureErrorsCarryNoURLSecrets(t *testing.T) {
 	if strings.Contains(logs.String(), "SECRET") {
 		t.Errorf("a secret reached the log:\n%s", logs.String())
 	}
+}
+
+// TestEnsureRefusesAWebPageAtItsFirstBytes: a page that would go on for
+// ever (here: it stalls after its first line) is refused on its first bytes,
+// without waiting for the rest or resuming.
+func TestEnsureRefusesAWebPageAtItsFirstBytes(t *testing.T) {
+	var requests atomic.Int32
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Type", "text/html")
+		w.Write([]byte("<!DOCTYPE html>\n<html><head><title>Sign in</title>"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	st := newTestStore(t, StoreOptions{IdleTimeout: time.Minute})
+	_, err := st.Ensure(context.Background(), "m", []ModelFile{{Role: RoleModel, URL: srv.URL + "/m.gguf", Filename: "m.gguf"}}, nil)
+	var je *JobError
+	if !errors.As(err, &je) || IsRetryable(err) || !strings.Contains(err.Error(), "web page") || requests.Load() != 1 {
+		t.Fatalf("got %v after %d requests", err, requests.Load())
+	}
+	dir, _ := st.ModelDir("m")
+	mustNotExist(t, filepath.Join(dir, "m.gguf"+partSuffix))
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -1207,6 +1208,20 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 			return fmt.Errorf("%w; the partial download was deleted", err)
 		}
 	}
+	// A fresh download whose first bytes are not a model (a sign-in page
+	// answered with 200) is refused at once, not after all of it arrived.
+	var body io.Reader = touchReader{resp.Body, watch}
+	if offset == 0 {
+		br := bufio.NewReaderSize(body, 64<<10)
+		if head, _ := br.Peek(sniffPeek); len(head) == sniffPeek {
+			if err := sniffAs(head, f, eng); err != nil {
+				os.Remove(part)
+				log.Warn("the model server sent something that is not a model file; download refused", "why", err.Error())
+				return err
+			}
+		}
+		body = br
+	}
 	h := sha256.New()
 	if offset > 0 {
 		// The hash covers the whole file, so the prefix already on disk goes
@@ -1245,7 +1260,7 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 		}
 		return s.checkSpace(final, f, need, fmt.Sprintf("%s more are still to come", FormatGB(need)))
 	}
-	written, copyErr := copyHashed(w, touchReader{resp.Body, watch}, h, offset, progressTotal, report, func(off, n int64) { startWriteback(fh, off, n) }, guard)
+	written, copyErr := copyHashed(w, body, h, offset, progressTotal, report, func(off, n int64) { startWriteback(fh, off, n) }, guard)
 	watch.stop()
 	var syncErr error
 	if !asyncDurable {

@@ -47,6 +47,7 @@ func streamRandom(t *testing.T, n int, announce int64, sent *atomic.Int64) strin
 		for i := range buf {
 			buf[i] = byte(rng.Uint32())
 		}
+		copy(buf, "GGUF") // starts like a model, so only the space stops it
 		for left := n; left > 0; {
 			k := min(left, len(buf))
 			m, err := w.Write(buf[:k])
