@@ -292,6 +292,10 @@ WINESERVER="$(command -v wineserver || true)"
 wineserver() { "$WINESERVER" "$@"; }
 winepath() { "$WINE" winepath "$@"; }
 export WINEPREFIX="$work/wineprefix" WINEDEBUG=-all WINEARCH=win64
+# Wine hands the Linux environment to Windows programs: the Makefile's
+# STUDIO_WORKER_*_LIB (source-tree Linux runtimes) would point the installed
+# program away from its own lib\ folder, which is what this check is about.
+unset STUDIO_WORKER_SD_LIB STUDIO_WORKER_LLAMA_LIB
 # No Mono/Gecko prompts, and no Linux menu entries made for Windows shortcuts.
 export WINEDLLOVERRIDES="mscoree=d;mshtml=d;winemenubuilder.exe=d"
 mkdir -p "$WINEPREFIX"
