@@ -203,8 +203,8 @@ func (s Settings) Validate(detectedVRAMGB float64) error {
 	if err := ValidateModelsDir(s.ModelsDir); err != nil {
 		return err
 	}
-	if n := runtime.NumCPU(); s.Threads < 0 || s.Threads > n {
-		return &FieldError{FieldThreads, fmt.Sprintf("must be between 0 (automatic) and %d, the number of CPU cores", n)}
+	if err := ValidateThreads(s.Threads); err != nil {
+		return err
 	}
 	if s.EngineKeepAliveMinutes < -1 || s.EngineKeepAliveMinutes > 24*60 {
 		return &FieldError{FieldKeepAlive, "must be between -1 (never let go) and 1440 minutes (0 is the default, 5)"}
@@ -224,6 +224,14 @@ func (s Settings) Validate(detectedVRAMGB float64) error {
 		if fi, err := os.Stat(s.SDLibPath); err != nil || fi.IsDir() {
 			return &FieldError{FieldSDLibPath, fmt.Sprintf("%q is not a file", s.SDLibPath)}
 		}
+	}
+	return nil
+}
+
+// ValidateThreads accepts 0 (automatic) up to the number of CPU cores.
+func ValidateThreads(n int) error {
+	if cores := runtime.NumCPU(); n < 0 || n > cores {
+		return &FieldError{FieldThreads, fmt.Sprintf("must be between 0 (automatic) and %d, the number of CPU cores", cores)}
 	}
 	return nil
 }

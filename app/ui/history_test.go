@@ -335,3 +335,36 @@ func TestNotificationSwitchesAreSaved(t *testing.T) {
 		t.Fatalf("saved %+v", got)
 	}
 }
+
+func TestEveryInvalidSettingIsMarkedAtOnce(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	h.main.Show(PageSettings)
+	sp := h.main.Settings
+	sp.url.SetText("not an address")
+	sp.threads.SetText("abc")
+	sp.dir.SetText("relative/models")
+	test.Tap(sp.save)
+	if len(h.settings.saved) != 0 {
+		t.Fatal("saved with three invalid fields")
+	}
+	for field, want := range map[string]string{
+		settings.FieldStudioURL: "https://", settings.FieldThreads: "whole number", settings.FieldModelsDir: "full path",
+	} {
+		if got := sp.FieldError(field); !strings.Contains(got, want) {
+			t.Errorf("%s: %q, want it to mention %q", field, got, want)
+		}
+	}
+	if sp.result.Text != "Not saved: fix the 3 fields marked above." {
+		t.Errorf("result %q", sp.result.Text)
+	}
+	// Editing a field clears "Not saved".
+	test.Type(sp.threads, "1")
+	if sp.result.Text != "" {
+		t.Errorf("result after an edit %q", sp.result.Text)
+	}
+	// Too many threads is flagged while typing, as Save would refuse it.
+	sp.threads.SetText("9999")
+	if err := sp.threads.Validate(); err == nil || !strings.Contains(err.Error(), "number of CPU cores") {
+		t.Errorf("threads 9999: %v", err)
+	}
+}

@@ -98,7 +98,14 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 
 	p.threads = widget.NewEntry()
 	p.threads.Validator = func(s string) error {
-		_, err := parseThreads(s)
+		n, err := parseThreads(s)
+		if err == nil {
+			// The same bound Save applies, so no check mark shows for a
+			// value that would then be refused.
+			if err = settings.ValidateThreads(n); err != nil {
+				err = errors.New(reasonOf(err))
+			}
+		}
 		return err
 	}
 	p.threadsErr = errLabel()
@@ -148,13 +155,20 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 	)
 	p.content = container.NewVScroll(form)
 	// An error next to a field goes once the donor edits that field.
-	p.url.OnChanged = func(string) { hideErr(p.urlErr) }
-	p.dir.OnChanged = func(string) { hideErr(p.dirErr) }
-	p.threads.OnChanged = func(string) { hideErr(p.threadsErr) }
+	p.url.OnChanged = func(string) { hideErr(p.urlErr); p.staleResult() }
+	p.dir.OnChanged = func(string) { hideErr(p.dirErr); p.staleResult() }
+	p.threads.OnChanged = func(string) { hideErr(p.threadsErr); p.staleResult() }
 
 	p.configureBudget()
 	p.Load()
 	return p
+}
+
+// staleResult clears "Not saved" once the donor edits the form again.
+func (p *SettingsPage) staleResult() {
+	if strings.HasPrefix(p.result.Text, "Not saved") {
+		p.result.SetText("")
+	}
 }
 
 func hideErr(l *widget.Label) {
@@ -308,13 +322,16 @@ func (p *SettingsPage) Form() (settings.Settings, error) {
 func (p *SettingsPage) Save() {
 	p.clearErrors()
 	p.result.SetText("")
-	s, err := p.Form()
-	if err == nil {
-		err = s.Validate(p.detectedGB())
-	}
-	if err != nil {
-		p.showFieldError(err)
-		p.result.SetText("Not saved: fix the field marked above.")
+	s, problems := p.check()
+	if len(problems) > 0 {
+		for _, err := range problems {
+			p.showFieldError(err)
+		}
+		if len(problems) == 1 {
+			p.result.SetText("Not saved: fix the field marked above.")
+		} else {
+			p.result.SetText(fmt.Sprintf("Not saved: fix the %d fields marked above.", len(problems)))
+		}
 		return
 	}
 	note, err := p.deps.Settings.Save(s)
@@ -330,6 +347,70 @@ func (p *SettingsPage) Save() {
 		msg = "Saved. " + note
 	}
 	p.result.SetText(msg)
+}
+
+// check reads the form and finds every field that cannot be saved, each
+// with its own reason, in the order of the page: settings.Validate stops
+// at the first, so each field it refuses is set back to its saved value
+// and the rest checked again.
+func (p *SettingsPage) check() (settings.Settings, []error) {
+	var problems []error
+	s, err := p.Form()
+	saved := p.deps.Settings.Current()
+	if err != nil {
+		problems = append(problems, err)
+		s.Threads = saved.Threads
+	}
+	probe := s
+	seen := map[string]bool{}
+	for range 16 {
+		err := probe.Validate(p.detectedGB())
+		if err == nil {
+			break
+		}
+		var fe *settings.FieldError
+		if !errors.As(err, &fe) || seen[fe.Field] {
+			problems = append(problems, err)
+			break
+		}
+		seen[fe.Field] = true
+		problems = append(problems, err)
+		if !resetField(&probe, saved, fe.Field) {
+			break
+		}
+	}
+	return s, problems
+}
+
+// resetField sets field of s back to its value in saved; false when the
+// field is not one it knows.
+func resetField(s *settings.Settings, saved settings.Settings, field string) bool {
+	switch field {
+	case settings.FieldStudioURL:
+		s.StudioURL = saved.StudioURL
+		if settings.ValidateStudioURL(s.StudioURL) != nil {
+			s.StudioURL = settings.DefaultStudioURL
+		}
+	case settings.FieldVRAMBudgetGB:
+		s.VRAMBudgetGB = budgetMinGB
+	case settings.FieldModelsDir:
+		s.ModelsDir = os.TempDir()
+	case settings.FieldThreads:
+		s.Threads = 0
+	case settings.FieldKeepAlive:
+		s.EngineKeepAliveMinutes = 0
+	case settings.FieldDiskReserve:
+		s.DiskReserveGB = 0
+	case settings.FieldHistoryDays:
+		s.HistoryDays = 0
+	case settings.FieldLlamaLibDir:
+		s.LlamaLibDir = ""
+	case settings.FieldSDLibPath:
+		s.SDLibPath = ""
+	default:
+		return false
+	}
+	return true
 }
 
 func (p *SettingsPage) clearErrors() {
