@@ -329,6 +329,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	base := settings.ExpandHome(*dirFlag)
+	tempDir := false
 	if base == "" {
 		tmp, err := os.MkdirTemp("", "studio-worker-demo-*")
 		if err != nil {
@@ -336,6 +337,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		}
 		defer os.RemoveAll(tmp)
 		base = tmp
+		tempDir = true
 	}
 	if err := stack.UsableDir(base); err != nil {
 		return fail(fmt.Errorf("cannot use the folder %s: %v", base, err))
@@ -388,6 +390,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	total := len(queued.IDs)
 	if *imageJobs > 0 {
 		n, ran, err := demoImages(st, *imageJobs, runDone, stdout)
+		if ran > 0 && tempDir {
+			fmt.Fprintln(stdout, "demo: the images go with the demo's temporary folder when it ends; --dir DIR keeps them")
+		}
 		if err != nil {
 			return fail(err)
 		}
