@@ -20,6 +20,7 @@ import (
 
 	"github.com/adrg/xdg"
 
+	"github.com/minisgg/studio-worker/app/api"
 	"github.com/minisgg/studio-worker/app/stack"
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/host"
@@ -37,10 +38,18 @@ usage:
   studio-worker                      start the desktop app
   studio-worker run [--studio URL] [--config DIR]
                                      run the worker without a window
+  studio-worker status [--config DIR] one line on what the running app is doing
+  studio-worker pause [--now] [--config DIR]
+                                     the running app takes no more studio jobs
+                                     after the current one (--now: it stops
+                                     that one too and frees all engine memory)
+  studio-worker resume [--config DIR]
+                                     the running app takes studio jobs again
   studio-worker register [--reset] [--config DIR]
                                      say whether this computer is registered
                                      (--reset: forget its credentials, so the
-                                     next run registers it again)
+                                     running app, or the next run, registers
+                                     it again)
   studio-worker devstudio [--addr HOST:PORT] [--data DIR] [--models DIR] [--auto-approve]
                                      run a local studio (tests, demos, self-hosting)
   studio-worker demo [--jobs N] [--image-jobs N] [--dir DIR]
@@ -66,6 +75,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "register":
 		return cmdRegister(args[1:], stdout, stderr)
+	case "status", "pause", "resume":
+		return cmdControl(args[0], args[1:], stdout, stderr)
 	case "devstudio":
 		return cmdDevStudio(args[1:], stdout, stderr)
 	case "demo":
@@ -85,7 +96,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		// entries pass them).
 		return runDesktop(args)
 	}
-	fmt.Fprintf(stderr, "studio-worker: unknown command %q (commands: run, register, devstudio, demo, version, help)\n", args[0])
+	fmt.Fprintf(stderr, "studio-worker: unknown command %q (commands: run, status, pause, resume, register, devstudio, demo, version, help)\n", args[0])
 	return 2
 }
 
@@ -128,7 +139,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 	}
 	st, err := stack.New(stack.Options{
-		Headless: true, ConfigDir: *configDir, StudioURL: *studioURL, Stderr: stderr,
+		Headless: true, ConfigDir: *configDir, StudioURL: *studioURL, Stderr: stderr, LocalAPI: true,
 	})
 	if err != nil {
 		return fail(err)
@@ -187,17 +198,22 @@ func cmdRegister(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "studio-worker register: "+err.Error())
 		return 1
 	}
-	dir := *configDir
-	if dir == "" {
-		d, err := settings.DefaultDir()
-		if err != nil {
-			return fail(err)
-		}
-		dir = d
+	dir, err := configFolder(*configDir)
+	if err != nil {
+		return fail(err)
 	}
-	dir = settings.ExpandHome(dir)
 	store := settings.NewCredentialStore(dir, nil)
 	if *reset {
+		// A running app forgets them itself and registers again at once.
+		st, err := api.Call(context.Background(), dir, http.MethodPost, "/register/reset")
+		var notRunning *api.NotRunningError
+		switch {
+		case err == nil:
+			fmt.Fprintf(stdout, "the running app forgot this computer's studio credentials and asks the studio to register it again (%s)\n", st.State)
+			return 0
+		case !errors.As(err, &notRunning):
+			return fail(err)
+		}
 		if err := store.Clear(); err != nil {
 			return fail(err)
 		}
@@ -214,6 +230,69 @@ func cmdRegister(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "registration request %s is waiting for the studio's approval; `studio-worker run` keeps asking\n", c.RequestID)
 	default:
 		fmt.Fprintln(stdout, "not registered; `studio-worker run` asks the studio to register this computer")
+	}
+	return 0
+}
+
+// configFolder is the --config flag's folder, or the default one.
+func configFolder(flagValue string) (string, error) {
+	if flagValue == "" {
+		return settings.DefaultDir()
+	}
+	return settings.ExpandHome(flagValue), nil
+}
+
+// ---- status, pause, resume ----
+
+// cmdControl asks the running app (the desktop app or `studio-worker
+// run`, found through the local API's address file in the config folder)
+// for its status, to pause or to resume, and prints one line. With no app
+// running it says so and exits 1.
+func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	configDir := fs.String("config", "", "settings folder of the running app (default: the user's config folder)")
+	now := new(bool)
+	if name == "pause" {
+		now = fs.Bool("now", false, "stop the running job too (the studio gives it to another worker) and free all engine memory")
+	}
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprintln(stderr, "studio-worker "+name+": "+err.Error())
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "studio-worker "+name+": "+err.Error())
+		return 1
+	}
+	dir, err := configFolder(*configDir)
+	if err != nil {
+		return fail(err)
+	}
+	method, path := http.MethodPost, "/"+name
+	switch {
+	case name == "status":
+		method = http.MethodGet
+	case *now:
+		path += "?now=1"
+	}
+	st, err := api.Call(context.Background(), dir, method, path)
+	if err != nil {
+		return fail(err)
+	}
+	switch {
+	case name == "pause" && *now:
+		fmt.Fprintln(stdout, "paused now: the running job (if any) was stopped and the engines gave their memory back; "+st.Line())
+	case name == "pause" && st.PauseAfterJob:
+		fmt.Fprintln(stdout, "pausing after the current job; "+st.Line())
+	case name == "pause":
+		fmt.Fprintln(stdout, "paused: no more studio jobs until `studio-worker resume`; "+st.Line())
+	case name == "resume":
+		fmt.Fprintln(stdout, "resumed: taking studio jobs again; "+st.Line())
+	default:
+		fmt.Fprintln(stdout, st.Line())
 	}
 	return 0
 }

@@ -47,6 +47,7 @@ func runDesktop(args []string) int {
 			DemoJobs:  *demoJobs,
 			// As many image jobs beside them (when sd.cpp loads).
 			DemoImageJobs: *demoJobs,
+			LocalAPI:      true,
 		},
 		Minimised: *minimised,
 		Page:      *page,

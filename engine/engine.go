@@ -60,6 +60,11 @@ type Progress struct {
 	// a donor's words ("no data from the model server for 20 s"); "" when
 	// all is well.
 	Note string
+	// Text is reply text generated since the last report (llm jobs, in the
+	// generate phase): the reports' Text, joined in order, is the whole
+	// reply the result holds, so that a caller can stream it. A text
+	// report is never dropped on its way (engine/host keeps them all).
+	Text string `json:",omitempty"`
 }
 
 // ProgressFunc receives progress; it must be cheap and must not block.

@@ -224,7 +224,13 @@ func (r *Runner) Run(ctx context.Context, job Job, progress ProgressFunc) (res R
 	defer release()
 	log := r.log.With("job", job.ID, "model", job.Model)
 
-	files, err := store.EnsureSource(ctx, job.Model, job.Source, progress)
+	var files map[FileRole]string
+	if len(job.Source.Files) == 0 && len(job.Files) > 0 {
+		// A local request for a model on disk (LocalModel.Job).
+		files, err = localFiles(store, eng.Name(), job.Files)
+	} else {
+		files, err = store.EnsureSource(ctx, job.Model, job.Source, progress)
+	}
 	if err != nil {
 		return Result{}, err
 	}

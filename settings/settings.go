@@ -57,6 +57,13 @@ type Settings struct {
 	NotifyStudioRefused bool `toml:"notify_studio_refused"`
 	NotifyEngineCrashed bool `toml:"notify_engine_crashed"`
 	NotifyUnreachable   bool `toml:"notify_unreachable"`
+	// LocalAPIOff turns off the local API (the OpenAI-compatible routes on
+	// 127.0.0.1 and the control routes `studio-worker status|pause|resume`
+	// use); the zero value keeps it on.
+	LocalAPIOff bool `toml:"local_api_off"`
+	// LocalAPIPort is the loopback port of the local API: 0 is
+	// DefaultLocalAPIPort. When it is taken, an ephemeral port is used.
+	LocalAPIPort int `toml:"local_api_port"`
 }
 
 // DefaultHistoryDays is how long the job history keeps a finished job.
@@ -72,6 +79,17 @@ func (s Settings) EffectiveHistoryDays() int {
 		return DefaultHistoryDays
 	}
 	return s.HistoryDays
+}
+
+// DefaultLocalAPIPort is the local API's port unless the donor chose one.
+const DefaultLocalAPIPort = 4787
+
+// APIPort resolves LocalAPIPort: 0 is DefaultLocalAPIPort.
+func (s Settings) APIPort() int {
+	if s.LocalAPIPort == 0 {
+		return DefaultLocalAPIPort
+	}
+	return s.LocalAPIPort
 }
 
 // DefaultDiskReserveGB keeps room for the system and the donor's own files
@@ -120,6 +138,7 @@ const (
 	FieldKeepAlive    = "engine_keep_alive_minutes"
 	FieldDiskReserve  = "disk_reserve_gb"
 	FieldHistoryDays  = "history_days"
+	FieldLocalAPIPort = "local_api_port"
 )
 
 // Default returns the settings of a fresh install. InstallID is left empty;
@@ -178,6 +197,8 @@ func fieldLabel(f string) string {
 		return "engine keep-alive"
 	case FieldDiskReserve:
 		return "disk reserve"
+	case FieldLocalAPIPort:
+		return "local API port"
 	}
 	return f
 }
@@ -214,6 +235,9 @@ func (s Settings) Validate(detectedVRAMGB float64) error {
 	}
 	if s.HistoryDays < 0 || s.HistoryDays > maxHistoryDays {
 		return &FieldError{FieldHistoryDays, fmt.Sprintf("must be between 1 and %d days (0 is the default, %d)", maxHistoryDays, DefaultHistoryDays)}
+	}
+	if s.LocalAPIPort < 0 || s.LocalAPIPort > 65535 {
+		return &FieldError{FieldLocalAPIPort, fmt.Sprintf("must be a port between 1 and 65535 (0 is the default, %d)", DefaultLocalAPIPort)}
 	}
 	if s.LlamaLibDir != "" {
 		if fi, err := os.Stat(s.LlamaLibDir); err != nil || !fi.IsDir() {

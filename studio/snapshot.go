@@ -77,6 +77,10 @@ type JobInfo struct {
 	Width, Height int
 	// Thumbnail is a small PNG of an image result, for the Jobs page.
 	Thumbnail []byte
+	// Local marks a job asked for on this computer through the local API
+	// (Worker.RunLocal): the studio never saw it, and it counts toward
+	// none of the studio's totals.
+	Local bool
 }
 
 // PromptChars bounds JobInfo.Prompt, in runes.

@@ -186,6 +186,7 @@ type jobRun struct {
 	shutdown atomic.Bool // cancelled by Shutdown, not by an engine error
 	stopped  atomic.Bool // cancelled by PauseNow
 	final    bool        // failed for a reason of its own (not retryable); set by the settler
+	local    bool        // asked for on this computer (RunLocal), not by the studio
 }
 
 // NewWorker builds a worker; Run starts it.

@@ -79,6 +79,9 @@ func (c *Controller) Save(s settings.Settings) (string, error) {
 	if s.LlamaLibDir != old.LlamaLibDir || s.SDLibPath != old.SDLibPath {
 		later = append(later, "the new engine libraries")
 	}
+	if s.LocalAPIOff != old.LocalAPIOff || s.APIPort() != old.APIPort() {
+		st.applyLocalAPI(s)
+	}
 	if st.Worker != nil {
 		final := isFinal(st.Worker.Snapshot())
 		st.Worker.ApplySettings()

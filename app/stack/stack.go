@@ -19,6 +19,7 @@ import (
 
 	"github.com/adrg/xdg"
 
+	"github.com/minisgg/studio-worker/app/api"
 	"github.com/minisgg/studio-worker/app/autostart"
 	"github.com/minisgg/studio-worker/app/history"
 	"github.com/minisgg/studio-worker/engine"
@@ -82,6 +83,9 @@ type Options struct {
 	StudioURL string
 	// Level is the lowest level logged (default Info).
 	Level slog.Level
+	// LocalAPI starts the local API (package api) on 127.0.0.1 unless the
+	// settings turn it off: the desktop app and `studio-worker run`.
+	LocalAPI bool
 	// RegisterPoll overrides the registration poll: the protocol's 30 s
 	// for a real studio, devRegisterPoll for the embedded dev studio.
 	RegisterPoll time.Duration
@@ -115,6 +119,13 @@ type Stack struct {
 	historyDB   *history.DB
 	historyStop context.CancelFunc
 	historyDone chan struct{}
+
+	// cfgDir is the config folder (settings, credentials, the local API's
+	// address file).
+	cfgDir  string
+	apiMu   sync.Mutex
+	api     *api.Server // nil while the local API is off
+	apiPort int         // the setting api was started with
 
 	// Notices are problems found at start that the donor should read
 	// (a damaged settings file, no engine runtime); the log has them too.
@@ -207,6 +218,7 @@ func New(opts Options) (_ *Stack, err error) {
 			return nil, fmt.Errorf("cannot use the config folder %s: %v", cfgDir, err)
 		}
 	}
+	st.cfgDir = cfgDir
 	store := settings.NewStore(cfgDir)
 	firstRun := settingsFileMissing(store)
 	cur, err := store.Load()
@@ -334,6 +346,7 @@ func New(opts Options) (_ *Stack, err error) {
 		RegisterPollInterval: poll,
 		Journal:              journal,
 	})
+	st.applyLocalAPI(cur)
 	if opts.Autostart {
 		// Refresh the login entry so it names the program running now.
 		if err := st.loginStart().Apply(cur.StartAtLogin); err != nil {
@@ -372,6 +385,7 @@ func (st *Stack) stopHistory() {
 
 // abandon frees what a failed New had made.
 func (st *Stack) abandon() {
+	st.stopLocalAPI()
 	if st.historyDB != nil {
 		_ = st.historyDB.Close()
 	}
@@ -535,6 +549,7 @@ func (st *Stack) StartOver() error {
 func (st *Stack) Shutdown(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	st.stopLocalAPI()
 	err := st.Worker.Shutdown(ctx)
 	if err != nil {
 		st.Log.Warn("worker did not stop in time: "+err.Error(), "op", "shutdown")
@@ -615,3 +630,49 @@ var _ interface {
 	Current() settings.Settings
 	Save(settings.Settings) (string, error)
 } = (*Controller)(nil)
+
+// LocalAPI is the running local API, nil while it is off.
+func (st *Stack) LocalAPI() *api.Server {
+	st.apiMu.Lock()
+	defer st.apiMu.Unlock()
+	return st.api
+}
+
+// applyLocalAPI starts, restarts or stops the local API to match the
+// settings (Options.LocalAPI, the on/off switch and the port). A failure
+// to start is a notice: the worker runs without it.
+func (st *Stack) applyLocalAPI(s settings.Settings) {
+	if !st.opts.LocalAPI || st.Worker == nil {
+		return
+	}
+	st.apiMu.Lock()
+	defer st.apiMu.Unlock()
+	want := !s.LocalAPIOff
+	if st.api != nil {
+		if want && st.apiPort == s.APIPort() {
+			return
+		}
+		_ = st.api.Close()
+		st.api = nil
+		st.Log.Info("local API stopped", "op", "api")
+	}
+	if !want {
+		return
+	}
+	srv, err := api.Start(api.Options{Worker: st.Worker, Models: st.Runner, Log: st.Log, ConfigDir: st.cfgDir, Port: s.APIPort(), StartOver: st.StartOver})
+	if err != nil {
+		st.lateNotice("The local API did not start: " + err.Error())
+		st.Log.Warn("local API did not start: "+err.Error(), "op", "api")
+		return
+	}
+	st.api, st.apiPort = srv, s.APIPort()
+}
+
+func (st *Stack) stopLocalAPI() {
+	st.apiMu.Lock()
+	defer st.apiMu.Unlock()
+	if st.api != nil {
+		_ = st.api.Close()
+		st.api = nil
+	}
+}

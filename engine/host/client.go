@@ -718,7 +718,8 @@ func (ch *child) unwait(id uint64) {
 // read dispatches the child's frames until its stdout ends: hello to the
 // starter, stats and logs to the client, the rest to whoever waits for
 // their id. Progress is dropped when its waiter is behind; a final frame
-// is never dropped.
+// is never dropped, nor progress that carries reply text (it is part of a
+// streamed reply; the waiter hands it on without blocking).
 func (ch *child) read(r io.ReadCloser, c *Client, hello chan<- frame) {
 	defer close(ch.readDone)
 	defer r.Close()
@@ -763,12 +764,21 @@ func (ch *child) read(r io.ReadCloser, c *Client, hello chan<- frame) {
 			if w == nil {
 				continue
 			}
-			if f.h.T == msgProgress {
+			switch {
+			case f.h.T == msgProgress && (f.h.Progress == nil || f.h.Progress.Text == ""):
 				select {
 				case w <- f:
 				default:
 				}
-			} else {
+			case f.h.T == msgProgress:
+				// Its waiter reads until the run's final frame, which
+				// comes after every progress frame, or until the process
+				// is gone.
+				select {
+				case w <- f:
+				case <-ch.done:
+				}
+			default:
 				w <- f
 			}
 		}

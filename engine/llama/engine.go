@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	yz "github.com/hybridgroup/yzma/pkg/llama"
 
@@ -587,6 +588,7 @@ func (e *Engine) generateLocked(ctx context.Context, p *engine.LLMParams, o opti
 	maxTokens := o.maxTokens
 	scan := newStopScanner(stops)
 	var text []byte
+	sent := 0 // bytes of text reported as progress Text
 	piece := make([]byte, 256)
 	pos := len(tokens)
 	genStart := time.Now()
@@ -609,9 +611,16 @@ func (e *Engine) generateLocked(ctx context.Context, p *engine.LLMParams, o opti
 		}
 		added := len(text)
 		text = append(text, piece[:max(k, 0)]...)
-		progress(engine.Progress{Phase: engine.PhaseGenerate, Done: int64(out.completionTokens), Total: int64(maxTokens)})
-		if cut := scan.scan(string(text), added); cut >= 0 {
-			text = text[:cut]
+		cut := scan.scan(string(text), added)
+		var delta string
+		if cut < 0 {
+			// Text that no stop string can still cut, whole characters.
+			safe := streamable(text, sent, scan.maxLen-1)
+			delta, sent = string(text[sent:safe]), safe
+		}
+		progress(engine.Progress{Phase: engine.PhaseGenerate, Done: int64(out.completionTokens), Total: int64(maxTokens), Text: delta})
+		if cut >= 0 {
+			text = text[:max(cut, sent)]
 			out.finish = "stop"
 			break
 		}
@@ -625,8 +634,23 @@ func (e *Engine) generateLocked(ctx context.Context, p *engine.LLMParams, o opti
 		pos++
 	}
 	out.genTime = time.Since(genStart)
+	if sent < len(text) {
+		progress(engine.Progress{Phase: engine.PhaseGenerate, Done: int64(out.completionTokens), Total: int64(maxTokens), Text: string(text[sent:])})
+	}
 	out.text = string(text)
 	return out, nil
+}
+
+// streamable is the end of the reply text that may be streamed: it holds
+// back the last hold bytes (a stop string of hold+1 bytes may still end
+// there and cut them) and a character not yet whole. It is never below
+// sent, what was streamed already.
+func streamable(text []byte, sent, hold int) int {
+	safe := max(sent, len(text)-max(hold, 0))
+	for safe > sent && !utf8.Valid(text[sent:safe]) {
+		safe--
+	}
+	return safe
 }
 
 // promptLocked formats the chat and tokenizes it, refusing a prompt that

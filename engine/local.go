@@ -1,0 +1,133 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// LocalModel is a model on disk that a loaded engine can run without a
+// download: what the local API lists under /v1/models and runs when a
+// request names it.
+type LocalModel struct {
+	// ID is the name a request uses: a stored model's id, or the file name
+	// of a .gguf placed straight in the models folder.
+	ID     string
+	Engine EngineName
+	Kind   TaskKind
+	// Files are the model's files by role, all inside the models folder.
+	Files map[FileRole]string
+	Bytes uint64
+}
+
+// modelExts are the file types a one-file model may be.
+var modelExts = []string{".gguf", ".safetensors", ".ckpt"}
+
+// LocalModels lists the models in the runner's models folder that a loaded
+// engine can run: a .gguf placed in the folder (llama.cpp), and each
+// stored model folder whose engine is known and loaded and which holds
+// exactly one finished model file (run as its "model" role). A stored
+// model of several files is left out: the folder does not record which
+// file plays which role. Sorted by ID.
+func (r *Runner) LocalModels() ([]LocalModel, error) {
+	st := r.Store()
+	if st == nil {
+		return nil, fmt.Errorf("the worker has no models folder configured")
+	}
+	stored, err := st.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []LocalModel
+	add := func(id string, eng EngineName, kind TaskKind, path string, size uint64) {
+		if _, err := r.router.Route(eng, kind); err != nil {
+			return // no loaded engine runs it
+		}
+		out = append(out, LocalModel{ID: id, Engine: eng, Kind: kind, Files: map[FileRole]string{RoleModel: path}, Bytes: size})
+	}
+	for _, m := range stored {
+		kind := KindLLM
+		switch m.Engine {
+		case EngineLlamaCpp:
+		case EngineSDCpp:
+			kind = KindImage
+		default:
+			continue
+		}
+		var files []StoredFile
+		for _, f := range m.Files {
+			if !f.Partial && slices.Contains(modelExts, strings.ToLower(filepath.Ext(f.Name))) {
+				files = append(files, f)
+			}
+		}
+		if len(files) != 1 || len(m.Files) != 1 {
+			continue
+		}
+		add(m.ID, m.Engine, kind, filepath.Join(m.Dir, files[0].Name), files[0].Bytes)
+	}
+	entries, _ := os.ReadDir(st.Root())
+	for _, e := range entries {
+		if p, ok := st.LooseGGUF(e.Name()); ok && !strings.HasPrefix(e.Name(), ".") {
+			var size uint64
+			if fi, err := e.Info(); err == nil {
+				size = uint64(fi.Size())
+			}
+			add(e.Name(), EngineLlamaCpp, KindLLM, p, size)
+		}
+	}
+	slices.SortFunc(out, func(a, b LocalModel) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// LocalModel finds the model a local request names (see LocalModels); the
+// error says what there is instead.
+func (r *Runner) LocalModel(id string, kind TaskKind) (LocalModel, error) {
+	all, err := r.LocalModels()
+	if err != nil {
+		return LocalModel{}, err
+	}
+	var names []string
+	for _, m := range all {
+		if m.Kind != kind {
+			continue
+		}
+		if m.ID == id {
+			return m, nil
+		}
+		names = append(names, m.ID)
+	}
+	if len(names) == 0 {
+		return LocalModel{}, fmt.Errorf("there is no %s model in the models folder %s that this worker can run", kind, r.Store().Root())
+	}
+	return LocalModel{}, fmt.Errorf("there is no %s model %q in the models folder; there are: %s", kind, id, strings.Join(names, ", "))
+}
+
+// Job makes a job that runs the model on disk: no download, the files
+// given (Runner.Run checks them before the engine opens them).
+func (m LocalModel) Job(id string, task Task) Job {
+	files := make(map[FileRole]string, len(m.Files))
+	for k, v := range m.Files {
+		files[k] = v
+	}
+	return Job{ID: id, Model: m.ID, Task: task, Source: ModelSource{Engine: m.Engine}, Files: files}
+}
+
+// localFiles checks the files of a job made by LocalModel.Job: each lies in
+// the models folder and passes the content check of its engine.
+func localFiles(store *Store, eng EngineName, files map[FileRole]string) (map[FileRole]string, error) {
+	root := filepath.Clean(store.Root()) + string(filepath.Separator)
+	out := make(map[FileRole]string, len(files))
+	for role, p := range files {
+		clean := filepath.Clean(p)
+		if !strings.HasPrefix(clean, root) {
+			return nil, fmt.Errorf("the model file %s is not in the models folder %s", p, store.Root())
+		}
+		if err := CheckModelContent(clean, eng, role); err != nil {
+			return nil, fmt.Errorf("the file %s in the models folder is not a usable model: %w", clean, err)
+		}
+		out[role] = clean
+	}
+	return out, nil
+}
