@@ -53,7 +53,7 @@ func TestCLIControlsTheRunningApp(t *testing.T) {
 		args    []string
 		mention string
 	}{
-		{[]string{"status"}, "idle"},
+		{[]string{"status"}, "starting; 0 studio jobs done, 0 failed"},
 		{[]string{"pause"}, "paused: no more studio jobs"},
 		{[]string{"status"}, "paused"},
 		{[]string{"resume"}, "resumed: taking studio jobs again"},
