@@ -15,12 +15,12 @@ import (
 // wait: a studio job (or another local request) holds it. RetryAfter is a
 // fair guess of when to try again.
 type BusyError struct {
-	Job        string // the job holding the gate
+	Job        string // what holds the gate: "job ID", or a pause-now stopping the engines
 	RetryAfter time.Duration
 }
 
 func (e *BusyError) Error() string {
-	return "the worker is busy with job " + e.Job + "; try again later"
+	return "the worker is busy (" + e.Job + "); try again later"
 }
 
 // ErrShuttingDown refuses a local request while the worker stops.
@@ -86,7 +86,7 @@ func (w *Worker) takeLocalGate(ctx context.Context, wait time.Duration, job engi
 			w.mu.Unlock()
 			return nil, ErrShuttingDown
 		}
-		if w.cur == nil {
+		if w.cur == nil && w.halting == 0 {
 			jctx, cancel := context.WithCancel(w.life)
 			jr := &jobRun{
 				claim:  JobOfferClaim{JobID: job.ID, Model: job.Model, Task: &job.Task},
@@ -95,13 +95,20 @@ func (w *Worker) takeLocalGate(ctx context.Context, wait time.Duration, job engi
 				cancel: cancel,
 				done:   make(chan struct{}),
 				info: JobInfo{ID: job.ID, Kind: job.Task.Kind, Model: job.Model, Started: w.clock.Now(),
-					Outcome: OutcomeRunning, Local: true},
+					Outcome: OutcomeRunning, Local: true, Prompt: shortPrompt(job.Task.Prompt())},
+			}
+			jr.info.Accepted = jr.info.Started // nobody else to say yes to
+			if im := job.Task.Image; im != nil {
+				jr.info.Width, jr.info.Height = im.Width, im.Height
 			}
 			w.cur = jr
 			w.mu.Unlock()
 			return jr, nil
 		}
-		holder := w.cur.claim.JobID
+		holder := "stopping the engines (pause now)"
+		if w.cur != nil {
+			holder = "job " + w.cur.claim.JobID
+		}
 		w.mu.Unlock()
 		select {
 		case <-snaps:

@@ -167,6 +167,9 @@ type Worker struct {
 	finished map[string]finishedJob // by job id, for offers of a job already run (worker_guard.go)
 
 	runCtl runControl
+	// halting counts PauseNow's engine stops under way; a local job waits
+	// for them (RunLocal), or the stop would end it.
+	halting int
 }
 
 // jobRun is the one job the gate admits at a time.
@@ -933,6 +936,7 @@ func (w *Worker) PauseNow() {
 	w.paused = true
 	w.pauseAfter = false
 	jr := w.cur
+	w.halting++
 	w.mu.Unlock()
 	if jr != nil {
 		w.log.Info("paused now by operator: stopping job "+jr.claim.JobID, "op", "pause", "job", jr.claim.JobID)
@@ -952,6 +956,9 @@ func (w *Worker) PauseNow() {
 		if err != nil {
 			w.log.Warn("could not stop the engines: "+err.Error(), "op", "pause")
 		}
+		w.mu.Lock()
+		w.halting--
+		w.mu.Unlock()
 		w.refreshRunnerFacts()
 		w.publish()
 	}()

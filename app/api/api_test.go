@@ -32,7 +32,9 @@ import (
 
 func TestMain(m *testing.M) {
 	hosted.RunChildIfAsked() // the test binary stands in for `studio-worker engine-host`
-	os.Exit(m.Run())
+	code := m.Run()
+	printRatios()
+	os.Exit(code)
 }
 
 // Model names in the test models folder.
@@ -54,6 +56,7 @@ type env struct {
 	srv    *api.Server
 	cfgDir string
 	hold   *holder
+	llm    engine.Engine // the llama.cpp child
 }
 
 // holder wraps the worker so that a test can hold a run at its first
@@ -98,29 +101,36 @@ func (h *holder) RunLocal(ctx context.Context, wait time.Duration, job engine.Jo
 
 type envOptions struct {
 	image    bool
+	chat     string // the chat model's file; "": the tiny generated model
 	maxBody  int64
 	gateWait time.Duration
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	if _, err := llama.FindLibDir(""); err != nil {
 		t.Skipf("needs the llama.cpp libraries: run `make runtime` and set %s (%v)", llama.LibEnv, err)
 	}
 	log := slog.New(slog.DiscardHandler)
 	models := t.TempDir()
-	tiny, err := gguf.Ensure(gguf.Tiny())
-	if err != nil {
-		t.Fatal(err)
+	tiny := o.chat
+	if tiny == "" {
+		p, err := gguf.Ensure(gguf.Tiny())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tiny = p
 	}
 	linkOrCopy(t, tiny, filepath.Join(models, chatModel))
 	engines := []engine.Engine{}
+	var llmEngine engine.Engine
 	llm := hosted.Client(hosted.Llama, hosted.Options{Exe: os.Args[0], Threads: 1, Log: log, KeepAlive: -1})
 	t.Cleanup(func() { llm.Close() })
 	if err := llm.LoadError(); err != nil {
 		t.Fatalf("llama.cpp child: %v", err)
 	}
 	engines = append(engines, llm)
+	llmEngine = llm
 	if o.image {
 		if os.Getenv(sd.EnvLib) == "" {
 			t.Skip("needs " + sd.LibFile() + " (stable-diffusion.cpp): run `make runtime`, or set " + sd.EnvLib)
@@ -174,10 +184,10 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	return &env{worker: w, runner: runner, srv: srv, cfgDir: cfgDir, hold: h}
+	return &env{worker: w, runner: runner, srv: srv, cfgDir: cfgDir, hold: h, llm: llmEngine}
 }
 
-func linkOrCopy(t *testing.T, from, to string) {
+func linkOrCopy(t testing.TB, from, to string) {
 	t.Helper()
 	if os.Link(from, to) == nil {
 		return
@@ -197,7 +207,7 @@ func (e *env) client(token string, opts ...option.RequestOption) openai.Client {
 	return openai.NewClient(append(base, opts...)...)
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx

@@ -172,6 +172,7 @@ func FromJobInfo(info studio.JobInfo, logs []LogLine) Job {
 		PromptTokens: info.Stats.PromptTokens, CompletionTokens: info.Stats.CompletionTokens,
 		TokensPerSecond: info.Stats.TokensPerSecond, Images: info.Stats.Images,
 		Width: info.Width, Height: info.Height, Thumbnail: info.Thumbnail, Log: logs,
+		Local: info.Local, // run for the local API (studio.Worker.RunLocal)
 	}
 }
 
