@@ -30,7 +30,7 @@ runtime:
 run:
 	./scripts/deps.sh run
 	$(MAKE) runtime build
-	./$(BIN) --dev-studio
+	./$(BIN) --dev-studio --demo-over 1m
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

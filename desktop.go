@@ -23,6 +23,7 @@ func runDesktop(args []string) int {
 	dev := fs.Bool("dev-studio", devDefault, "run against an embedded dev studio on 127.0.0.1 that approves this worker and queues demo jobs (also "+devStudioEnv+"=1)")
 	devDir := fs.String("dev-dir", "", "where the dev studio keeps its state, settings and models (default: the user's state folder)")
 	demoJobs := fs.Int("demo-jobs", 3, "how many demo jobs the dev studio queues at start")
+	demoOver := fs.Duration("demo-over", 0, "spread the demo jobs over this long from start (e.g. 1m), so they are seen to flow; 0 queues them all at once")
 	minimised := fs.Bool("minimised", false, "start hidden in the tray")
 	page := fs.String("page", "", "open the window at this page: Status, Jobs, Logs, Models or Settings (in the running app, if there is one)")
 	fs.Usage = func() {
@@ -48,6 +49,7 @@ func runDesktop(args []string) int {
 			// As many image jobs beside them (when sd.cpp loads).
 			DemoImageJobs: *demoJobs,
 			LocalAPI:      true,
+			DemoOver:      *demoOver,
 		},
 		Minimised: *minimised,
 		Page:      *page,

@@ -49,6 +49,9 @@ type Options struct {
 	DevDir string
 	// DemoJobs is how many demo jobs the dev studio queues at start.
 	DemoJobs int
+	// DemoOver spreads the demo jobs (text and image in turn) evenly over
+	// this long from start; 0 queues them all at once.
+	DemoOver time.Duration
 	// DemoImageJobs is how many demo image jobs it queues after them.
 	DemoImageJobs int
 	// Autostart keeps the login entry in step with the setting (desktop).
@@ -474,6 +477,10 @@ func (st *Stack) Start(ctx context.Context) {
 		}()
 	}
 	st.startRun()
+	if st.Dev != nil && st.opts.DemoOver > 0 && st.opts.DemoJobs+st.opts.DemoImageJobs > 0 {
+		go st.spreadDemoJobs(ctx)
+		return
+	}
 	if st.Dev != nil && st.opts.DemoJobs > 0 {
 		go func() {
 			if _, err := st.Dev.EnqueueDemoJobs(st.opts.DemoJobs, desktopDemoTokens, st.Runner.Kinds()); err != nil {
@@ -487,6 +494,40 @@ func (st *Stack) Start(ctx context.Context) {
 				st.Log.Warn("demo image jobs not queued: "+err.Error(), "op", "devstudio")
 			}
 		}()
+	}
+}
+
+// spreadDemoJobs queues the demo jobs one at a time, text and image in
+// turn, evenly over Options.DemoOver from start, so that a newcomer sees
+// them come and go instead of finding them all done at the first frame.
+func (st *Stack) spreadDemoJobs(ctx context.Context) {
+	texts, images := st.opts.DemoJobs, st.opts.DemoImageJobs
+	every := st.opts.DemoOver / time.Duration(texts+images)
+	textOK, imageOK := true, true
+	for i := 0; texts+images > 0; i++ {
+		if i > 0 {
+			t := time.NewTimer(every)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		switch {
+		case texts > 0 && (i%2 == 0 || images == 0 || !imageOK):
+			texts--
+			if _, err := st.Dev.EnqueueDemoJobs(1, desktopDemoTokens, st.Runner.Kinds()); err != nil && textOK {
+				textOK = false
+				st.Log.Warn("demo jobs not queued: "+err.Error(), "op", "devstudio")
+			}
+		default:
+			images--
+			if _, err := st.Dev.EnqueueImageDemoJobs(1, st.Runner.Kinds()); err != nil && imageOK {
+				imageOK = false
+				st.Log.Warn("demo image jobs not queued: "+err.Error(), "op", "devstudio")
+			}
+		}
 	}
 }
 

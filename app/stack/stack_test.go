@@ -522,3 +522,26 @@ func (l *lockedBuilder) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 func (l *lockedBuilder) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func TestDemoJobsAreSpreadOverTime(t *testing.T) {
+	opts := testOptions(t)
+	opts.DevStudio = true
+	opts.DemoJobs, opts.DemoImageJobs = 2, 0
+	opts.DemoOver = 20 * time.Millisecond
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	st.spreadDemoJobs(ctx) // not started: only the queueing is under test
+	if n := len(st.Dev.Server.Jobs()); n != 2 {
+		t.Fatalf("%d demo jobs queued, want 2", n)
+	}
+	// The second waited its turn: half of DemoOver after the first.
+	if took := time.Since(start); took < 10*time.Millisecond {
+		t.Errorf("both jobs queued at once (%s)", took)
+	}
+}
