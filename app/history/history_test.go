@@ -260,16 +260,21 @@ func TestRecorderWritesFinishedJobsOnceWithTheirLogs(t *testing.T) {
 	src.ch <- studio.Snapshot{Current: &running, Recent: []studio.JobInfo{info}}
 	<-changed
 	src.ch <- studio.Snapshot{Recent: []studio.JobInfo{info}} // the same job again: no write
+	// A job of the local API, from the snapshot: listed, marked local.
+	api := studio.JobInfo{ID: "api-0", Kind: engine.KindLLM, Local: true, Started: noon, Finished: noon.Add(500 * time.Millisecond),
+		Outcome: studio.OutcomeDone, Stats: engine.Stats{CompletionTokens: 50}}
+	src.ch <- studio.Snapshot{Recent: []studio.JobInfo{api, info}}
+	<-changed
 	r.RecordLocal(Job{ID: "api-1", Kind: "llm", Finished: noon.Add(time.Second), Outcome: OutcomeDone, CompletionTokens: 7})
 	<-changed
 	stop()
 	<-done
 
 	jobs, err := d.Jobs(Filter{})
-	if err != nil || len(jobs) != 2 {
+	if err != nil || len(jobs) != 3 || jobs[1].ID != "api-0" || !jobs[1].Local {
 		t.Fatalf("jobs = %+v, %v", jobs, err)
 	}
-	got := jobs[1]
+	got := jobs[2]
 	if got.ID != "j1" || got.Kind != "image" || got.Images != 1 || got.Width != 64 || got.Prompt != "a cat" ||
 		!got.Accepted.Equal(noon.Add(-4*time.Second)) || !got.Started.Equal(noon.Add(-3*time.Second)) || jobs[0].ID != "api-1" || !jobs[0].Local {
 		t.Fatalf("recorded %+v / %+v", got, jobs[0])

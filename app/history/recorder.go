@@ -103,9 +103,10 @@ func (r *Recorder) Final(s studio.Snapshot) {
 	r.drain()
 }
 
-// RecordLocal queues a job this computer ran for its own local API: it is
-// listed with the history, marked local, and never counted in the studio
-// totals. Finished must be set. It does not wait for the disk; when the
+// RecordLocal queues a job this computer ran for its own local API that
+// did not reach the worker's snapshots (those marked JobInfo.Local are
+// recorded from them): it is listed with the history, marked local, and
+// never counted in the studio totals. Finished must be set. It does not wait for the disk; when the
 // queue is full the job is dropped with a log line.
 func (r *Recorder) RecordLocal(j Job) {
 	j.Local = true
