@@ -61,6 +61,9 @@ func (c *Controller) Save(s settings.Settings) (string, error) {
 			problems = append(problems, err.Error())
 		}
 	}
+	if !st.opts.Autostart && st.opts.DevStudio && s.StartAtLogin && !old.StartAtLogin {
+		notes = append(notes, "Start at login is saved, but no login entry is written while Studio Worker runs against the dev studio (make run): an entry made now would start this test setup at every login. The installed app writes it.")
+	}
 	if s.Threads != old.Threads {
 		if st.Llama != nil {
 			st.Llama.SetThreads(s.Threads)

@@ -545,3 +545,22 @@ func TestDemoJobsAreSpreadOverTime(t *testing.T) {
 		t.Errorf("both jobs queued at once (%s)", took)
 	}
 }
+
+func TestStartAtLoginAgainstTheDevStudioSaysItIsNotWritten(t *testing.T) {
+	opts := testOptions(t)
+	opts.DevStudio = true // as app.Run: no login entry with a dev studio
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(5 * time.Second)
+	s := st.Settings.Current()
+	s.StartAtLogin = true
+	note, err := st.Settings.Save(s)
+	if err != nil || !strings.Contains(note, "no login entry is written while Studio Worker runs against the dev studio") {
+		t.Fatalf("note %q, %v", note, err)
+	}
+	if _, err := os.Stat(filepath.Join(opts.AutostartConfig.ConfigHome, "autostart")); !os.IsNotExist(err) {
+		t.Errorf("a login entry folder was made: %v", err)
+	}
+}
