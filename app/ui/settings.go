@@ -49,6 +49,7 @@ type SettingsPage struct {
 	threadsErr *widget.Label
 	login      *widget.Check
 	minimised  *widget.Check
+	localAPI   *widget.Check
 	// notify are the notification switches: job failed, studio refused,
 	// engine crashed, studio unreachable.
 	notify [4]*widget.Check
@@ -112,6 +113,7 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 
 	p.login = widget.NewCheck("Start Studio Worker when I log in", nil)
 	p.minimised = widget.NewCheck("Start minimised to the tray", nil)
+	p.localAPI = widget.NewCheck("Serve the local API on 127.0.0.1 (studio-worker status, pause, resume; OpenAI-compatible chat and images with the models on disk)", nil)
 	for i, label := range []string{"A job failed", "The studio turned this computer down or removed it",
 		"An engine crashed", "The studio cannot be reached for more than 10 minutes"} {
 		p.notify[i] = widget.NewCheck(label, nil)
@@ -140,7 +142,7 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 		container.NewBorder(nil, nil, nil, p.choose, p.dir), p.dirErr,
 		widget.NewLabelWithStyle(cores, fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
 		p.threads, p.threadsErr,
-		p.login, p.minimised,
+		p.login, p.minimised, p.localAPI,
 		widget.NewLabelWithStyle("Notify me when", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
 		p.notify[0], p.notify[1], p.notify[2], p.notify[3],
 		container.NewHBox(p.save, p.revert),
@@ -190,6 +192,7 @@ func (p *SettingsPage) Load() {
 	p.threads.SetText(strconv.Itoa(s.Threads))
 	p.login.SetChecked(s.StartAtLogin)
 	p.minimised.SetChecked(s.StartMinimised)
+	p.localAPI.SetChecked(!s.LocalAPIOff)
 	for i, on := range []bool{s.NotifyJobFailed, s.NotifyStudioRefused, s.NotifyEngineCrashed, s.NotifyUnreachable} {
 		p.notify[i].SetChecked(on)
 	}
@@ -312,6 +315,7 @@ func (p *SettingsPage) Form() (settings.Settings, error) {
 	s.Threads = n
 	s.StartAtLogin = p.login.Checked
 	s.StartMinimised = p.minimised.Checked
+	s.LocalAPIOff = !p.localAPI.Checked
 	s.NotifyJobFailed, s.NotifyStudioRefused = p.notify[0].Checked, p.notify[1].Checked
 	s.NotifyEngineCrashed, s.NotifyUnreachable = p.notify[2].Checked, p.notify[3].Checked
 	return s, nil
