@@ -507,3 +507,54 @@ func TestControlRoutesAndInfoFile(t *testing.T) {
 		t.Fatalf("after close: %v", err)
 	}
 }
+
+// Bad requests are refused in words, with the status OpenAI's clients
+// expect, and the worker carries on.
+func TestBadRequests(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := ctxT(t)
+	cases := []struct {
+		method, path, body string
+		code               int
+		mention            string
+	}{
+		{"POST", "/v1/chat/completions", `{"model":`, 400, "not a valid JSON object"},
+		{"POST", "/v1/chat/completions", `{"model":"tiny.gguf"}`, 400, "messages: missing"},
+		{"POST", "/v1/chat/completions", `{"model":"tiny.gguf","messages":[]}`, 400, "messages"},
+		{"POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}]}`, 400, "model: missing"},
+		{"POST", "/v1/chat/completions", `{"model":"tiny.gguf","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, 400, "image_url"},
+		{"POST", "/v1/chat/completions", `{"model":"tiny.gguf","messages":[{"role":"user","content":"hi"}],"stop":3}`, 400, "stop: must be a string or a list"},
+		{"POST", "/v1/chat/completions", `{"model":"tiny.gguf","messages":[{"role":"user","content":"hi"}],"n":2}`, 400, "only 1 choice"},
+		{"POST", "/v1/chat/completions", `{"model":"tiny.gguf","messages":[{"role":"user","content":"a\u0000b"}]}`, 400, "messages[0].content"},
+		{"POST", "/v1/chat/completions", `{"model":"../../etc/passwd","messages":[{"role":"user","content":"hi"}]}`, 404, "there is no llm model"},
+		{"POST", "/v1/chat/completions", `{"model":"tiny.gguf","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":-1}`, 400, "maxTokens"},
+		{"POST", "/v1/images/generations", `{"model":"x","prompt":"a cat","size":"big"}`, 400, "size"},
+		{"POST", "/v1/images/generations", `{"model":"x","prompt":"a cat","n":3}`, 400, "only 1 image"},
+		{"POST", "/v1/images/generations", `{"model":"x","prompt":""}`, 400, "prompt: missing"},
+		{"POST", "/v1/images/generations", `{"model":"tiny.gguf","prompt":"a cat","size":"64x64"}`, 404, "no image model"},
+		{"POST", "/pause?now=maybe", ``, 400, "now must be 1 or 0"},
+		{"GET", "/v1/chat/completions", ``, 405, ""},
+		{"GET", "/nothing", ``, 404, ""},
+	}
+	for _, tc := range cases {
+		req, _ := http.NewRequestWithContext(ctx, tc.method, e.srv.URL()+tc.path, strings.NewReader(tc.body))
+		req.Header.Set("Authorization", "Bearer "+e.srv.Token())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.mention) {
+			t.Errorf("%s %s %s: %d %s, want %d with %q", tc.method, tc.path, tc.body, resp.StatusCode, b, tc.code, tc.mention)
+		}
+	}
+	// The worker carries on.
+	c := e.client(e.srv.Token())
+	if _, err := c.Chat.Completions.New(ctx, chatParams("hi", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.worker.Snapshot().Counters; n != (studio.Counters{}) {
+		t.Errorf("counters %+v", n)
+	}
+}
