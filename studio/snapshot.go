@@ -114,6 +114,9 @@ type Snapshot struct {
 	State         WorkerState
 	Paused        bool
 	PauseAfterJob bool // "finish the current job, then pause" is armed
+	// ResumeAt is when a PauseFor snooze ends and the worker resumes by
+	// itself; zero when none is in force.
+	ResumeAt      time.Time
 	Session       SessionState
 	SessionDetail string        // e.g. "studio unreachable, retrying in 8 s"
 	RetryIn       time.Duration // when Session == SessionRetrying

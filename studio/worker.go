@@ -139,8 +139,12 @@ type Worker struct {
 	mu         sync.Mutex
 	paused     bool
 	pauseAfter bool
-	stopping   bool
-	cur        *jobRun // holds the one-job gate
+	// resumeAt is when a PauseFor snooze ends (zero: none); snoozeGen
+	// tells a snooze's timer whether it is still the one in force.
+	resumeAt  time.Time
+	snoozeGen int
+	stopping  bool
+	cur       *jobRun // holds the one-job gate
 	// sending gave the gate back and is sending its final frame or
 	// upload; it stays on show as the current job until that is done.
 	sending    *jobRun
@@ -915,6 +919,7 @@ func (w *Worker) wait(ctx context.Context, d time.Duration) error { return Sleep
 // job carries on. Runtime only: a restart comes up unpaused (§5.3).
 func (w *Worker) Pause() {
 	w.mu.Lock()
+	w.endSnoozeLocked()
 	changed := !w.paused
 	w.paused = true
 	w.pauseAfter = false
@@ -933,6 +938,7 @@ func (w *Worker) Pause() {
 // memory they held. The next job after Resume starts them again.
 func (w *Worker) PauseNow() {
 	w.mu.Lock()
+	w.endSnoozeLocked()
 	w.paused = true
 	w.pauseAfter = false
 	jr := w.cur
@@ -964,6 +970,42 @@ func (w *Worker) PauseNow() {
 	}()
 }
 
+// PauseFor is PauseNow that ends by itself: after d the worker resumes
+// as if Resume were pressed. Any pause, resume or PauseFor before then
+// replaces it. Snapshot.ResumeAt says when it ends.
+func (w *Worker) PauseFor(d time.Duration) {
+	w.PauseNow()
+	w.mu.Lock()
+	w.snoozeGen++
+	gen := w.snoozeGen
+	w.resumeAt = w.clock.Now().Add(d)
+	ctx := w.life
+	w.mu.Unlock()
+	w.log.Info(fmt.Sprintf("paused for %s, until %s", d, w.resumeAt.Local().Format("15:04")), "op", "pause")
+	w.publish()
+	go func() {
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		if Sleep(ctx, w.clock, d) != nil {
+			return
+		}
+		w.mu.Lock()
+		current := w.snoozeGen == gen
+		w.mu.Unlock()
+		if current {
+			w.log.Info("the pause is over; taking jobs again", "op", "pause")
+			w.Resume()
+		}
+	}()
+}
+
+// endSnoozeLocked forgets a PauseFor in force. Called with w.mu held.
+func (w *Worker) endSnoozeLocked() {
+	w.snoozeGen++
+	w.resumeAt = time.Time{}
+}
+
 // releaseIfIdle frees the runner's resident models while paused and idle,
 // so a paused worker holds no GPU memory. It runs in the background: a
 // release can take a moment and Pause is called from the UI.
@@ -990,6 +1032,7 @@ func (w *Worker) releaseIfIdle() {
 // Resume takes offers again.
 func (w *Worker) Resume() {
 	w.mu.Lock()
+	w.endSnoozeLocked()
 	changed := w.paused || w.pauseAfter
 	w.paused = false
 	w.pauseAfter = false
@@ -1004,6 +1047,7 @@ func (w *Worker) Resume() {
 // running it pauses at once.
 func (w *Worker) PauseAfterCurrent() {
 	w.mu.Lock()
+	w.endSnoozeLocked()
 	if w.cur == nil {
 		w.mu.Unlock()
 		w.Pause()
@@ -1071,6 +1115,7 @@ func (w *Worker) snapshotLocked() Snapshot {
 	snap := Snapshot{
 		Paused:        w.paused,
 		PauseAfterJob: w.pauseAfter,
+		ResumeAt:      w.resumeAt,
 		Session:       w.sess.State,
 		SessionDetail: w.sess.Detail,
 		RetryIn:       w.sess.RetryIn,

@@ -1313,3 +1313,47 @@ func TestWorkerPauseNowFailsTheJobAndStopsTheEngines(t *testing.T) {
 	h.w.HandleOffer(s, llmClaim("j2", 1, "hi"))
 	wantReject(t, s.next(t), "j2", ReasonPaused, RejectPaused)
 }
+
+func TestWorkerPauseForResumesByItself(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h.w.PauseFor(time.Hour)
+	snap := h.w.Snapshot()
+	if !snap.Paused || !snap.ResumeAt.Equal(workerT0.Add(time.Hour)) {
+		t.Fatalf("after PauseFor: paused %t resumeAt %s", snap.Paused, snap.ResumeAt)
+	}
+	if err := h.clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatal("no snooze timer")
+	}
+	ch, stop := h.w.Subscribe()
+	defer stop()
+	<-ch
+	h.clock.Advance(time.Hour)
+	for s := range ch {
+		if !s.Paused {
+			if !s.ResumeAt.IsZero() {
+				t.Errorf("resumed with resumeAt %s", s.ResumeAt)
+			}
+			break
+		}
+	}
+
+	// A pause pressed during a snooze is the donor's own: the snooze's
+	// end does not undo it.
+	h.w.PauseFor(time.Hour)
+	if err := h.clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatal("no snooze timer")
+	}
+	h.w.Pause()
+	if !h.w.Snapshot().ResumeAt.IsZero() {
+		t.Error("a plain pause kept the snooze's end")
+	}
+	h.clock.Advance(time.Hour)
+	// The old timer fired and found itself replaced; a Resume it made
+	// would publish an unpaused snapshot, so look once it has run.
+	h.w.PauseAfterCurrent() // a no-op on a paused idle worker that publishes
+	if !h.w.Snapshot().Paused {
+		t.Error("the snooze's end undid a later pause")
+	}
+}

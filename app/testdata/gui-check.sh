@@ -195,7 +195,7 @@ PY
 window_visible() { xdotool search --onlyvisible --name '^Studio Worker$' | grep -q .; }
 window_hidden() { ! window_visible; }
 
-for label in "Open Studio Worker" "Pause now" "Finish current job, then pause" "Quit"; do
+for label in "Open Studio Worker" "Pause now" "Finish current job, then pause" "Pause for 1 hour" "Quit"; do
 	has_item "$label" || fail "tray menu lacks \"$label\": $(menu_layout)"
 done
 tooltip() {

@@ -86,7 +86,11 @@ const (
 	ActionPauseNow  = "Pause now"
 	ActionResume    = "Resume"
 	ActionFinishJob = "Finish current job, then pause"
+	ActionSnooze    = "Pause for 1 hour"
 )
+
+// SnoozeFor is how long ActionSnooze pauses.
+const SnoozeFor = time.Hour
 
 // PauseLabel is the label of the tray's pause item and the big button: it
 // names what a click does (Pause now, or Resume).

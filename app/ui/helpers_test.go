@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/test"
@@ -69,8 +70,11 @@ func (b *fakeBackend) Calls() []string {
 	return slices.Clone(b.calls)
 }
 
-func (b *fakeBackend) Pause()             { b.record("Pause") }
-func (b *fakeBackend) PauseNow()          { b.record("PauseNow") }
+func (b *fakeBackend) Pause()    { b.record("Pause") }
+func (b *fakeBackend) PauseNow() { b.record("PauseNow") }
+func (b *fakeBackend) PauseFor(d time.Duration) {
+	b.record("PauseFor " + d.String())
+}
 func (b *fakeBackend) Resume()            { b.record("Resume") }
 func (b *fakeBackend) PauseAfterCurrent() { b.record("PauseAfterCurrent") }
 func (b *fakeBackend) Logout() error      { b.record("Logout"); return nil }

@@ -368,3 +368,27 @@ func TestEveryInvalidSettingIsMarkedAtOnce(t *testing.T) {
 		t.Errorf("threads 9999: %v", err)
 	}
 }
+
+func TestPauseForAnHour(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	test.Tap(h.button(ActionSnooze))
+	if got := h.backend.Calls(); strings.Join(got, ",") != "PauseFor 1h0m0s" {
+		t.Fatalf("calls %v", got)
+	}
+	s := idleSnap()
+	s.State, s.Paused = studio.StatePaused, true
+	s.ResumeAt = time.Date(2026, 12, 1, 15, 2, 0, 0, time.Local)
+	now := time.Date(2026, 12, 1, 14, 2, 0, 0, time.Local)
+	if got := reasonLine(s, now, now); got != "Paused by you since 14:02 for an hour: jobs are taken again at 15:02, or when you press Resume." {
+		t.Errorf("reason %q", got)
+	}
+	h.main.Render(s)
+	if findButton(h.w.Canvas(), ActionSnooze) != nil {
+		t.Error("Pause for 1 hour offered while paused")
+	}
+	tr := NewTray(&fakeTrayHost{}, h.backend, func() {}, func() {}, nil)
+	tr.snooze.Action()
+	if got := h.backend.Calls(); len(got) != 2 || got[1] != "PauseFor 1h0m0s" {
+		t.Errorf("tray calls %v", got)
+	}
+}

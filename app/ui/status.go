@@ -31,6 +31,7 @@ type StatusPage struct {
 	reason    *widget.Label
 	startStop *widget.Button
 	after     *widget.Button
+	snooze    *widget.Button
 	afterNote *widget.Label
 
 	login *LoginPanel
@@ -79,6 +80,7 @@ func newStatusPage(d *Deps, parent fyne.Window) *StatusPage {
 	p.startStop = widget.NewButtonWithIcon(ActionPauseNow, theme.MediaPauseIcon(), p.toggle)
 	p.startStop.Importance = widget.HighImportance
 	p.after = widget.NewButton(ActionFinishJob, func() { p.deps.Backend.PauseAfterCurrent() })
+	p.snooze = widget.NewButtonWithIcon(ActionSnooze, theme.HistoryIcon(), func() { p.deps.Backend.PauseFor(SnoozeFor) })
 	p.afterNote = widget.NewLabel("")
 	p.afterNote.Hide()
 
@@ -109,7 +111,7 @@ func newStatusPage(d *Deps, parent fyne.Window) *StatusPage {
 
 	bigButton := container.NewGridWrap(fyne.NewSize(200, 56), p.startStop)
 	head := container.NewBorder(nil, nil, p.icon, nil, container.NewVBox(p.headline, p.reason))
-	controls := container.NewHBox(bigButton, container.NewVBox(layout.NewSpacer(), p.after, p.afterNote, layout.NewSpacer()))
+	controls := container.NewHBox(bigButton, container.NewVBox(layout.NewSpacer(), p.after, p.afterNote, layout.NewSpacer()), container.NewVBox(layout.NewSpacer(), p.snooze, layout.NewSpacer()))
 	p.content = container.NewVScroll(container.NewVBox(
 		head,
 		controls,
@@ -167,6 +169,12 @@ func (p *StatusPage) Render(s studio.Snapshot) {
 	default:
 		p.after.Hide()
 		p.afterNote.Hide()
+	}
+
+	if s.Paused {
+		p.snooze.Hide()
+	} else {
+		p.snooze.Show()
 	}
 
 	p.login.Render(s)
@@ -262,6 +270,8 @@ func reasonLine(s studio.Snapshot, since, now time.Time) string {
 			return titleCase(jobTitle(*s.Current)) + "."
 		}
 		return ""
+	case s.State == studio.StatePaused && !s.ResumeAt.IsZero():
+		return "Paused by you since " + at(since) + " for an hour: jobs are taken again at " + at(s.ResumeAt) + ", or when you press " + ActionResume + "."
 	case s.State == studio.StatePaused:
 		return "Paused by you since " + at(since) + ". No new jobs are taken until you press " + ActionResume + "."
 	case s.State == studio.StateRegistering && reg.Problem != "":

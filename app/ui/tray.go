@@ -35,6 +35,7 @@ type Tray struct {
 	open   *fyne.MenuItem
 	pause  *fyne.MenuItem
 	finish *fyne.MenuItem
+	snooze *fyne.MenuItem
 	quit   *fyne.MenuItem
 
 	look     assets.TrayState
@@ -50,9 +51,10 @@ func NewTray(host TrayHost, b Backend, open, quit func(), setTooltip func(string
 	t.open = fyne.NewMenuItem(TrayOpen, open)
 	t.pause = fyne.NewMenuItem(trayPauseDefault, t.togglePause)
 	t.finish = fyne.NewMenuItem(TrayFinishJob, func() { t.backend.PauseAfterCurrent() })
+	t.snooze = fyne.NewMenuItem(ActionSnooze, func() { t.backend.PauseFor(SnoozeFor) })
 	t.quit = fyne.NewMenuItem(TrayQuit, quit)
 	t.quit.IsQuit = true
-	t.menu = fyne.NewMenu("Studio Worker", t.open, fyne.NewMenuItemSeparator(), t.pause, t.finish, fyne.NewMenuItemSeparator(), t.quit)
+	t.menu = fyne.NewMenu("Studio Worker", t.open, fyne.NewMenuItemSeparator(), t.pause, t.finish, t.snooze, fyne.NewMenuItemSeparator(), t.quit)
 	t.Render(b.Snapshot())
 	host.SetSystemTrayMenu(t.menu)
 	return t

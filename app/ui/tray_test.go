@@ -39,7 +39,7 @@ func TestTrayFollowsStateAndPauses(t *testing.T) {
 		}
 		return out
 	}
-	if got := labels(); !slices.Equal(got, []string{TrayOpen, "Pause now", TrayFinishJob, TrayQuit}) {
+	if got := labels(); !slices.Equal(got, []string{TrayOpen, "Pause now", TrayFinishJob, ActionSnooze, TrayQuit}) {
 		t.Fatalf("menu %q", got)
 	}
 	if !tr.quit.IsQuit {

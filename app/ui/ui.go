@@ -33,6 +33,8 @@ type Backend interface {
 	// PauseNow pauses and stops the running job at once (it is failed as
 	// retryable and offered to another computer) and lets the engines go.
 	PauseNow()
+	// PauseFor is PauseNow that resumes by itself after d.
+	PauseFor(d time.Duration)
 	Resume()
 	PauseAfterCurrent()
 	// Logout forgets the credentials; the worker then registers afresh.
