@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -114,17 +115,21 @@ func (r *fakeRunner) VRAM() engine.VRAMInfo {
 }
 
 // fakeSender records frames; failOn makes Send fail for frames it matches.
+// onWire, when set, runs after a frame is recorded but before Send returns:
+// it plays a studio that reads the frame off the wire and answers while the
+// worker is still inside Send.
 type fakeSender struct {
 	frames chan any
 	mu     sync.Mutex
 	failOn func(frame any) error
+	onWire func(frame any)
 }
 
 func newFakeSender() *fakeSender { return &fakeSender{frames: make(chan any, 32)} }
 
 func (s *fakeSender) Send(ctx context.Context, f any) error {
 	s.mu.Lock()
-	fail := s.failOn
+	fail, onWire := s.failOn, s.onWire
 	s.mu.Unlock()
 	if fail != nil {
 		if err := fail(f); err != nil {
@@ -132,6 +137,9 @@ func (s *fakeSender) Send(ctx context.Context, f any) error {
 		}
 	}
 	s.frames <- f
+	if onWire != nil {
+		onWire(f)
+	}
 	return nil
 }
 
@@ -924,14 +932,35 @@ func TestWorkerShutdownStopsAHangingUploadAndFailsRetryable(t *testing.T) {
 // as busy.
 func TestWorkerReleasesTheGateBeforeTheFinalFrame(t *testing.T) {
 	h := newHarness(t)
+	// The re-run waits until the first attempt is recorded as failed: that
+	// happens once the fail's Send returns, and a studio answering inside
+	// Send (below) could otherwise see the re-run finish first and the
+	// counters and Recent checked here in the wrong order.
+	firstRecorded := make(chan struct{})
+	snaps, unsubscribe := h.w.Subscribe()
+	defer unsubscribe()
+	go func() {
+		for s := range snaps {
+			if s.Counters.Failed > 0 {
+				close(firstRecorded)
+				return
+			}
+		}
+	}()
 	var mu sync.Mutex
 	runs := 0
-	h.runner.runFn = func(context.Context, engine.Job, engine.ProgressFunc) (engine.Result, error) {
+	h.runner.runFn = func(ctx context.Context, _ engine.Job, _ engine.ProgressFunc) (engine.Result, error) {
 		mu.Lock()
-		defer mu.Unlock()
 		runs++
-		if runs == 1 {
+		n := runs
+		mu.Unlock()
+		if n == 1 {
 			return engine.Result{}, errors.New("the GPU driver reset")
+		}
+		select {
+		case <-firstRecorded:
+		case <-ctx.Done():
+			return engine.Result{}, ctx.Err()
 		}
 		return engine.Result{JSON: json.RawMessage(`{"ok":true}`)}, nil
 	}
@@ -942,21 +971,24 @@ func TestWorkerReleasesTheGateBeforeTheFinalFrame(t *testing.T) {
 	}
 	seen := make(chan during, 1)
 	var once sync.Once
-	s.failOn = func(f any) error {
+	// The re-offer comes once the fail is on the wire (recorded), while the
+	// worker is still inside Send: re-offering before the fail is recorded
+	// would let the re-run's result overtake it in the record, which no
+	// studio can see (it re-offers only after reading the fail).
+	s.onWire = func(f any) {
 		if _, ok := f.(Fail); ok {
 			once.Do(func() {
 				seen <- during{h.w.currentJobID(), h.w.Snapshot()}
 				h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
 			})
 		}
-		return nil
 	}
 	h.w.HandleOffer(s, llmClaim("j1", 1, "hi"))
 	if a, ok := s.next(t).(Accept); !ok || a.JobID != "j1" {
 		t.Fatalf("first offer: %#v", a)
 	}
 	var got []string
-	for range 3 { // the fail, the accept of the re-offer and the result, the first two in either order
+	for range 3 { // the fail, the accept of the re-offer and the result
 		switch f := s.next(t).(type) {
 		case Fail:
 			got = append(got, "fail")
@@ -968,8 +1000,8 @@ func TestWorkerReleasesTheGateBeforeTheFinalFrame(t *testing.T) {
 			t.Fatalf("unexpected frame %#v (so far %v)", f, got)
 		}
 	}
-	if got[2] != "complete" {
-		t.Errorf("frames %v, want the result last", got)
+	if !slices.Equal(got, []string{"fail", "accept", "complete"}) {
+		t.Errorf("frames %v, want the fail, the re-offer's accept, then the result", got)
 	}
 	d := <-seen
 	if d.heartbeatJob != "" {
