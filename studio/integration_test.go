@@ -360,21 +360,17 @@ func TestIntegrationRegisterApproveOfferResultAck(t *testing.T) {
 	// The worker's log lines reach the studio as logBatch frames, job lines
 	// tagged with their job id.
 	deadline := waitCtx(t)
-	for !hasLog(ls.srv.Logs(creds.WorkerID), "offer received "+llmID, llmID) {
-		select {
-		case <-ls.srv.Changed():
-		case <-deadline.Done():
-			t.Fatal("the worker's 'offer received' line never reached the studio")
-		}
+	if _, err := ls.srv.WaitLogs(deadline, creds.WorkerID, func(l []devstudio.WorkerLog) bool {
+		return hasLog(l, "offer received "+llmID, llmID)
+	}); err != nil {
+		t.Fatalf("the worker's 'offer received' line never reached the studio: %v", err)
 	}
 	// The studio confirmed the JSON result with completeAck, which the
 	// worker logs.
-	for !hasLog(ls.srv.Logs(creds.WorkerID), "studio confirmed completion of job "+llmID, llmID) {
-		select {
-		case <-ls.srv.Changed():
-		case <-deadline.Done():
-			t.Fatal("the completeAck was never acknowledged in the logs")
-		}
+	if _, err := ls.srv.WaitLogs(deadline, creds.WorkerID, func(l []devstudio.WorkerLog) bool {
+		return hasLog(l, "studio confirmed completion of job "+llmID, llmID)
+	}); err != nil {
+		t.Fatalf("the completeAck was never acknowledged in the logs: %v", err)
 	}
 }
 

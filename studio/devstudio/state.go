@@ -485,6 +485,28 @@ func (s *Server) Logs(workerID string) []WorkerLog {
 	return out
 }
 
+// WaitLogs blocks until the log lines stored for workerID (all workers when
+// "") satisfy pred, and returns them then. It takes the change notification
+// before reading the lines, so a logBatch that lands between the two still
+// wakes it (reading Logs, then Changed, could sleep through that batch).
+// The error wraps ctx.Err().
+func (s *Server) WaitLogs(ctx context.Context, workerID string, pred func([]WorkerLog) bool) ([]WorkerLog, error) {
+	for {
+		s.mu.Lock()
+		ch := s.changed
+		s.mu.Unlock()
+		logs := s.Logs(workerID)
+		if pred(logs) {
+			return logs, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return logs, fmt.Errorf("the worker's log lines never reached the awaited state (%d stored): %w", len(logs), ctx.Err())
+		}
+	}
+}
+
 // WaitJob blocks until job id is in one of states (done or failed when none
 // are given) and returns its status then. It wakes on the studio's change
 // notifications, not by polling.
