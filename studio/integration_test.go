@@ -163,6 +163,7 @@ type testWorker struct {
 	w      *studio.Worker
 	creds  settings.CredentialStore
 	runErr chan error
+	logs   *studio.LogQueue // the worker's lines not yet shipped
 	mu     sync.Mutex
 	set    settings.Settings
 }
@@ -184,6 +185,7 @@ func newTestWorker(t testing.TB, studioURL string, runner studio.JobRunner, cred
 	}
 	queue := studio.NewLogQueue(0)
 	logger.AddSink(queue)
+	tw.logs = queue
 	t.Cleanup(func() { _ = logger.Close() })
 	tw.w = studio.NewWorker(studio.WorkerConfig{
 		Settings:             tw.settings,
@@ -363,7 +365,10 @@ func TestIntegrationRegisterApproveOfferResultAck(t *testing.T) {
 	if _, err := ls.srv.WaitLogs(deadline, creds.WorkerID, func(l []devstudio.WorkerLog) bool {
 		return hasLog(l, "offer received "+llmID, llmID)
 	}); err != nil {
-		t.Fatalf("the worker's 'offer received' line never reached the studio: %v", err)
+		// Still queued means slow; an empty queue on a connected worker
+		// means the line was shipped and lost.
+		t.Fatalf("the worker's 'offer received' line never reached the studio: %v (worker: session %s, %d lines still queued)",
+			err, tw.w.Snapshot().Session, tw.logs.Len())
 	}
 	// The studio confirmed the JSON result with completeAck, which the
 	// worker logs.
