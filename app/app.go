@@ -113,6 +113,7 @@ func Run(opts Options) int {
 	}
 	if st.History != nil {
 		deps.History = st.History
+		deps.Dismissed = st.History
 	}
 	m := ui.NewMain(deps, w)
 	w.SetContent(m.Content())

@@ -118,6 +118,11 @@ var migrations = []string{
 		message TEXT NOT NULL,
 		PRIMARY KEY (job_id, seq)
 	);`,
+	// 2: notices the donor closed, so they are not shown again.
+	`CREATE TABLE dismissed (
+		notice TEXT PRIMARY KEY,
+		at_ms INTEGER NOT NULL
+	);`,
 }
 
 // SchemaVersion is the schema version this build writes.
@@ -275,6 +280,20 @@ func (d *DB) Record(j Job) error {
 		}
 	}
 	return tx.Commit()
+}
+
+// Dismiss remembers that the donor closed notice.
+func (d *DB) Dismiss(notice string) error {
+	_, err := d.db.Exec(`INSERT OR REPLACE INTO dismissed (notice, at_ms) VALUES (?, ?)`, notice, time.Now().UnixMilli())
+	return err
+}
+
+// IsDismissed reports whether the donor closed notice before; false when
+// the database cannot tell.
+func (d *DB) IsDismissed(notice string) bool {
+	var n int
+	err := d.db.QueryRow(`SELECT count(*) FROM dismissed WHERE notice = ?`, notice).Scan(&n)
+	return err == nil && n > 0
 }
 
 // Filter narrows Jobs.

@@ -3,6 +3,7 @@ package history
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -298,5 +299,35 @@ func TestRecorderKeepsTheWorkerGoingWhenWritesFail(t *testing.T) {
 	r.write(job("y", noon, OutcomeDone))
 	if n := strings.Count(buf.String(), "could not be added"); n != 1 {
 		t.Fatalf("%d warnings for two failed writes, want one: %s", n, buf.String())
+	}
+}
+
+func TestMigrationFromVersion1KeepsJobsAndAddsDismissed(t *testing.T) {
+	dir := t.TempDir()
+	raw, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(migrations[0] + `; PRAGMA user_version = 1;`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`INSERT INTO jobs (id, kind, model, offered_ms, finished_ms, outcome) VALUES ('v1job', 'llm', 'm', 1, 2, 'done')`); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	d := openT(t, dir, nil)
+	var v int
+	if err := d.db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil || v != SchemaVersion || SchemaVersion < 2 {
+		t.Fatalf("user_version %d (%v), SchemaVersion %d", v, err, SchemaVersion)
+	}
+	jobs, err := d.Jobs(Filter{})
+	if err != nil || len(jobs) != 1 || jobs[0].ID != "v1job" {
+		t.Fatalf("jobs after migration = %+v, %v", jobs, err)
+	}
+	if d.IsDismissed("hello") {
+		t.Fatal("dismissed before closing")
+	}
+	if err := d.Dismiss("hello"); err != nil || !d.IsDismissed("hello") || d.IsDismissed("other") {
+		t.Fatalf("dismiss: %v", err)
 	}
 }

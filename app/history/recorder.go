@@ -263,3 +263,13 @@ func (r *Recorder) Jobs(f Filter) ([]Job, error) { return r.cfg.DB.Jobs(f) }
 
 // JobLog is the DB's JobLog.
 func (r *Recorder) JobLog(id string) ([]LogLine, error) { return r.cfg.DB.JobLog(id) }
+
+// Dismiss is the DB's Dismiss; a failure is logged.
+func (r *Recorder) Dismiss(notice string) {
+	if err := r.cfg.DB.Dismiss(notice); err != nil {
+		r.cfg.Log.Warn("a closed notice could not be remembered: "+err.Error(), "op", "history")
+	}
+}
+
+// IsDismissed is the DB's IsDismissed.
+func (r *Recorder) IsDismissed(notice string) bool { return r.cfg.DB.IsDismissed(notice) }

@@ -283,8 +283,9 @@ func New(opts Options) (_ *Stack, err error) {
 		// (engine/host): a crash in native code fails one job, not the app.
 		keep := cur.EngineKeepAlive()
 		st.Llama = hosted.Client(hosted.Llama, hosted.Options{Exe: opts.EngineExe, LibPath: cur.LlamaLibDir, Threads: cur.Threads, Log: st.Log, KeepAlive: keep})
-		if err := st.Llama.LoadError(); err != nil {
-			st.Notices = append(st.Notices, "Text (LLM) jobs are unavailable: "+err.Error())
+		llamaErr := st.Llama.LoadError()
+		if llamaErr != nil {
+			st.Log.Warn("text (LLM) jobs are unavailable: "+llamaErr.Error(), "op", "startup")
 		} else {
 			// A GPU runtime that failed its check in a child process, or a
 			// GPU this runtime cannot use.
@@ -295,8 +296,12 @@ func New(opts Options) (_ *Stack, err error) {
 			engine.RegisterProber("ggml", st.Llama.Devices)
 		}
 		st.Image = hosted.Client(hosted.SD, hosted.Options{Exe: opts.EngineExe, LibPath: cur.SDLibPath, Threads: cur.Threads, Log: st.Log, KeepAlive: keep})
-		if err := st.Image.LoadError(); err != nil {
-			st.Notices = append(st.Notices, "Image jobs are unavailable: "+err.Error())
+		sdErr := st.Image.LoadError()
+		if sdErr != nil {
+			st.Log.Warn("image jobs are unavailable: "+sdErr.Error(), "op", "startup")
+		}
+		if n := engineNotice(llamaErr != nil, sdErr != nil); n != "" {
+			st.Notices = append(st.Notices, n)
 		}
 		engines = []engine.Engine{st.Llama, st.Image}
 	}
@@ -357,6 +362,23 @@ func New(opts Options) (_ *Stack, err error) {
 		}
 	}
 	return st, nil
+}
+
+// engineNotice is the first-run banner about the engines, in a donor's
+// words: what works and what is missing (the log has the technical
+// details: the paths looked in, the settings that choose them); "" when
+// both engines loaded.
+func engineNotice(noText, noImage bool) string {
+	const fix = " Reinstalling Studio Worker puts them back; the Logs page says where it looked."
+	switch {
+	case noText && noImage:
+		return "Studio Worker cannot run jobs yet: the programs that run text jobs (llama.cpp) and image jobs (stable-diffusion.cpp) were not found on this computer." + fix
+	case noText:
+		return "Image jobs work, but text jobs are off: the program that runs them (llama.cpp) was not found on this computer." + fix
+	case noImage:
+		return "Text jobs work, but image jobs are off: the program that runs them (stable-diffusion.cpp) was not found on this computer." + fix
+	}
+	return ""
 }
 
 // checkForWindow turns settings the worker cannot use into notices: the

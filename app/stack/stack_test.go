@@ -564,3 +564,25 @@ func TestStartAtLoginAgainstTheDevStudioSaysItIsNotWritten(t *testing.T) {
 		t.Errorf("a login entry folder was made: %v", err)
 	}
 }
+
+func TestEngineNoticeSpeaksToADonor(t *testing.T) {
+	for _, c := range []struct {
+		noText, noImage bool
+		want            string
+	}{
+		{false, false, ""},
+		{true, false, "Image jobs work, but text jobs are off"},
+		{false, true, "Text jobs work, but image jobs are off"},
+		{true, true, "cannot run jobs yet"},
+	} {
+		got := engineNotice(c.noText, c.noImage)
+		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+			t.Errorf("%+v: %q", c, got)
+		}
+		for _, jargon := range []string{"STUDIO_WORKER", "_lib_", "sd_lib_path", "llama_lib_dir", "$"} {
+			if strings.Contains(got, jargon) {
+				t.Errorf("%+v names %q: %q", c, jargon, got)
+			}
+		}
+	}
+}

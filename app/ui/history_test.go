@@ -7,6 +7,7 @@ import (
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/test"
+	"fyne.io/fyne/v2/widget"
 
 	"github.com/minisgg/studio-worker/app/history"
 	"github.com/minisgg/studio-worker/settings"
@@ -390,5 +391,33 @@ func TestPauseForAnHour(t *testing.T) {
 	tr.snooze.Action()
 	if got := h.backend.Calls(); len(got) != 2 || got[1] != "PauseFor 1h0m0s" {
 		t.Errorf("tray calls %v", got)
+	}
+}
+
+func TestAClosedNoticeIsNotShownAgain(t *testing.T) {
+	_, rec := realHistory(t)
+	h := newHarness(t, idleSnap())
+	h.main.deps.Dismissed = rec
+	h.main.AddNotice("Text jobs work, but image jobs are off.")
+	h.main.AddNotice("Another notice.")
+	if h.main.Notices() != 2 {
+		t.Fatalf("%d notices", h.main.Notices())
+	}
+	var closeBtn *widget.Button
+	walkVisible(h.main.notices.Objects[0], func(o fyne.CanvasObject) bool {
+		if b, ok := o.(*widget.Button); ok {
+			closeBtn = b
+			return false
+		}
+		return true
+	})
+	test.Tap(closeBtn)
+	// The next start: the closed one stays away, the other comes back.
+	h2 := newHarness(t, idleSnap())
+	h2.main.deps.Dismissed = rec
+	h2.main.AddNotice("Text jobs work, but image jobs are off.")
+	h2.main.AddNotice("Another notice.")
+	if h2.main.Notices() != 1 {
+		t.Fatalf("%d notices after a restart, want 1", h2.main.Notices())
 	}
 }

@@ -84,6 +84,13 @@ type HistorySource interface {
 	Subscribe() (<-chan struct{}, func())
 }
 
+// NoticeMemory remembers the notices the donor closed, across restarts;
+// *history.Recorder provides it.
+type NoticeMemory interface {
+	IsDismissed(notice string) bool
+	Dismiss(notice string)
+}
+
 // Deps wires the window.
 type Deps struct {
 	Backend  Backend
@@ -93,6 +100,8 @@ type Deps struct {
 	// History is the job history; nil when none could be kept, and the
 	// Jobs page then lists the worker's recent jobs since start.
 	History HistorySource
+	// Dismissed, when set, keeps a closed notice from showing again.
+	Dismissed NoticeMemory
 	// ResidentModel is the path of the model file an engine holds in
 	// memory ("" = none or unknown); optional. It must not wait for a
 	// running job.

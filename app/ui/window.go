@@ -95,12 +95,20 @@ func (m *Main) Content() fyne.CanvasObject { return m.root }
 // AddNotice shows a message above the pages until the donor dismisses it:
 // problems found at start, or that closing the window quits.
 func (m *Main) AddNotice(text string) {
+	mem := m.deps.Dismissed
+	if mem != nil && mem.IsDismissed(text) {
+		m.deps.log().Info("not shown again, as the donor closed it before: "+text, "op", "notice")
+		return
+	}
 	msg := widget.NewLabel(titleCase(text))
 	msg.Wrapping = fyne.TextWrapWord
 	msg.Importance = widget.WarningImportance
 	var row *fyne.Container
 	closeBtn := widget.NewButtonWithIcon("", theme.CancelIcon(), func() {
 		m.notices.Remove(row)
+		if mem != nil {
+			m.deps.async(func() { mem.Dismiss(text) })
+		}
 	})
 	closeBtn.Importance = widget.LowImportance
 	row = container.NewBorder(nil, nil, widget.NewIcon(theme.WarningIcon()), closeBtn, msg)
