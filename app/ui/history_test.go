@@ -344,18 +344,20 @@ func TestEveryInvalidSettingIsMarkedAtOnce(t *testing.T) {
 	sp.url.SetText("not an address")
 	sp.threads.SetText("abc")
 	sp.dir.SetText("relative/models")
+	sp.days.SetText("-5")
 	test.Tap(sp.save)
 	if len(h.settings.saved) != 0 {
 		t.Fatal("saved with three invalid fields")
 	}
 	for field, want := range map[string]string{
 		settings.FieldStudioURL: "https://", settings.FieldThreads: "whole number", settings.FieldModelsDir: "full path",
+		settings.FieldHistoryDays: "between 0",
 	} {
 		if got := sp.FieldError(field); !strings.Contains(got, want) {
 			t.Errorf("%s: %q, want it to mention %q", field, got, want)
 		}
 	}
-	if sp.result.Text != "Not saved: fix the 3 fields marked above." {
+	if sp.result.Text != "Not saved: fix the 4 fields marked above." {
 		t.Errorf("result %q", sp.result.Text)
 	}
 	// Editing a field clears "Not saved".
@@ -419,5 +421,20 @@ func TestAClosedNoticeIsNotShownAgain(t *testing.T) {
 	h2.main.AddNotice("Another notice.")
 	if h2.main.Notices() != 1 {
 		t.Fatalf("%d notices after a restart, want 1", h2.main.Notices())
+	}
+}
+
+func TestHistoryDaysIsSaved(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	sp := h.main.Settings
+	sp.days.SetText("30")
+	sp.Save()
+	if h.settings.cur.HistoryDays != 30 || !strings.HasPrefix(sp.result.Text, "Saved") {
+		t.Fatalf("saved %d, result %q", h.settings.cur.HistoryDays, sp.result.Text)
+	}
+	sp.days.SetText("99999")
+	sp.Save()
+	if h.settings.cur.HistoryDays != 30 || !strings.Contains(sp.FieldError(settings.FieldHistoryDays), "3650") {
+		t.Fatalf("99999 days: saved %d, error %q", h.settings.cur.HistoryDays, sp.FieldError(settings.FieldHistoryDays))
 	}
 }

@@ -47,6 +47,8 @@ type SettingsPage struct {
 	choose     *widget.Button
 	threads    *widget.Entry
 	threadsErr *widget.Label
+	days       *widget.Entry
+	daysErr    *widget.Label
 	login      *widget.Check
 	minimised  *widget.Check
 	localAPI   *widget.Check
@@ -111,6 +113,13 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 	}
 	p.threadsErr = errLabel()
 
+	p.days = widget.NewEntry()
+	p.days.Validator = func(s string) error {
+		_, err := parseDays(s)
+		return err
+	}
+	p.daysErr = errLabel()
+
 	p.login = widget.NewCheck("Start Studio Worker when I log in", nil)
 	p.minimised = widget.NewCheck("Start minimised to the tray", nil)
 	p.localAPI = widget.NewCheck("Serve the local API on 127.0.0.1 (studio-worker status, pause, resume; OpenAI-compatible chat and images with the models on disk)", nil)
@@ -142,6 +151,8 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 		container.NewBorder(nil, nil, nil, p.choose, p.dir), p.dirErr,
 		widget.NewLabelWithStyle(cores, fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
 		p.threads, p.threadsErr,
+		widget.NewLabelWithStyle(fmt.Sprintf("Days of job history to keep (0 = the default, %d)", settings.DefaultHistoryDays), fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
+		p.days, p.daysErr,
 		p.login, p.minimised, p.localAPI,
 		widget.NewLabelWithStyle("Notify me when", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
 		p.notify[0], p.notify[1], p.notify[2], p.notify[3],
@@ -160,6 +171,7 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 	p.url.OnChanged = func(string) { hideErr(p.urlErr); p.staleResult() }
 	p.dir.OnChanged = func(string) { hideErr(p.dirErr); p.staleResult() }
 	p.threads.OnChanged = func(string) { hideErr(p.threadsErr); p.staleResult() }
+	p.days.OnChanged = func(string) { hideErr(p.daysErr); p.staleResult() }
 
 	p.configureBudget()
 	p.Load()
@@ -190,6 +202,7 @@ func (p *SettingsPage) Load() {
 	p.setBudget(s.VRAMBudgetGB)
 	p.dir.SetText(s.ModelsDir)
 	p.threads.SetText(strconv.Itoa(s.Threads))
+	p.days.SetText(strconv.Itoa(s.HistoryDays))
 	p.login.SetChecked(s.StartAtLogin)
 	p.minimised.SetChecked(s.StartMinimised)
 	p.localAPI.SetChecked(!s.LocalAPIOff)
@@ -290,6 +303,18 @@ func (p *SettingsPage) chooseFolder() {
 	d.Show()
 }
 
+func parseDays(s string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return 0, errors.New("must be a whole number of days; 0 keeps the default")
+	}
+	v := settings.Settings{HistoryDays: n}
+	if n < 0 || v.EffectiveHistoryDays() != n && n != 0 {
+		return 0, fmt.Errorf("must be between 0 (the default, %d) and 3650 days", settings.DefaultHistoryDays)
+	}
+	return n, nil
+}
+
 func parseThreads(s string) (int, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil {
@@ -308,17 +333,23 @@ func (p *SettingsPage) Form() (settings.Settings, error) {
 	s.StudioURL = strings.TrimSpace(p.url.Text)
 	s.VRAMBudgetGB = p.budget.Value
 	s.ModelsDir = strings.TrimSpace(p.dir.Text)
-	n, err := parseThreads(p.threads.Text)
-	if err != nil {
-		return s, &settings.FieldError{Field: settings.FieldThreads, Reason: err.Error()}
+	var errs []error
+	if n, err := parseThreads(p.threads.Text); err != nil {
+		errs = append(errs, &settings.FieldError{Field: settings.FieldThreads, Reason: err.Error()})
+	} else {
+		s.Threads = n
 	}
-	s.Threads = n
+	if days, err := parseDays(p.days.Text); err != nil {
+		errs = append(errs, &settings.FieldError{Field: settings.FieldHistoryDays, Reason: err.Error()})
+	} else {
+		s.HistoryDays = days
+	}
 	s.StartAtLogin = p.login.Checked
 	s.StartMinimised = p.minimised.Checked
 	s.LocalAPIOff = !p.localAPI.Checked
 	s.NotifyJobFailed, s.NotifyStudioRefused = p.notify[0].Checked, p.notify[1].Checked
 	s.NotifyEngineCrashed, s.NotifyUnreachable = p.notify[2].Checked, p.notify[3].Checked
-	return s, nil
+	return s, errors.Join(errs...)
 }
 
 // Save validates the form, refuses an invalid value next to its field, and
@@ -360,21 +391,31 @@ func (p *SettingsPage) Save() {
 func (p *SettingsPage) check() (settings.Settings, []error) {
 	var problems []error
 	s, err := p.Form()
-	saved := p.deps.Settings.Current()
-	if err != nil {
-		problems = append(problems, err)
-		s.Threads = saved.Threads
-	}
-	probe := s
 	seen := map[string]bool{}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		// Fields that are not even numbers keep their saved values
+		// in s (Form leaves them), so the rest can still be checked.
+		for _, e := range j.Unwrap() {
+			problems = append(problems, e)
+			var fe *settings.FieldError
+			if errors.As(e, &fe) {
+				seen[fe.Field] = true
+			}
+		}
+	}
+	saved := p.deps.Settings.Current()
+	probe := s
 	for range 16 {
 		err := probe.Validate(p.detectedGB())
 		if err == nil {
 			break
 		}
 		var fe *settings.FieldError
-		if !errors.As(err, &fe) || seen[fe.Field] {
+		if !errors.As(err, &fe) {
 			problems = append(problems, err)
+			break
+		}
+		if seen[fe.Field] {
 			break
 		}
 		seen[fe.Field] = true
@@ -418,7 +459,7 @@ func resetField(s *settings.Settings, saved settings.Settings, field string) boo
 }
 
 func (p *SettingsPage) clearErrors() {
-	for _, l := range []*widget.Label{p.urlErr, p.budgetErr, p.dirErr, p.threadsErr} {
+	for _, l := range []*widget.Label{p.urlErr, p.budgetErr, p.dirErr, p.threadsErr, p.daysErr} {
 		l.SetText("")
 		l.Hide()
 	}
@@ -442,6 +483,8 @@ func (p *SettingsPage) errLabelFor(field string) *widget.Label {
 		return p.dirErr
 	case settings.FieldThreads:
 		return p.threadsErr
+	case settings.FieldHistoryDays:
+		return p.daysErr
 	}
 	return nil
 }
