@@ -438,3 +438,21 @@ func TestHistoryDaysIsSaved(t *testing.T) {
 		t.Fatalf("99999 days: saved %d, error %q", h.settings.cur.HistoryDays, sp.FieldError(settings.FieldHistoryDays))
 	}
 }
+
+func TestTodayRollsOverAtMidnight(t *testing.T) {
+	db, rec := realHistory(t)
+	now := time.Now()
+	if err := db.Record(history.Job{ID: "a", Kind: "llm", Offered: now.Add(-time.Second), Finished: now, Outcome: history.OutcomeDone}); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, idleSnap(), rec)
+	c := h.main.Status.Contribution
+	if c.Cell(0, 0) != "1" {
+		t.Fatalf("today %q", c.Cell(0, 0))
+	}
+	h.main.now = func() time.Time { return now.AddDate(0, 0, 1) }
+	h.main.Render(idleSnap()) // the next snapshot after midnight
+	if c.Cell(0, 0) != "0" || c.Cell(0, 2) != "1" {
+		t.Errorf("after midnight: today %q, all time %q", c.Cell(0, 0), c.Cell(0, 2))
+	}
+}

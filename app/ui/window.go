@@ -33,6 +33,10 @@ type Main struct {
 	Settings *SettingsPage
 
 	notifier *Notifier
+	// histDay is the local date the totals were last read on; a snapshot
+	// on a later date reads them again, so "today" rolls over at midnight.
+	histDay string
+	now     func() time.Time
 
 	tabs    *container.AppTabs
 	notices *fyne.Container
@@ -45,7 +49,7 @@ type Main struct {
 // NewMain builds the pages for window w and draws the backend's current
 // snapshot. Call it on the UI goroutine.
 func NewMain(d Deps, w fyne.Window) *Main {
-	m := &Main{deps: &d}
+	m := &Main{deps: &d, now: time.Now}
 	m.Status = newStatusPage(m.deps, w)
 	m.Jobs = newJobsPage(m.deps, m.ReloadHistory)
 	m.Logs = newLogsPage(d.Logs)
@@ -79,8 +83,10 @@ func (m *Main) ReloadHistory() {
 		return
 	}
 	filter := m.Jobs.filter()
+	now := m.now()
+	m.histDay = now.Format(time.DateOnly)
 	m.deps.async(func() {
-		sum, sumErr := h.Summary(time.Now())
+		sum, sumErr := h.Summary(now)
 		jobs, jobsErr := h.Jobs(filter)
 		fyne.Do(func() {
 			m.Status.Contribution.Render(sum, sumErr)
@@ -134,6 +140,9 @@ func (m *Main) Render(s studio.Snapshot) {
 	m.Models.Render(s)
 	m.Settings.Render(s)
 	m.notifier.Observe(s)
+	if m.deps.History != nil && m.histDay != "" && m.now().Format(time.DateOnly) != m.histDay {
+		m.ReloadHistory()
+	}
 	if m.rendered != nil {
 		m.rendered(s)
 	}
