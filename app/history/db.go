@@ -138,6 +138,9 @@ func Open(dir string, log *slog.Logger) (*DB, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create the folder for the job history: %w", err)
 	}
+	if err := engineStarts(); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, FileName)
 	d, err := open(path, log)
 	if err == nil {
@@ -149,6 +152,30 @@ func Open(dir string, log *slog.Logger) (*DB, error) {
 	}
 	log.Warn(fmt.Sprintf("the job history could not be read (%v); it was set aside as %s and a new one started", err, aside), "op", "history")
 	return open(path, log)
+}
+
+// engineStarts opens a throwaway in-memory database, so that a SQLite
+// that cannot start on this system is told apart from a damaged file (which
+// Open sets aside). The driver panics rather than returning an error when
+// it cannot reserve its memory: seen under Wine 8, whose VirtualAlloc2
+// refuses the placeholder reservations (MEM_RESERVE_PLACEHOLDER) that
+// github.com/ncruces/go-sqlite3 makes on Windows 10 1803 and later. The
+// history is then off, said once by the caller; the worker goes on.
+func engineStarts() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("SQLite cannot start on this system: %v", r)
+		}
+	}()
+	db, err := sql.Open("sqlite3", ":memory:")
+	if err != nil {
+		return fmt.Errorf("SQLite cannot start on this system: %w", err)
+	}
+	defer db.Close()
+	if err := db.Ping(); err != nil {
+		return fmt.Errorf("SQLite cannot start on this system: %w", err)
+	}
+	return nil
 }
 
 func open(path string, log *slog.Logger) (*DB, error) {
