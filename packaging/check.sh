@@ -270,9 +270,6 @@ check_wine_window() {
 
 check_windows() {
 phase "Windows installer"
-# Wine hands the Unix environment to Windows programs: the Makefile's
-# runtime folders for Linux must not stand in for the installed lib\.
-unset STUDIO_WORKER_LLAMA_LIB STUDIO_WORKER_SD_LIB
 file -b "$setup" | grep -q '^PE32' || fail "$setup is not a PE program: $(file -b "$setup")"
 ok "installer is a PE program: $(file -b "$setup")"
 if command -v 7z >/dev/null; then
