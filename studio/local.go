@@ -78,8 +78,12 @@ func (w *Worker) RunLocal(ctx context.Context, wait time.Duration, job engine.Jo
 func (w *Worker) takeLocalGate(ctx context.Context, wait time.Duration, job engine.Job) (*jobRun, error) {
 	snaps, unsubscribe := w.Subscribe()
 	defer unsubscribe()
-	timer := w.clock.NewTimer(max(wait, 0))
-	defer timer.Stop()
+	var expired <-chan time.Time
+	if wait > 0 {
+		timer := w.clock.NewTimer(wait)
+		defer timer.Stop()
+		expired = timer.C()
+	}
 	for {
 		w.mu.Lock()
 		if w.stopping {
@@ -110,9 +114,12 @@ func (w *Worker) takeLocalGate(ctx context.Context, wait time.Duration, job engi
 			holder = "job " + w.cur.claim.JobID
 		}
 		w.mu.Unlock()
+		if wait <= 0 {
+			return nil, &BusyError{Job: holder, RetryAfter: busyRetryAfter}
+		}
 		select {
 		case <-snaps:
-		case <-timer.C():
+		case <-expired:
 			return nil, &BusyError{Job: holder, RetryAfter: busyRetryAfter}
 		case <-ctx.Done():
 			return nil, &BusyError{Job: holder, RetryAfter: busyRetryAfter}
