@@ -115,19 +115,30 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// parseCommand parses a command's flags with parseFlags. done says the
+// command must return code at once: 0 after writing the usage to helpOut
+// for -h, 2 after one line naming the command and the problem on stderr.
+func parseCommand(fs *flag.FlagSet, args []string, helpOut, stderr io.Writer) (code int, done bool) {
+	err := parseFlags(fs, args)
+	switch {
+	case err == nil:
+		return 0, false
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(helpOut, usage)
+		return 0, true
+	}
+	fmt.Fprintln(stderr, "studio-worker "+fs.Name()+": "+err.Error())
+	return 2, true
+}
+
 // ---- run ----
 
 func cmdRun(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	studioURL := fs.String("studio", "", "studio URL for this run (default: the saved setting)")
 	configDir := fs.String("config", "", "settings folder (default: the user's config folder)")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usage)
-			return 0
-		}
-		fmt.Fprintln(stderr, "studio-worker run: "+err.Error())
-		return 2
+	if code, done := parseCommand(fs, args, stderr, stderr); done {
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "studio-worker run: "+err.Error())
@@ -186,13 +197,8 @@ func cmdRegister(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("register", flag.ContinueOnError)
 	reset := fs.Bool("reset", false, "forget this computer's studio credentials")
 	configDir := fs.String("config", "", "settings folder (default: the user's config folder)")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
-			return 0
-		}
-		fmt.Fprintln(stderr, "studio-worker register: "+err.Error())
-		return 2
+	if code, done := parseCommand(fs, args, stdout, stderr); done {
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "studio-worker register: "+err.Error())
@@ -255,13 +261,8 @@ func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
 	if name == "pause" {
 		now = fs.Bool("now", false, "stop the running job too (the studio gives it to another worker) and free all engine memory")
 	}
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
-			return 0
-		}
-		fmt.Fprintln(stderr, "studio-worker "+name+": "+err.Error())
-		return 2
+	if code, done := parseCommand(fs, args, stdout, stderr); done {
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "studio-worker "+name+": "+err.Error())
@@ -305,13 +306,8 @@ func cmdDevStudio(args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data", "", "folder for the studio's state and results (default: the user's data folder)")
 	modelsDir := fs.String("models", "", "folder whose files are served at /dev/models/ (default: none)")
 	autoApprove := fs.Bool("auto-approve", false, "approve every worker that asks to register")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
-			return 0
-		}
-		fmt.Fprintln(stderr, "studio-worker devstudio: "+err.Error())
-		return 2
+	if code, done := parseCommand(fs, args, stdout, stderr); done {
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "studio-worker devstudio: "+strings.TrimPrefix(err.Error(), "devstudio: "))
@@ -391,13 +387,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	jobs := fs.Int("jobs", 3, "how many chat jobs to run")
 	imageJobs := fs.Int("image-jobs", 2, "how many image jobs to run after them (PNG and WebP in turn; 0: none)")
 	dirFlag := fs.String("dir", "", "folder for the demo's studio, settings and models (default: a temporary folder, removed afterwards)")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
-			return 0
-		}
-		fmt.Fprintln(stderr, "studio-worker demo: "+err.Error())
-		return 2
+	if code, done := parseCommand(fs, args, stdout, stderr); done {
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "studio-worker demo: "+err.Error())

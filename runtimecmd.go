@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,13 +35,8 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)
 	verbose := fs.Bool("verbose", false, "also say which llama.cpp and stable-diffusion.cpp runtimes load and on what they run")
 	configDir := fs.String("config", "", "settings folder (default: the user's config folder)")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usage)
-			return 0
-		}
-		fmt.Fprintln(stderr, "studio-worker version: "+err.Error())
-		return 2
+	if code, done := parseCommand(fs, args, stderr, stderr); done {
+		return code
 	}
 	fmt.Fprintf(stdout, "studio-worker %s\n", studio.Version)
 	if !*verbose {

@@ -18,6 +18,7 @@ import (
 
 	yz "github.com/hybridgroup/yzma/pkg/llama"
 
+	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/gguf"
 )
 
@@ -203,7 +204,7 @@ func chooseRuntime(ctx context.Context, found libCandidate, explicit string, che
 		problem = fmt.Sprintf("the %s add-on (%s) in %s %v", info.Accel, info.AddOn, found.dir, cerr)
 	}
 	cands, _ := libCandidates(explicit)
-	cands = append([]libCandidate{{filepath.Join(filepath.Dir(found.dir), Variant()), "beside it"}}, cands...)
+	cands = append([]libCandidate{{filepath.Join(filepath.Dir(found.dir), engine.PlatformVariant()), "beside it"}}, cands...)
 	for _, c := range cands {
 		if sameDir(c.dir, found.dir) || hasLib(c.dir) != "" {
 			continue

@@ -66,7 +66,7 @@ func childChecker(t *testing.T, mode string) RuntimeChecker {
 }
 
 // runtimeTree makes <root>/<gpuName> holding a fake GPU runtime (its build
-// record and an empty libllama) and, when cpu is set, <root>/<Variant()>
+// record and an empty libllama) and, when cpu is set, <root>/<engine.PlatformVariant()>
 // holding a fake CPU one.
 func runtimeTree(t *testing.T, gpuName, gpuRecord string, cpu bool) (gpuDir, cpuDir string) {
 	t.Helper()
@@ -76,7 +76,7 @@ func runtimeTree(t *testing.T, gpuName, gpuRecord string, cpu bool) (gpuDir, cpu
 	os.WriteFile(filepath.Join(gpuDir, metadataFile), []byte(gpuRecord), 0o644)
 	os.WriteFile(filepath.Join(gpuDir, libFile()), nil, 0o644)
 	if cpu {
-		cpuDir = filepath.Join(root, Variant())
+		cpuDir = filepath.Join(root, engine.PlatformVariant())
 		os.Mkdir(cpuDir, 0o755)
 		os.WriteFile(filepath.Join(cpuDir, metadataFile), []byte(record("linux", "x64", "false", "v0.5.0")), 0o644)
 		os.WriteFile(filepath.Join(cpuDir, libFile()), nil, 0o644)
@@ -208,7 +208,7 @@ func TestEngineSurvivesACrashingGPURuntime(t *testing.T) {
 	programElsewhere(t)
 	gpuDir, cpuDir := runtimeTree(t, "linux-x64-cuda", record("linux", "x64", `"cuda"`, "v0.5.0"), false)
 	if realCPU != "" {
-		cpuDir = filepath.Join(filepath.Dir(gpuDir), Variant())
+		cpuDir = filepath.Join(filepath.Dir(gpuDir), engine.PlatformVariant())
 		if err := os.Symlink(realCPU, cpuDir); err != nil {
 			t.Skip("needs symbolic links: " + err.Error())
 		}

@@ -15,25 +15,13 @@ import (
 
 	"github.com/ebitengine/purego"
 	yz "github.com/hybridgroup/yzma/pkg/llama"
+
+	"github.com/minisgg/studio-worker/engine"
 )
 
 // LibEnv names the environment variable that points at the folder holding
 // the llama.cpp libraries.
 const LibEnv = "STUDIO_WORKER_LLAMA_LIB"
-
-// Variant is the runtime variant name of this platform's CPU build, as in
-// packaging/runtimes.json and the folder `make runtime` fills.
-func Variant() string {
-	arch := map[string]string{"amd64": "x64", "arm64": "arm64"}[runtime.GOARCH]
-	if arch == "" {
-		arch = runtime.GOARCH
-	}
-	osName := map[string]string{"windows": "win", "darwin": "mac"}[runtime.GOOS]
-	if osName == "" {
-		osName = runtime.GOOS
-	}
-	return osName + "-" + arch
-}
 
 // libFile is the file yzma opens first in a library folder.
 func libFile() string {
@@ -99,10 +87,10 @@ func libCandidates(explicit string) (cands []libCandidate, tree string) {
 		tree = sourceTree(dir)
 		cands = append(cands,
 			libCandidate{filepath.Join(dir, "lib"), "next to the program"},
-			libCandidate{filepath.Join(dir, "runtime", "llama", Variant()), "next to the program"},
+			libCandidate{filepath.Join(dir, "runtime", "llama", engine.PlatformVariant()), "next to the program"},
 			// bin/studio-worker from `make build` in a source tree, whose
 			// runtime/ was filled by `make runtime`.
-			libCandidate{filepath.Join(filepath.Dir(dir), "runtime", "llama", Variant()), "the source tree's runtime folder"})
+			libCandidate{filepath.Join(filepath.Dir(dir), "runtime", "llama", engine.PlatformVariant()), "the source tree's runtime folder"})
 	}
 	return cands, tree
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/minisgg/studio-worker/engine"
 )
 
 // LibFile is the stable-diffusion.cpp library's file name on this platform,
@@ -18,20 +20,6 @@ func LibFile() string {
 		return "libstable-diffusion.dylib"
 	}
 	return "libstable-diffusion.so"
-}
-
-// Variant is this platform's runtime folder name (runtime/sd/<variant>/ in
-// a source tree; "sd-" + it is the runtimes.json entry).
-func Variant() string {
-	arch := map[string]string{"amd64": "x64", "arm64": "arm64"}[runtime.GOARCH]
-	if arch == "" {
-		arch = runtime.GOARCH
-	}
-	osName := map[string]string{"windows": "win", "darwin": "mac"}[runtime.GOOS]
-	if osName == "" {
-		osName = runtime.GOOS
-	}
-	return osName + "-" + arch
 }
 
 // executable is os.Executable; tests move the program elsewhere.
@@ -70,8 +58,8 @@ func FindLib(explicit string) (Found, error) {
 		}
 		cands = append(cands,
 			cand{filepath.Join(dir, "lib"), "next to the program"},
-			cand{filepath.Join(dir, "runtime", "sd", Variant()), "next to the program"},
-			cand{filepath.Join(filepath.Dir(dir), "runtime", "sd", Variant()), "the source tree's runtime folder"})
+			cand{filepath.Join(dir, "runtime", "sd", engine.PlatformVariant()), "next to the program"},
+			cand{filepath.Join(filepath.Dir(dir), "runtime", "sd", engine.PlatformVariant()), "the source tree's runtime folder"})
 	}
 	var looked []string
 	for _, c := range cands {

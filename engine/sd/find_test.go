@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/minisgg/studio-worker/engine"
 )
 
 // FindLib tries the setting, the variable, lib/ next to the program, then a
@@ -12,7 +14,7 @@ import (
 func TestFindLibOrder(t *testing.T) {
 	tree := t.TempDir()
 	bin := filepath.Join(tree, "bin")
-	rt := filepath.Join(tree, "runtime", "sd", Variant())
+	rt := filepath.Join(tree, "runtime", "sd", engine.PlatformVariant())
 	for _, d := range []string{bin, rt, filepath.Join(bin, "lib")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
