@@ -939,19 +939,24 @@ func newStallWatch(idle time.Duration, cancel func(), note func(string)) *stallW
 	return w
 }
 
+// dueLocked reports whether limit has passed with no byte since the last
+// one; if not, it re-arms t for the time still to go (for the whole limit
+// while the watch is paused). w.mu must be held.
+func (w *stallWatch) dueLocked(t *time.Timer, limit time.Duration) bool {
+	if w.paused {
+		t.Reset(limit)
+		return false
+	}
+	if since := time.Since(w.last); since < limit {
+		t.Reset(limit - since + time.Millisecond)
+		return false
+	}
+	return true
+}
+
 func (w *stallWatch) onNotice() {
 	w.mu.Lock()
-	if w.closed || w.stalled || w.noticed {
-		w.mu.Unlock()
-		return
-	}
-	if w.paused {
-		w.tNotice.Reset(w.notice)
-		w.mu.Unlock()
-		return
-	}
-	if since := time.Since(w.last); since < w.notice {
-		w.tNotice.Reset(w.notice - since + time.Millisecond)
+	if w.closed || w.stalled || w.noticed || !w.dueLocked(w.tNotice, w.notice) {
 		w.mu.Unlock()
 		return
 	}
@@ -962,17 +967,7 @@ func (w *stallWatch) onNotice() {
 
 func (w *stallWatch) onEnd() {
 	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return
-	}
-	if w.paused {
-		w.tEnd.Reset(w.idle)
-		w.mu.Unlock()
-		return
-	}
-	if since := time.Since(w.last); since < w.idle {
-		w.tEnd.Reset(w.idle - since + time.Millisecond)
+	if w.closed || !w.dueLocked(w.tEnd, w.idle) {
 		w.mu.Unlock()
 		return
 	}
