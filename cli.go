@@ -435,27 +435,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "demo: dev studio on %s, model %s (%s)\n", st.Dev.URL, queued.Model, queued.File)
 
-	done := 0
-	for i, id := range queued.IDs {
-		ctx, cancel := context.WithTimeout(context.Background(), demoJobTimeout)
-		js, err := st.Dev.Server.WaitJob(ctx, id)
-		cancel()
-		select {
-		case rerr := <-runDone:
-			return fail(fmt.Errorf("the worker stopped: %v", rerr))
-		default:
-		}
-		switch {
-		case err != nil:
-			fmt.Fprintf(stdout, "job %d/%d %s: %v\n", i+1, len(queued.IDs), id, err)
-		case js.State != devstudio.JobDone:
-			fmt.Fprintf(stdout, "job %d/%d %s: %s: %s\n", i+1, len(queued.IDs), id, js.State, js.Error)
-		default:
-			done++
-			answer, tokens := demoAnswer(js.Result)
-			fmt.Fprintf(stdout, "job %d/%d %s: %q -> %q (%d tokens, %.1f tokens/s)\n",
-				i+1, len(queued.IDs), id, js.Prompt, answer, tokens, demoSpeed(st.Worker, id))
-		}
+	done, err := waitDemoJobs(st, "job", queued.IDs, runDone, stdout, func(id string, js devstudio.JobStatus) string {
+		answer, tokens := demoAnswer(js.Result)
+		return fmt.Sprintf("%q -> %q (%d tokens, %.1f tokens/s)", js.Prompt, answer, tokens, demoSpeed(st.Worker, id))
+	})
+	if err != nil {
+		return fail(err)
 	}
 	total := len(queued.IDs)
 	if *imageJobs > 0 {
@@ -494,32 +479,45 @@ func demoImages(st *stack.Stack, n int, runDone <-chan error, stdout io.Writer) 
 	}
 	fmt.Fprintf(stdout, "demo: image model %s (%s, random weights: the images are noise), %dx%d, %d steps\n",
 		queued.Model, queued.File, stack.DemoImageSide, stack.DemoImageSide, stack.DemoImageSteps)
+	done, err := waitDemoJobs(st, "image job", queued.IDs, runDone, stdout, func(_ string, js devstudio.JobStatus) string {
+		path := filepath.Join(st.Dev.DataDir(), filepath.FromSlash(js.ResultFile))
+		size := int64(-1)
+		if fi, err := os.Stat(path); err == nil {
+			size = fi.Size()
+		}
+		return fmt.Sprintf("%q -> %s (%d bytes)", js.Prompt, path, size)
+	})
+	return done, len(queued.IDs), err
+}
+
+// waitDemoJobs waits for each queued demo job in turn and prints one line
+// for it, "<label> i/n <id>: ..." with the error, the state the job ended
+// in, or what doneLine says of a done job. It returns how many were done,
+// and an error only when the worker stopped (runDone).
+func waitDemoJobs(st *stack.Stack, label string, ids []string, runDone <-chan error, stdout io.Writer,
+	doneLine func(id string, js devstudio.JobStatus) string) (int, error) {
 	done := 0
-	for i, id := range queued.IDs {
+	for i, id := range ids {
 		ctx, cancel := context.WithTimeout(context.Background(), demoJobTimeout)
 		js, err := st.Dev.Server.WaitJob(ctx, id)
 		cancel()
 		select {
 		case rerr := <-runDone:
-			return done, len(queued.IDs), fmt.Errorf("the worker stopped: %v", rerr)
+			return done, fmt.Errorf("the worker stopped: %v", rerr)
 		default:
 		}
+		prefix := fmt.Sprintf("%s %d/%d %s: ", label, i+1, len(ids), id)
 		switch {
 		case err != nil:
-			fmt.Fprintf(stdout, "image job %d/%d %s: %v\n", i+1, len(queued.IDs), id, err)
+			fmt.Fprintln(stdout, prefix+err.Error())
 		case js.State != devstudio.JobDone:
-			fmt.Fprintf(stdout, "image job %d/%d %s: %s: %s\n", i+1, len(queued.IDs), id, js.State, js.Error)
+			fmt.Fprintf(stdout, "%s%s: %s\n", prefix, js.State, js.Error)
 		default:
 			done++
-			path := filepath.Join(st.Dev.DataDir(), filepath.FromSlash(js.ResultFile))
-			size := int64(-1)
-			if fi, err := os.Stat(path); err == nil {
-				size = fi.Size()
-			}
-			fmt.Fprintf(stdout, "image job %d/%d %s: %q -> %s (%d bytes)\n", i+1, len(queued.IDs), id, js.Prompt, path, size)
+			fmt.Fprintln(stdout, prefix+doneLine(id, js))
 		}
 	}
-	return done, len(queued.IDs), nil
+	return done, nil
 }
 
 // demoAnswer reads the answer and its token count out of a chat.completion.
