@@ -64,6 +64,36 @@ type Settings struct {
 	// LocalAPIPort is the loopback port of the local API: 0 is
 	// DefaultLocalAPIPort. When it is taken, an ephemeral port is used.
 	LocalAPIPort int `toml:"local_api_port"`
+
+	// Updates (issue #14, package app/update). AutoUpdate checks the
+	// signed release feed at start and every UpdateCheckHours, never
+	// during a job, and installs a newer version the way this copy was
+	// installed (or says how, where that needs the donor): on in Default.
+	AutoUpdate bool `toml:"auto_update"`
+	// UpdateCheckHours is the time between two checks: 0 is
+	// DefaultUpdateCheckHours.
+	UpdateCheckHours int `toml:"update_check_hours"`
+	// UpdateFeedURL replaces the release feed's address (a mirror, a
+	// test); "" is the built-in one. Whatever serves it, the feed must be
+	// signed by a key compiled into the app.
+	UpdateFeedURL string `toml:"update_feed_url"`
+}
+
+// DefaultUpdateCheckHours is how often the updater looks for a new
+// version unless the donor chose otherwise.
+const DefaultUpdateCheckHours = 6
+
+// maxUpdateCheckHours bounds UpdateCheckHours (30 days).
+const maxUpdateCheckHours = 720
+
+// UpdateInterval resolves UpdateCheckHours: 0 (or out of range) is the
+// default.
+func (s Settings) UpdateInterval() time.Duration {
+	h := s.UpdateCheckHours
+	if h <= 0 || h > maxUpdateCheckHours {
+		h = DefaultUpdateCheckHours
+	}
+	return time.Duration(h) * time.Hour
 }
 
 // DefaultHistoryDays is how long the job history keeps a finished job.
@@ -139,6 +169,8 @@ const (
 	FieldDiskReserve  = "disk_reserve_gb"
 	FieldHistoryDays  = "history_days"
 	FieldLocalAPIPort = "local_api_port"
+	FieldUpdateHours  = "update_check_hours"
+	FieldUpdateFeed   = "update_feed_url"
 )
 
 // Default returns the settings of a fresh install. InstallID is left empty;
@@ -148,6 +180,7 @@ func Default() Settings {
 		StudioURL:    DefaultStudioURL,
 		VRAMBudgetGB: DefaultVRAMBudgetGB,
 		ModelsDir:    defaultModelsDir(),
+		AutoUpdate:   true,
 	}
 }
 
@@ -199,6 +232,10 @@ func fieldLabel(f string) string {
 		return "disk reserve"
 	case FieldLocalAPIPort:
 		return "local API port"
+	case FieldUpdateHours:
+		return "update check interval"
+	case FieldUpdateFeed:
+		return "update feed"
 	}
 	return f
 }
@@ -238,6 +275,14 @@ func (s Settings) Validate(detectedVRAMGB float64) error {
 	}
 	if s.LocalAPIPort < 0 || s.LocalAPIPort > 65535 {
 		return &FieldError{FieldLocalAPIPort, fmt.Sprintf("must be a port between 1 and 65535 (0 is the default, %d)", DefaultLocalAPIPort)}
+	}
+	if s.UpdateCheckHours < 0 || s.UpdateCheckHours > maxUpdateCheckHours {
+		return &FieldError{FieldUpdateHours, fmt.Sprintf("must be between 1 and %d hours (0 is the default, %d)", maxUpdateCheckHours, DefaultUpdateCheckHours)}
+	}
+	if f := strings.TrimSpace(s.UpdateFeedURL); f != "" {
+		if u, err := url.Parse(f); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" {
+			return &FieldError{FieldUpdateFeed, fmt.Sprintf("%q is not a web address (https://...)", f)}
+		}
 	}
 	if s.LlamaLibDir != "" {
 		if fi, err := os.Stat(s.LlamaLibDir); err != nil || !fi.IsDir() {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/zalando/go-keyring"
@@ -429,6 +430,36 @@ func TestDiskReserveBytes(t *testing.T) {
 	for gb, want := range map[float64]uint64{0: 2 << 30, -1: 0, 0.5: 1 << 29, 10: 10 << 30} {
 		if got := (Settings{DiskReserveGB: gb}).DiskReserveBytes(); got != want {
 			t.Errorf("DiskReserveGB %g: %d bytes, want %d", gb, got, want)
+		}
+	}
+}
+
+// Updates are on by default, every DefaultUpdateCheckHours; a missing key
+// in an older file keeps them on; bad values are refused in words.
+func TestUpdateSettings(t *testing.T) {
+	d := Default()
+	if !d.AutoUpdate || d.UpdateInterval() != DefaultUpdateCheckHours*time.Hour {
+		t.Fatalf("defaults: auto %v every %v", d.AutoUpdate, d.UpdateInterval())
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, FileName), []byte("threads = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := NewStore(dir).Load()
+	if err != nil || !got.AutoUpdate {
+		t.Fatalf("a file without auto_update: %v, %v", got.AutoUpdate, err)
+	}
+	d.UpdateCheckHours = 2
+	if d.UpdateInterval() != 2*time.Hour {
+		t.Errorf("interval %v", d.UpdateInterval())
+	}
+	for _, bad := range []Settings{{UpdateCheckHours: -1}, {UpdateCheckHours: 10000}, {UpdateFeedURL: "ftp://x/feed.json"}, {UpdateFeedURL: "feed.json"}} {
+		s := Default()
+		s.ModelsDir = t.TempDir()
+		s.UpdateCheckHours, s.UpdateFeedURL = bad.UpdateCheckHours, bad.UpdateFeedURL
+		var fe *FieldError
+		if err := s.Validate(0); !errors.As(err, &fe) || (fe.Field != FieldUpdateHours && fe.Field != FieldUpdateFeed) {
+			t.Errorf("%+v: %v", bad, err)
 		}
 	}
 }

@@ -25,6 +25,7 @@ type capsInput struct {
 	Paused         bool
 	AutoStart      bool
 	StartMinimised bool
+	AutoUpdate     bool // the updater checks for and installs new versions (6.1)
 	Kinds          []engine.TaskKind
 	Models         map[engine.TaskKind][]string
 }
@@ -51,6 +52,7 @@ func buildCapabilities(in capsInput) Capabilities {
 		AutoEnabled:            !in.Paused,
 		AutoStart:              in.AutoStart,
 		StartMinimised:         in.StartMinimised,
+		AutoUpdate:             in.AutoUpdate,
 		SupportedModels:        dedupSorted(flat),
 		TaskKinds:              kinds,
 		SupportedModelsPerKind: perKind,

@@ -90,7 +90,7 @@ func (w *Worker) takeLocalGate(ctx context.Context, wait time.Duration, job engi
 			w.mu.Unlock()
 			return nil, ErrShuttingDown
 		}
-		if w.cur == nil && w.halting == 0 {
+		if w.cur == nil && w.halting == 0 && w.holder == "" {
 			jctx, cancel := context.WithCancel(w.life)
 			jr := &jobRun{
 				claim:  JobOfferClaim{JobID: job.ID, Model: job.Model, Task: &job.Task},
@@ -110,8 +110,11 @@ func (w *Worker) takeLocalGate(ctx context.Context, wait time.Duration, job engi
 			return jr, nil
 		}
 		holder := "stopping the engines (pause now)"
-		if w.cur != nil {
+		switch {
+		case w.cur != nil:
 			holder = "job " + w.cur.claim.JobID
+		case w.holder != "":
+			holder = w.holder
 		}
 		w.mu.Unlock()
 		if wait <= 0 {

@@ -174,6 +174,9 @@ type Worker struct {
 	// halting counts PauseNow's engine stops under way; a local job waits
 	// for them (RunLocal), or the stop would end it.
 	halting int
+	// holder holds the one-job gate without a job (HoldGate: the updater
+	// installing a version); "" when nothing does.
+	holder string
 }
 
 // jobRun is the one job the gate admits at a time.
@@ -430,6 +433,7 @@ func (w *Worker) Capabilities() Capabilities {
 		Paused:         paused,
 		AutoStart:      s.StartAtLogin,
 		StartMinimised: s.StartMinimised,
+		AutoUpdate:     s.AutoUpdate,
 		Kinds:          kinds,
 		Models:         models,
 	})
@@ -472,6 +476,8 @@ func (w *Worker) HandleOffer(s Sender, claim JobOfferClaim) {
 		reason, code = fmt.Sprintf("job %s is already running on this worker", claim.JobID), RejectBusy
 	case w.cur != nil:
 		reason, code = ReasonBusy, RejectBusy
+	case w.holder != "":
+		reason, code = ReasonUpdating, RejectBusy
 	}
 	if reason != "" {
 		w.noteRejectLocked(reason, false)
