@@ -92,7 +92,7 @@ func TestProgramsFixtureProc(t *testing.T) {
 	writeProc(t, root, 10, "/opt/game/bin/SpaceGame (deleted)", "/opt/game/bin/SpaceGame\x00--fullscreen\x00", "SpaceGame")
 	writeProc(t, root, 11, "", "Z:\\games\\LongWindowsGameName.exe\x00", "LongWindowsGame")
 	writeProc(t, root, 12, "", "", "VeryLongGameNam") // a process with only comm left
-	writeProc(t, root, 13, "", "", "")                 // gone while read
+	writeProc(t, root, 13, "", "", "")                // gone while read
 	if err := os.MkdirAll(filepath.Join(root, "self"), 0o755); err != nil {
 		t.Fatal(err)
 	}
