@@ -1,0 +1,5 @@
+//go:build !windows && !darwin
+
+package presence
+
+func platformProbes(o Options) []Probe { return unixProbes(o) }

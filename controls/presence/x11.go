@@ -1,0 +1,188 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"log"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jezek/xgb"
+	"github.com/jezek/xgb/screensaver"
+	"github.com/jezek/xgb/xproto"
+)
+
+// X11Source is what an X11 probe's Source says.
+const X11Source = "X11 screensaver extension"
+
+// screenSaverExtension is the X extension that reports the idle time.
+const screenSaverExtension = "MIT-SCREEN-SAVER"
+
+// X11 reads the idle time from an X server's MIT-SCREEN-SAVER extension
+// (QueryInfo's ms-since-user-input on the default screen's root window).
+// It keeps one connection open and reopens it when it breaks. Safe for
+// concurrent use.
+type X11 struct {
+	display string
+
+	mu     sync.Mutex
+	open   opener
+	conn   *xgb.Conn
+	root   xproto.Window
+	closed bool
+}
+
+// NewX11 reads the idle time of the X display named ("" means $DISPLAY
+// as it is when the first call opens the connection). retryAfter is how
+// long to wait before dialling again after the display could not be
+// opened (0 means DefaultRetryAfter). Nothing is dialled until the first
+// IdleTime.
+func NewX11(display string, retryAfter time.Duration) *X11 {
+	quietXGB()
+	return &X11{display: display, open: newOpener(retryAfter)}
+}
+
+// Source names the X11 screensaver extension.
+func (x *X11) Source() string { return X11Source }
+
+// IdleTime returns the time since the last keyboard or mouse input the X
+// server saw. Errors: the display is absent or refuses us, or has no
+// screensaver extension, or stopped answering (all wrap
+// controls.ErrUnknown); ctx's end.
+func (x *X11) IdleTime(ctx context.Context) (time.Duration, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return 0, unknownf("the X11 idle probe is closed")
+	}
+	reopened := false
+	for {
+		if x.conn == nil {
+			if err := x.dialLocked(ctx); err != nil {
+				return 0, err
+			}
+			reopened = true
+		}
+		conn, root := x.conn, x.root
+		reply, err := await(ctx, func() (*screensaver.QueryInfoReply, error) {
+			return screensaver.QueryInfo(conn, xproto.Drawable(root)).Reply()
+		}, nil)
+		if err == nil && reply != nil {
+			return time.Duration(reply.MsSinceUserInput) * time.Millisecond, nil
+		}
+		// A reply that did not come leaves the connection in an unknown
+		// state: drop it either way.
+		x.dropLocked()
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return 0, ctxErr
+		}
+		if reopened {
+			if err == nil {
+				err = errors.New("no reply")
+			}
+			return 0, unknownf("the X display %s stopped answering: %v", x.name(), err)
+		}
+		// The connection that worked before broke (the X server was
+		// restarted): dial once more now.
+	}
+}
+
+// Close closes the connection; later calls return an error.
+func (x *X11) Close() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.closed = true
+	x.dropLocked()
+	return nil
+}
+
+func (x *X11) name() string {
+	if x.display != "" {
+		return x.display
+	}
+	if d := os.Getenv("DISPLAY"); d != "" {
+		return d
+	}
+	return "(none)"
+}
+
+// dialLocked opens the connection and finds the extension.
+func (x *X11) dialLocked(ctx context.Context) error {
+	if err := x.open.held(); err != nil {
+		return err
+	}
+	display := x.display
+	if display == "" {
+		display = os.Getenv("DISPLAY")
+	}
+	if display == "" {
+		return x.open.failed(unknownf("no X display"))
+	}
+	conn, err := await(ctx, func() (*xgb.Conn, error) { return xgb.NewConnDisplay(display) }, (*xgb.Conn).Close)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return x.open.failed(unknownf("cannot open the X display %s: %s", display, strings.TrimPrefix(err.Error(), "cannot connect to "+display+": ")))
+	}
+	ext, err := await(ctx, func() (*xproto.QueryExtensionReply, error) {
+		return xproto.QueryExtension(conn, uint16(len(screenSaverExtension)), screenSaverExtension).Reply()
+	}, nil)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		conn.Close()
+		return ctx.Err()
+	case err != nil:
+		conn.Close()
+		return x.open.failed(unknownf("the X display %s stopped answering: %v", display, err))
+	case !ext.Present:
+		conn.Close()
+		return x.open.failed(unknownf("the X display %s has no screensaver extension (%s)", display, screenSaverExtension))
+	}
+	// What screensaver.Init does, less registering the extension's event
+	// constructor in xgb's process-wide maps: that write races with the
+	// reading goroutine of a connection being closed, and this probe
+	// never selects the extension's events (it defines no errors).
+	conn.ExtLock.Lock()
+	conn.Extensions[screenSaverExtension] = ext.MajorOpcode
+	conn.ExtLock.Unlock()
+	setup := xproto.Setup(conn)
+	if setup == nil || len(setup.Roots) == 0 {
+		conn.Close()
+		return x.open.failed(unknownf("the X display %s has no screen", display))
+	}
+	x.conn, x.root = conn, setup.DefaultScreen(conn).Root
+	x.open.opened()
+	return nil
+}
+
+func (x *X11) dropLocked() {
+	if x.conn != nil {
+		// Close only queues the shutdown; it does not wait for a
+		// server that stopped answering.
+		go x.conn.Close()
+		x.conn = nil
+	}
+}
+
+var quietOnce sync.Once
+
+// quietXGB sends xgb's own messages ("Could not get authority info", "A
+// read error is unrecoverable") to the app's log at debug level instead
+// of stderr: the probe's errors already say what matters. xgb.Logger is
+// process-wide; nothing else in the app uses xgb.
+func quietXGB() {
+	quietOnce.Do(func() {
+		xgb.Logger = log.New(slogWriter{}, "", 0)
+	})
+}
+
+type slogWriter struct{}
+
+func (slogWriter) Write(p []byte) (int, error) {
+	slog.Default().Debug("xgb: "+strings.TrimSpace(string(p)), "op", "presence")
+	return len(p), nil
+}
