@@ -12,6 +12,9 @@ type Admission struct {
 	Engine EngineName // modelSource.engine
 	Model  string
 	VRAMGB float64 // the studio's vramGbEstimate
+	// Files are the offer's modelSource.files, for the models folder's
+	// disk budget (Store.CheckRoom); nil skips that check.
+	Files []ModelFile
 }
 
 // OverBudgetError: the job's estimate is more than the donor lets the

@@ -59,6 +59,11 @@ type Runner struct {
 	crashMu    sync.Mutex
 	crashJobs  map[string]int
 	crashFiles map[string]int
+
+	// lastFiles are the model files of the last job each engine ran: what
+	// it holds when it says it holds something but not what (disk budget).
+	lastMu    sync.Mutex
+	lastFiles map[EngineName][]string
 }
 
 // NewRunner builds a Runner. Store and BudgetGB are required.
@@ -83,11 +88,49 @@ func NewRunner(cfg RunnerConfig) *Runner {
 	if budget == nil {
 		budget = func() float64 { return 0 }
 	}
-	return &Runner{
+	r := &Runner{
 		router: NewRouter(cfg.Engines...), store: cfg.Store, budget: budget, probe: probe,
 		log: log, ttl: ttl, now: now, estimates: map[string]float64{},
-		crashJobs: map[string]int{}, crashFiles: map[string]int{},
+		crashJobs: map[string]int{}, crashFiles: map[string]int{}, lastFiles: map[EngineName][]string{},
 	}
+	if cfg.Store != nil {
+		cfg.Store.setResident(r.residentModelPaths)
+	}
+	return r
+}
+
+// residentModel is an engine that can say which model file it holds
+// (engine/llama).
+type residentModel interface{ ResidentModel() string }
+
+// residentModelPaths lists the model files the engines hold in memory now,
+// for the disk budget, which never evicts them. An engine that holds
+// something without saying what (its process runs, or it reports resident
+// memory) is taken to hold the files of the last job it ran.
+func (r *Runner) residentModelPaths() []string {
+	var out []string
+	for _, e := range r.router.Engines() {
+		var model string
+		var holding bool
+		if hr, ok := e.(heldReporter); ok {
+			h := hr.Held()
+			model, holding = h.Model, h.PID != 0 || h.Bytes > 0 || h.VRAMBytes > 0
+		} else {
+			if rm, ok := e.(residentModel); ok {
+				model = rm.ResidentModel()
+			}
+			holding = e.ResidentVRAMBytes() > 0
+		}
+		switch {
+		case model != "":
+			out = append(out, model)
+		case holding:
+			r.lastMu.Lock()
+			out = append(out, r.lastFiles[e.Name()]...)
+			r.lastMu.Unlock()
+		}
+	}
+	return out
 }
 
 // Router is the runner's router (for the UI: which engines are loaded).
@@ -108,6 +151,9 @@ func (r *Runner) SetStore(s *Store) (old *Store) {
 	r.storeMu.Lock()
 	defer r.storeMu.Unlock()
 	old, r.store = r.store, s
+	if s != nil {
+		s.setResident(r.residentModelPaths)
+	}
 	return old
 }
 
@@ -163,8 +209,8 @@ func (r *Runner) forgetVRAM() {
 func estimateKey(e EngineName, model string) string { return string(e) + "\x00" + model }
 
 // Admit says whether an offer can run here; the error's text is the
-// donor-facing reason (a *CannotServeError, *OverBudgetError or
-// *NotEnoughVRAMError).
+// donor-facing reason (a *CannotServeError, *OverBudgetError,
+// *NotEnoughVRAMError or *DiskBudgetError).
 func (r *Runner) Admit(a Admission) error {
 	if _, err := r.router.Route(a.Engine, a.Kind); err != nil {
 		return err
@@ -180,6 +226,14 @@ func (r *Runner) Admit(a Admission) error {
 		r.log.Debug("GPU memory is unknown; admitting on the budget alone", "op", "admit", "model", a.Model, "need_gb", a.VRAMGB)
 	} else if err := checkFree(a.VRAMGB, usableFree(v, a.Kind), r.ResidentVRAMBytes()); err != nil {
 		return err
+	}
+	// The disk budget's preflight: a model that cannot fit the models
+	// folder is turned down before accept, so that the studio offers the
+	// job elsewhere without counting an attempt.
+	if st := r.Store(); st != nil && len(a.Files) > 0 {
+		if err := st.CheckRoom(a.Model, a.Files); err != nil {
+			return err
+		}
 	}
 	r.estMu.Lock()
 	r.estimates[estimateKey(a.Engine, a.Model)] = a.VRAMGB
@@ -249,6 +303,13 @@ func (r *Runner) Run(ctx context.Context, job Job, progress ProgressFunc) (res R
 		return Result{}, fmt.Errorf("the offer for %s lists no model files and no such model is stored on this worker", job.Model)
 	}
 	job.Files = files
+	held := make([]string, 0, len(files))
+	for _, p := range files {
+		held = append(held, p)
+	}
+	r.lastMu.Lock()
+	r.lastFiles[eng.Name()] = held
+	r.lastMu.Unlock()
 
 	r.makeRoom(log, eng, job)
 

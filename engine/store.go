@@ -84,6 +84,13 @@ type StoreOptions struct {
 	// read at each check, so a changed setting applies at once. Nil keeps
 	// nothing in reserve.
 	Reserve func() uint64
+	// Budget is the most bytes the models the worker downloaded may take in
+	// the models folder (the donor's models_disk_budget_gb); before a
+	// download the least recently used of them are deleted to make room
+	// (see diskbudget.go). Read at each check; nil or 0: no budget.
+	Budget func() uint64
+	// Now is the clock of the last-use records; nil means time.Now.
+	Now func() time.Time
 }
 
 // Store keeps model files on disk: one folder per model under root,
@@ -100,11 +107,17 @@ type Store struct {
 	backoff    time.Duration
 	maxResumes int
 	reserve    func() uint64
+	budget     func() uint64
+	now        func() time.Time
 
-	mu       sync.Mutex
-	flights  map[string]*flight        // by final file path
-	inUse    map[string]int            // by model folder name
-	verified map[string]verifiedRecord // files this process verified, by path
+	budgetMu sync.Mutex // one disk budget plan-and-evict at a time
+
+	mu         sync.Mutex
+	flights    map[string]*flight        // by final file path
+	inUse      map[string]int            // by model folder name
+	verified   map[string]verifiedRecord // files this process verified, by path
+	reserved   map[string]uint64         // disk budget held for downloads under way, by model folder name
+	residentFn func() []string           // model files the engines hold in memory (set by the Runner)
 
 	pendMu   sync.Mutex
 	pendCond *sync.Cond
@@ -160,10 +173,15 @@ func NewStore(root string, opts StoreOptions) *Store {
 	if resumes < 0 {
 		resumes = 0
 	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
 	s := &Store{
 		root: root, client: &c, userAgent: ua, freeSpace: free, log: log, timeout: timeout,
-		idle: idle, backoff: backoff, maxResumes: resumes, reserve: opts.Reserve,
+		idle: idle, backoff: backoff, maxResumes: resumes, reserve: opts.Reserve, budget: opts.Budget, now: now,
 		flights: map[string]*flight{}, inUse: map[string]int{}, verified: map[string]verifiedRecord{},
+		reserved: map[string]uint64{},
 	}
 	s.pendCond = sync.NewCond(&s.pendMu)
 	return s
@@ -293,20 +311,31 @@ func (s *Store) ModelDir(modelID string) (string, error) {
 }
 
 // Use marks a model as in use (a job is running with it) until the returned
-// function is called; Delete refuses it meanwhile.
+// function is called; Delete and the disk budget's eviction refuse it
+// meanwhile. The first use and the last release record the time in the
+// model's folder (lastUsedFile), for least-recently-used eviction.
 func (s *Store) Use(modelID string) (release func()) {
 	key := SanitizeModelID(modelID)
 	s.mu.Lock()
 	s.inUse[key]++
+	first := s.inUse[key] == 1
 	s.mu.Unlock()
+	if first {
+		s.touchLastUsed(modelID)
+	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			s.mu.Lock()
-			if s.inUse[key]--; s.inUse[key] <= 0 {
+			s.inUse[key]--
+			last := s.inUse[key] <= 0
+			if last {
 				delete(s.inUse, key)
 			}
 			s.mu.Unlock()
+			if last {
+				s.touchLastUsed(modelID)
+			}
 		})
 	}
 }
@@ -360,6 +389,14 @@ func (s *Store) ensure(ctx context.Context, modelID string, eng EngineName, file
 	}
 	release := s.Use(modelID)
 	defer release()
+	// The disk budget before any byte is fetched: room is made by deleting
+	// the least recently used downloaded models, or the job fails saying
+	// why it cannot fit.
+	unreserve, err := s.makeRoom(modelID, files)
+	if err != nil {
+		return nil, err
+	}
+	defer unreserve()
 	if len(files) > 0 {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("could not create the model folder %s: %w", dir, err)
@@ -1484,6 +1521,13 @@ type StoredModel struct {
 	Bytes  uint64     // all files, partial downloads included
 	Files  []StoredFile
 	InUse  bool
+	// Downloaded says the store made this folder (it has the store's
+	// record of the model id): only such models count against the disk
+	// budget and may be evicted by it.
+	Downloaded bool
+	// LastUsed is when a job last used the model (Store.Use), else when
+	// its newest file was written; zero for a folder with no files.
+	LastUsed time.Time
 }
 
 // StoredFile is one file in a model folder.
@@ -1526,7 +1570,12 @@ func (s *Store) describe(dir string) (StoredModel, error) {
 		var meta modelMeta
 		if json.Unmarshal(b, &meta) == nil && meta.ID != "" && SanitizeModelID(meta.ID) == filepath.Base(dir) {
 			m.ID, m.Engine = meta.ID, meta.Engine
+			m.Downloaded = true
 		}
+	}
+	lastUsed, haveLastUsed, corrupt := readLastUsed(dir)
+	if corrupt {
+		s.log.Debug("the model's last-use record is not readable; using its files' times", "op", "store", "dir", filepath.Base(dir))
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -1549,6 +1598,12 @@ func (s *Store) describe(dir string) (StoredModel, error) {
 		}
 		m.Bytes += sf.Bytes
 		m.Files = append(m.Files, sf)
+		if !haveLastUsed && sf.ModTime.After(m.LastUsed) {
+			m.LastUsed = sf.ModTime
+		}
+	}
+	if haveLastUsed {
+		m.LastUsed = lastUsed
 	}
 	s.mu.Lock()
 	m.InUse = s.inUse[filepath.Base(dir)] > 0

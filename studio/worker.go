@@ -604,7 +604,7 @@ func (w *Worker) admissionProblem(c JobOfferClaim) string {
 	if c.VRAMGBEstimate > budget {
 		return fmt.Sprintf("needs %s GB, your budget is %s GB", formatGB(c.VRAMGBEstimate), formatGB(budget))
 	}
-	if err := w.runner.Admit(engine.Admission{Kind: kind, Engine: eng, Model: c.Model, VRAMGB: c.VRAMGBEstimate}); err != nil {
+	if err := w.runner.Admit(engine.Admission{Kind: kind, Engine: eng, Model: c.Model, VRAMGB: c.VRAMGBEstimate, Files: c.ModelSource.Files}); err != nil {
 		return err.Error()
 	}
 	return ""

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -443,13 +444,16 @@ func TestWorkerRejectsWhatItDoesNotServe(t *testing.T) {
 func TestWorkerAdmissionPassesTheClaimToTheRunner(t *testing.T) {
 	h := newHarness(t)
 	s := newFakeSender()
-	h.w.HandleOffer(s, llmClaim("j1", 2.5, "hi"))
+	claim := llmClaim("j1", 2.5, "hi")
+	claim.ModelSource.Files = []engine.ModelFile{{Role: engine.RoleModel, URL: "https://models.example/tiny.gguf", Filename: "tiny.gguf", ApproxBytes: 1234}}
+	h.w.HandleOffer(s, claim)
 	s.next(t) // accept
 	s.next(t) // result
 	h.runner.mu.Lock()
 	defer h.runner.mu.Unlock()
-	want := engine.Admission{Kind: engine.KindLLM, Engine: engine.EngineLlamaCpp, Model: "tiny.gguf", VRAMGB: 2.5}
-	if len(h.runner.admitted) != 1 || h.runner.admitted[0] != want {
+	// The files go along for the models folder's disk budget.
+	want := engine.Admission{Kind: engine.KindLLM, Engine: engine.EngineLlamaCpp, Model: "tiny.gguf", VRAMGB: 2.5, Files: claim.ModelSource.Files}
+	if len(h.runner.admitted) != 1 || !reflect.DeepEqual(h.runner.admitted[0], want) {
 		t.Errorf("admitted %+v, want %+v", h.runner.admitted, want)
 	}
 }
