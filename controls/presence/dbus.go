@@ -3,6 +3,7 @@ package presence
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -110,11 +111,23 @@ func (b *SessionBus) connLocked(ctx context.Context) (*dbus.Conn, error) {
 	if addr == "" {
 		return nil, b.open.failed(unknownf("no D-Bus session bus"))
 	}
-	conn, err := await(ctx, func() (*dbus.Conn, error) { return dbus.Connect(addr) },
-		func(c *dbus.Conn) { _ = c.Close() })
+	// What dbus.Connect does, in steps, so that a bus that accepts and
+	// never answers is hung up on when ctx ends (Close ends the
+	// handshake's read), not left waiting.
+	conn, err := dbus.Dial(addr)
 	if err != nil {
+		return nil, b.open.failed(unknownf("the D-Bus session bus did not answer: %v", err))
+	}
+	_, err = await(ctx, func() (struct{}, error) {
+		if err := conn.Auth(nil); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, conn.Hello()
+	}, nil)
+	if err != nil {
+		_ = conn.Close()
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, fmt.Errorf("the D-Bus session bus did not answer in time: %w", ctx.Err())
 		}
 		return nil, b.open.failed(unknownf("the D-Bus session bus did not answer: %v", err))
 	}

@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -284,5 +286,38 @@ func TestDBusReconnectsAfterTheBusRestarts(t *testing.T) {
 	}
 	if _, err := mutter.IdleTime(ctx); !errors.Is(err, controls.ErrUnknown) {
 		t.Fatalf("after Close: %v", err)
+	}
+}
+
+// TestDBusHangsUpOnASilentBus: a "bus" that accepts and never answers
+// cannot hold the caller past its deadline, and the probe hangs up.
+func TestDBusHangsUpOnASilentBus(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "bus")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	conns := make(chan net.Conn, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			conns <- c
+		}
+	}()
+	bus := NewSessionBus("unix:path="+sock, 0)
+	defer bus.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = bus.Mutter().IdleTime(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "did not answer in time") {
+		t.Fatalf("against a bus that never answers: %v", err)
+	}
+	c := <-conns
+	defer c.Close()
+	// Whatever the handshake wrote, then the end: read until it (the
+	// deadline only turns a probe that never hangs up into a failure).
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Fatalf("the probe did not hang up: %v", err)
 	}
 }

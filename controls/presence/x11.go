@@ -3,6 +3,7 @@ package presence
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"log/slog"
 	"os"
@@ -28,11 +29,13 @@ const screenSaverExtension = "MIT-SCREEN-SAVER"
 type X11 struct {
 	display string
 
-	mu     sync.Mutex
-	open   opener
-	conn   *xgb.Conn
-	root   xproto.Window
-	closed bool
+	mu   sync.Mutex
+	open opener
+	conn *xgb.Conn
+	root xproto.Window
+	// pending is a dial still under way (see dialLocked); nil when none.
+	pending chan x11Conn
+	closed  bool
 }
 
 // NewX11 reads the idle time of the X display named ("" means $DISPLAY
@@ -74,10 +77,13 @@ func (x *X11) IdleTime(ctx context.Context) (time.Duration, error) {
 			return time.Duration(reply.MsSinceUserInput) * time.Millisecond, nil
 		}
 		// A reply that did not come leaves the connection in an unknown
-		// state: drop it either way.
+		// state: drop it either way. (xgb cannot force a connection shut:
+		// one to a server that stopped answering stays until the server
+		// answers or goes away; the next dial waits, so there is one such
+		// at most.)
 		x.dropLocked()
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return 0, ctxErr
+			return 0, fmt.Errorf("the X display %s did not answer in time: %w", x.name(), ctxErr)
 		}
 		if reopened {
 			if err == nil {
@@ -96,6 +102,14 @@ func (x *X11) Close() error {
 	defer x.mu.Unlock()
 	x.closed = true
 	x.dropLocked()
+	if pending := x.pending; pending != nil {
+		x.pending = nil
+		go func() {
+			if r := <-pending; r.conn != nil {
+				r.conn.Close()
+			}
+		}()
+	}
 	return nil
 }
 
@@ -109,38 +123,64 @@ func (x *X11) name() string {
 	return "(none)"
 }
 
-// dialLocked opens the connection and finds the extension.
+// x11Conn is the outcome of one dial.
+type x11Conn struct {
+	conn *xgb.Conn
+	root xproto.Window
+	err  error
+}
+
+// dialLocked opens the connection and finds the extension. The dial runs
+// on a goroutine of its own: when ctx ends first it carries on, and the
+// next call takes its outcome instead of dialling again, so a server that
+// accepts and then never answers costs one connection, not one a poll.
 func (x *X11) dialLocked(ctx context.Context) error {
-	if err := x.open.held(); err != nil {
-		return err
-	}
-	display := x.display
-	if display == "" {
-		display = os.Getenv("DISPLAY")
-	}
-	if display == "" {
-		return x.open.failed(unknownf("no X display"))
-	}
-	conn, err := await(ctx, func() (*xgb.Conn, error) { return xgb.NewConnDisplay(display) }, (*xgb.Conn).Close)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	if x.pending == nil {
+		if err := x.open.held(); err != nil {
+			return err
 		}
-		return x.open.failed(unknownf("cannot open the X display %s: %s", display, strings.TrimPrefix(err.Error(), "cannot connect to "+display+": ")))
+		display := x.display
+		if display == "" {
+			display = os.Getenv("DISPLAY")
+		}
+		if display == "" {
+			return x.open.failed(unknownf("no X display"))
+		}
+		pending := make(chan x11Conn, 1)
+		x.pending = pending
+		go func() { pending <- connectX11(display) }()
 	}
-	ext, err := await(ctx, func() (*xproto.QueryExtensionReply, error) {
-		return xproto.QueryExtension(conn, uint16(len(screenSaverExtension)), screenSaverExtension).Reply()
-	}, nil)
-	switch {
-	case err != nil && ctx.Err() != nil:
-		conn.Close()
-		return ctx.Err()
-	case err != nil:
-		conn.Close()
-		return x.open.failed(unknownf("the X display %s stopped answering: %v", display, err))
-	case !ext.Present:
-		conn.Close()
-		return x.open.failed(unknownf("the X display %s has no screensaver extension (%s)", display, screenSaverExtension))
+	select {
+	case r := <-x.pending:
+		x.pending = nil
+		if r.err != nil {
+			return x.open.failed(r.err)
+		}
+		x.conn, x.root = r.conn, r.root
+		x.open.opened()
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("the X display %s did not answer in time: %w", x.name(), ctx.Err())
+	}
+}
+
+// connectX11 dials display, finds the screensaver extension and the
+// default screen's root window. It blocks as long as the server makes it.
+func connectX11(display string) x11Conn {
+	conn, err := xgb.NewConnDisplay(display)
+	if err != nil {
+		return x11Conn{err: unknownf("cannot open the X display %s: %s", display, strings.TrimPrefix(err.Error(), "cannot connect to "+display+": "))}
+	}
+	fail := func(err error) x11Conn {
+		go conn.Close()
+		return x11Conn{err: err}
+	}
+	ext, err := xproto.QueryExtension(conn, uint16(len(screenSaverExtension)), screenSaverExtension).Reply()
+	if err != nil {
+		return fail(unknownf("the X display %s stopped answering: %v", display, err))
+	}
+	if !ext.Present {
+		return fail(unknownf("the X display %s has no screensaver extension (%s)", display, screenSaverExtension))
 	}
 	// What screensaver.Init does, less registering the extension's event
 	// constructor in xgb's process-wide maps: that write races with the
@@ -151,12 +191,9 @@ func (x *X11) dialLocked(ctx context.Context) error {
 	conn.ExtLock.Unlock()
 	setup := xproto.Setup(conn)
 	if setup == nil || len(setup.Roots) == 0 {
-		conn.Close()
-		return x.open.failed(unknownf("the X display %s has no screen", display))
+		return fail(unknownf("the X display %s has no screen", display))
 	}
-	x.conn, x.root = conn, setup.DefaultScreen(conn).Root
-	x.open.opened()
-	return nil
+	return x11Conn{conn: conn, root: setup.DefaultScreen(conn).Root}
 }
 
 func (x *X11) dropLocked() {

@@ -202,21 +202,29 @@ func hungServer(t *testing.T) (display string, accepted chan struct{}) {
 }
 
 // TestX11WaitsNoLongerThanTheContext: a server that accepts the
-// connection and never answers cannot hold the caller past its deadline.
+// connection and never answers cannot hold the caller past its deadline,
+// and the next poll waits on the same dial rather than dialling again.
 func TestX11WaitsNoLongerThanTheContext(t *testing.T) {
 	display, accepted := hungServer(t)
 	p := NewX11(display, 0)
 	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	_, err := p.IdleTime(ctx)
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("against a server that never answers: %v", err)
+	for round := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		_, err := p.IdleTime(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "did not answer in time") {
+			t.Fatalf("poll %d against a server that never answers: %v", round+1, err)
+		}
 	}
 	select {
 	case <-accepted:
 	default:
 		t.Fatal("the probe never dialled the server")
+	}
+	select {
+	case <-accepted:
+		t.Fatal("the probe dialled again while its first dial was under way")
+	default:
 	}
 }
 
