@@ -17,7 +17,8 @@
 #            the runtime in lib\, demo chat jobs through the installed DLLs,
 #            a headless run registering with a Linux dev studio on loopback
 #            and completing a job it is sent, the desktop window on Xvfb with
-#            a screenshot), the silent uninstaller removing the program and
+#            a screenshot), the idle-time probe's GetLastInputInfo (its
+#            tests), the silent uninstaller removing the program and
 #            keeping the donor's data.
 #
 # Run as root on Debian 12 (apt-get). Needs: wine, file, mingw-w64, curl,
@@ -234,6 +235,19 @@ check_wine_program() {
   ok "installed studio-worker.exe run under Wine registered with a Linux dev studio on loopback and completed: $(IFS=,; echo "${done_jobs[*]}")${kids:+ ($kids)}"
 }
 
+# The idle-time probe's Windows half (controls/presence: GetLastInputInfo
+# against GetTickCount) through its own tests, in the same prefix (after
+# check_wine_program put the bcryptprimitives stand-in there).
+check_wine_presence() {
+  local out
+  phase "the Windows idle-time probe under Wine"
+  GOOS=windows GOARCH=amd64 go test -c -o "$work/presence.test.exe" ./controls/presence
+  out="$(cd "$work" && timeout 120 "$WINE" "$work/presence.test.exe" -test.v 2>&1 | tr -d '\r')" ||
+    fail "controls/presence's tests under Wine failed: $(tail -5 <<<"$out")"
+  grep -q -- '--- PASS: TestLastInputAnswers' <<<"$out" || fail "controls/presence's GetLastInputInfo test did not run under Wine: $(tail -5 <<<"$out")"
+  ok "the Windows idle-time probe under Wine: GetLastInputInfo says $(grep -o 'idle [^ ]* (Windows GetLastInputInfo)' <<<"$out" | cut -d' ' -f2) since the last input"
+}
+
 # The desktop app's window under Wine on Xvfb: Fyne's GLFW over WGL, which
 # Wine turns into GLX on Mesa's software renderer. Against its embedded dev
 # studio, it must show the window and finish the three demo jobs; the
@@ -357,6 +371,7 @@ run_dllcheck
 ok "installed CPU runtime loads under Wine with one ggml: $(grep -E '^  device' <<<"$out" | head -1 | xargs)"
 
 check_wine_program
+check_wine_presence
 check_wine_window
 
 phase "Windows installer: over a running program, Vulkan, uninstall"
