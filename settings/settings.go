@@ -47,6 +47,12 @@ type Settings struct {
 	// disk of the models folder: 0 is DefaultDiskReserveGB, a negative
 	// value keeps none.
 	DiskReserveGB float64 `toml:"disk_reserve_gb"`
+	// Disk budget of the models folder (issue #12 item 4).
+	// ModelsDiskBudgetGB is the most the models the worker downloaded may
+	// take in the models folder: before a download, the ones used longest
+	// ago are deleted to make room (never one in use or loaded, never the
+	// donor's own files). 0 is no budget beyond DiskReserveGB.
+	ModelsDiskBudgetGB float64 `toml:"models_disk_budget_gb"`
 	// HistoryDays is how many days of finished jobs the job history keeps:
 	// 0 is DefaultHistoryDays.
 	HistoryDays int `toml:"history_days"`
@@ -141,6 +147,24 @@ func (s Settings) DiskReserveBytes() uint64 {
 
 const maxDiskReserveGB = 100_000
 
+// ModelsDiskBudgetBytes resolves ModelsDiskBudgetGB to bytes (GB = 2^30
+// bytes); 0 is no budget. An invalid value (Validate refuses it) is no
+// budget too, so that a bad file never deletes models.
+func (s Settings) ModelsDiskBudgetBytes() uint64 {
+	if math.IsNaN(s.ModelsDiskBudgetGB) || s.ModelsDiskBudgetGB <= 0 || s.ModelsDiskBudgetGB > maxDiskReserveGB {
+		return 0
+	}
+	return uint64(s.ModelsDiskBudgetGB * (1 << 30))
+}
+
+// ValidateModelsDiskBudget accepts 0 (no budget) up to 100 000 GB.
+func ValidateModelsDiskBudget(gb float64) error {
+	if math.IsNaN(gb) || math.IsInf(gb, 0) || gb < 0 || gb > maxDiskReserveGB {
+		return &FieldError{FieldModelsDiskBudget, fmt.Sprintf("must be a number of GB between 0 (no budget) and %d", maxDiskReserveGB)}
+	}
+	return nil
+}
+
 // DefaultEngineKeepAliveMinutes is Ollama's keep-alive default.
 const DefaultEngineKeepAliveMinutes = 5
 
@@ -167,10 +191,12 @@ const (
 	FieldSDLibPath    = "sd_lib_path"
 	FieldKeepAlive    = "engine_keep_alive_minutes"
 	FieldDiskReserve  = "disk_reserve_gb"
-	FieldHistoryDays  = "history_days"
-	FieldLocalAPIPort = "local_api_port"
-	FieldUpdateHours  = "update_check_hours"
-	FieldUpdateFeed   = "update_feed_url"
+	// FieldModelsDiskBudget is the models folder's disk budget.
+	FieldModelsDiskBudget = "models_disk_budget_gb"
+	FieldHistoryDays      = "history_days"
+	FieldLocalAPIPort     = "local_api_port"
+	FieldUpdateHours      = "update_check_hours"
+	FieldUpdateFeed       = "update_feed_url"
 )
 
 // Default returns the settings of a fresh install. InstallID is left empty;
@@ -230,6 +256,8 @@ func fieldLabel(f string) string {
 		return "engine keep-alive"
 	case FieldDiskReserve:
 		return "disk reserve"
+	case FieldModelsDiskBudget:
+		return "models folder disk budget"
 	case FieldLocalAPIPort:
 		return "local API port"
 	case FieldUpdateHours:
@@ -269,6 +297,9 @@ func (s Settings) Validate(detectedVRAMGB float64) error {
 	}
 	if math.IsNaN(s.DiskReserveGB) || math.IsInf(s.DiskReserveGB, 0) || s.DiskReserveGB > maxDiskReserveGB {
 		return &FieldError{FieldDiskReserve, fmt.Sprintf("must be a number of GB up to %d (0 is the default, %g; below 0 keeps none)", maxDiskReserveGB, DefaultDiskReserveGB)}
+	}
+	if err := ValidateModelsDiskBudget(s.ModelsDiskBudgetGB); err != nil {
+		return err
 	}
 	if s.HistoryDays < 0 || s.HistoryDays > maxHistoryDays {
 		return &FieldError{FieldHistoryDays, fmt.Sprintf("must be between 1 and %d days (0 is the default, %d)", maxHistoryDays, DefaultHistoryDays)}

@@ -68,6 +68,10 @@ func TestValidate(t *testing.T) {
 		{"too many threads", func(s *Settings) { s.Threads = runtime.NumCPU() + 1 }, 0, FieldThreads, "between 0"},
 		{"disk reserve NaN", func(s *Settings) { s.DiskReserveGB = math.NaN() }, 0, FieldDiskReserve, "number of GB"},
 		{"disk reserve huge", func(s *Settings) { s.DiskReserveGB = 1e9 }, 0, FieldDiskReserve, "number of GB"},
+		{"models disk budget negative", func(s *Settings) { s.ModelsDiskBudgetGB = -1 }, 0, FieldModelsDiskBudget, "between 0 (no budget)"},
+		{"models disk budget NaN", func(s *Settings) { s.ModelsDiskBudgetGB = math.NaN() }, 0, FieldModelsDiskBudget, "number of GB"},
+		{"models disk budget infinite", func(s *Settings) { s.ModelsDiskBudgetGB = math.Inf(1) }, 0, FieldModelsDiskBudget, "number of GB"},
+		{"models disk budget huge", func(s *Settings) { s.ModelsDiskBudgetGB = 1e9 }, 0, FieldModelsDiskBudget, "100000"},
 		{"all threads", func(s *Settings) { s.Threads = runtime.NumCPU() }, 0, "", ""},
 		{"llama dir missing", func(s *Settings) { s.LlamaLibDir = "/nonexistent/llama" }, 0, FieldLlamaLibDir, "not a folder"},
 		{"sd lib is dir", func(s *Settings) { s.SDLibPath = os.TempDir() }, 0, FieldSDLibPath, "not a file"},
@@ -423,6 +427,24 @@ func TestUsableDir(t *testing.T) {
 		if err := UsableDir(ro, 0o700); !errors.As(err, &de) || de.Problem != DirCannotWrite || !strings.HasPrefix(err.Error(), "cannot write there: ") {
 			t.Errorf("read-only folder: %v", err)
 		}
+	}
+}
+
+// The models folder budget: 0 is none, and a value Validate refuses is
+// none too (a bad file must never delete models).
+func TestModelsDiskBudgetBytes(t *testing.T) {
+	for gb, want := range map[float64]uint64{0: 0, -1: 0, math.NaN(): 0, 1e9: 0, 0.5: 1 << 29, 20: 20 << 30} {
+		if got := (Settings{ModelsDiskBudgetGB: gb}).ModelsDiskBudgetBytes(); got != want {
+			t.Errorf("ModelsDiskBudgetGB %g: %d bytes, want %d", gb, got, want)
+		}
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, FileName), []byte("models_disk_budget_gb = 6.5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewStore(dir).Load()
+	if err != nil || s.ModelsDiskBudgetGB != 6.5 {
+		t.Fatalf("loaded %v, %v", s.ModelsDiskBudgetGB, err)
 	}
 }
 

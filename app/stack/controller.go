@@ -1,9 +1,11 @@
 package stack
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 
+	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/settings"
 )
 
@@ -77,6 +79,12 @@ func (c *Controller) Save(s settings.Settings) (string, error) {
 		notes = append(notes, "New jobs use the new models folder; models downloaded to the old one stay there (move their folders over to use them without downloading again).")
 		if st.Worker != nil && st.Worker.Snapshot().Current != nil {
 			notes = append(notes, "The job running now finishes with the old folder.")
+		}
+	}
+	if s.ModelsDiskBudgetBytes() != old.ModelsDiskBudgetBytes() && st.Runner != nil {
+		st.logDiskBudget()
+		if u, err := st.Runner.Store().BudgetUse(); err == nil && u.BudgetBytes > 0 && u.UsedBytes > u.BudgetBytes {
+			notes = append(notes, fmt.Sprintf("The models the worker downloaded take %s, more than the new disk budget: the ones used longest ago are deleted when the next download needs room.", engine.FormatGB(u.UsedBytes)))
 		}
 	}
 	if s.LlamaLibDir != old.LlamaLibDir || s.SDLibPath != old.SDLibPath {

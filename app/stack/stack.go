@@ -276,7 +276,9 @@ func New(opts Options) (_ *Stack, err error) {
 	}
 
 	st.storeOpts = engine.StoreOptions{UserAgent: studio.UserAgent(), Log: st.Log,
-		Reserve: func() uint64 { return st.Settings.Current().DiskReserveBytes() }}
+		Reserve: func() uint64 { return st.Settings.Current().DiskReserveBytes() },
+		// The models folder's disk budget, read at each download (#12).
+		Budget: func() uint64 { return st.Settings.Current().ModelsDiskBudgetBytes() }}
 	engines := opts.Engines
 	if engines == nil {
 		// Each native runtime runs in a child process of this program
@@ -312,6 +314,8 @@ func New(opts Options) (_ *Stack, err error) {
 		Probe:    opts.Probe,
 		Log:      st.Log,
 	})
+
+	st.logDiskBudget()
 
 	if v := st.Runner.VRAM(); v.Known && cur.VRAMBudgetGB > v.TotalGB() {
 		st.Log.Warn(fmt.Sprintf("the VRAM budget (%s GB) is above this computer's graphics memory (%.1f GB)",
@@ -686,6 +690,27 @@ func (m ModelFolder) DiskUsage() (uint64, error) { return m.r.Store().DiskUsage(
 
 // FreeSpace is the free space of the folder's disk.
 func (m ModelFolder) FreeSpace() (uint64, error) { return m.r.Store().FreeSpace() }
+
+// BudgetUse is what the folder's disk budget counts now.
+func (m ModelFolder) BudgetUse() (engine.BudgetUse, error) { return m.r.Store().BudgetUse() }
+
+// diskBudgetCounts says what the models folder's disk budget counts, for
+// the log.
+const diskBudgetCounts = "only models the worker downloaded count and may be deleted (the ones used longest ago first, never one in use or loaded); files you placed in the models folder yourself are never counted or deleted"
+
+// logDiskBudget logs the models folder's disk budget and its use now.
+func (st *Stack) logDiskBudget() {
+	u, err := st.Runner.Store().BudgetUse()
+	if err != nil {
+		st.Log.Warn("could not measure the models folder: "+err.Error(), "op", "budget")
+		return
+	}
+	if u.BudgetBytes == 0 {
+		st.Log.Info("models folder: "+u.String(), "op", "budget")
+		return
+	}
+	st.Log.Info("models folder disk budget: "+u.String()+"; "+diskBudgetCounts, "op", "budget")
+}
 
 // ensure the interfaces the window expects are met where they can be
 // checked without importing the window.

@@ -86,7 +86,8 @@ type fakeModels struct {
 	models  []engine.StoredModel
 	deleted []string
 	delErr  error
-	lists   int // how often the folder was read
+	lists   int    // how often the folder was read
+	budget  uint64 // the disk budget in bytes
 }
 
 func (m *fakeModels) Root() string { return m.root }
@@ -110,6 +111,16 @@ func (m *fakeModels) DiskUsage() (uint64, error) {
 	return n, nil
 }
 func (m *fakeModels) FreeSpace() (uint64, error) { return 100 << 30, nil }
+func (m *fakeModels) BudgetUse() (engine.BudgetUse, error) {
+	u := engine.BudgetUse{BudgetBytes: m.budget}
+	for _, s := range m.models {
+		if s.Downloaded {
+			u.UsedBytes += s.Bytes
+			u.Models++
+		}
+	}
+	return u, nil
+}
 
 type fakeSettings struct {
 	cur   settings.Settings

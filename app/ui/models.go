@@ -25,6 +25,7 @@ type ModelsPage struct {
 	content fyne.CanvasObject
 	folder  *widget.Label
 	usage   *widget.Label
+	budget  *widget.Label // the disk budget and what it counts
 	problem *widget.Label
 	empty   *widget.Label
 	rows    *fyne.Container
@@ -51,6 +52,8 @@ type modelListing struct {
 	models    []engine.StoredModel
 	used      uint64
 	free      uint64
+	budget    engine.BudgetUse
+	budgetErr error
 	listErr   error
 	usageErr  error
 	freeErr   error
@@ -63,6 +66,8 @@ func newModelsPage(d *Deps, parent fyne.Window) *ModelsPage {
 	p.folder = widget.NewLabel("")
 	p.folder.Wrapping = fyne.TextWrapWord
 	p.usage = widget.NewLabel("")
+	p.budget = widget.NewLabel("")
+	p.budget.Wrapping = fyne.TextWrapWord
 	p.problem = widget.NewLabel("")
 	p.problem.Wrapping = fyne.TextWrapWord
 	p.problem.Importance = widget.DangerImportance
@@ -71,7 +76,7 @@ func newModelsPage(d *Deps, parent fyne.Window) *ModelsPage {
 	p.empty.Wrapping = fyne.TextWrapWord
 	p.rows = container.NewVBox()
 	refresh := widget.NewButtonWithIcon("Refresh", theme.ViewRefreshIcon(), p.Reload)
-	head := container.NewVBox(container.NewBorder(nil, nil, nil, refresh, p.folder), p.usage, p.problem)
+	head := container.NewVBox(container.NewBorder(nil, nil, nil, refresh, p.folder), p.usage, p.budget, p.problem)
 	p.content = container.NewBorder(head, nil, nil, nil, container.NewVScroll(container.NewVBox(p.empty, p.rows)))
 	return p
 }
@@ -110,6 +115,7 @@ func (p *ModelsPage) Reload() {
 		l.models, l.listErr = p.deps.Models.List()
 		l.used, l.usageErr = p.deps.Models.DiskUsage()
 		l.free, l.freeErr = p.deps.Models.FreeSpace()
+		l.budget, l.budgetErr = p.deps.Models.BudgetUse()
 		if p.deps.ResidentModel != nil {
 			l.resident = p.deps.ResidentModel()
 		}
@@ -135,6 +141,7 @@ func (p *ModelsPage) show(l modelListing) {
 		usage += " · " + formatBytes(l.free) + " free on this disk"
 	}
 	p.usage.SetText(usage)
+	p.budget.SetText(budgetText(l.budget, l.budgetErr))
 	if err := errors.Join(l.listErr, l.usageErr, l.freeErr); err != nil {
 		p.problem.SetText(err.Error())
 		p.problem.Show()
@@ -146,6 +153,17 @@ func (p *ModelsPage) show(l modelListing) {
 		objs = append(objs, p.modelRow(m, holds(m, l.resident)))
 	}
 	setRows(p.rows, p.empty, objs)
+}
+
+// budgetText is the Models page's line on the models folder's disk budget.
+func budgetText(u engine.BudgetUse, err error) string {
+	if err != nil {
+		return "Disk budget: use unknown"
+	}
+	if u.BudgetBytes == 0 {
+		return "Disk budget: " + u.String() + "; set one on the Settings page to have the models used longest ago deleted when a download needs room."
+	}
+	return "Disk budget: " + u.String() + ". When a download needs room, the models used longest ago are deleted (never one in use or loaded); files you put in the models folder yourself are not counted and never deleted."
 }
 
 // holds says whether the model file at path lives in m's folder.
@@ -175,6 +193,9 @@ func (p *ModelsPage) modelRow(m engine.StoredModel, loaded bool) fyne.CanvasObje
 		facts += " · loaded in memory"
 	case m.InUse:
 		facts += " · in use by a job"
+	}
+	if !m.Downloaded {
+		facts += " · not downloaded by the worker: the disk budget never deletes it"
 	}
 	info := widget.NewLabel(facts)
 	del := widget.NewButtonWithIcon("Delete", theme.DeleteIcon(), func() { p.confirmDelete(m.ID) })

@@ -45,6 +45,11 @@ type SettingsPage struct {
 	dir        *widget.Entry
 	dirErr     *widget.Label
 	choose     *widget.Button
+
+	// The models folder's disk budget (issue #12 item 4).
+	diskBudget    *widget.Entry
+	diskBudgetErr *widget.Label
+
 	threads    *widget.Entry
 	threadsErr *widget.Label
 	days       *widget.Entry
@@ -99,6 +104,13 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 	p.dirErr = errLabel()
 	p.choose = widget.NewButtonWithIcon("Choose…", theme.FolderOpenIcon(), p.chooseFolder)
 
+	p.diskBudget = widget.NewEntry()
+	p.diskBudget.Validator = func(s string) error {
+		_, err := parseDiskBudget(s)
+		return err
+	}
+	p.diskBudgetErr = errLabel()
+
 	p.threads = widget.NewEntry()
 	p.threads.Validator = func(s string) error {
 		n, err := parseThreads(s)
@@ -149,6 +161,9 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 		container.NewBorder(nil, nil, nil, p.budgetVal, p.budget), p.budgetNote, p.budgetErr,
 		widget.NewLabelWithStyle("Models folder", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
 		container.NewBorder(nil, nil, nil, p.choose, p.dir), p.dirErr,
+		widget.NewLabelWithStyle("Disk budget for downloaded models, in GB (0 = none)", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
+		p.diskBudget, p.diskBudgetErr,
+		wrapped("Before a download, the downloaded models used longest ago are deleted to stay within it; a model in use or loaded is kept, and files you put in the models folder yourself are never counted or deleted. A job whose model cannot fit is left to other computers."),
 		widget.NewLabelWithStyle(cores, fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
 		p.threads, p.threadsErr,
 		widget.NewLabelWithStyle(fmt.Sprintf("Days of job history to keep (0 = the default, %d)", settings.DefaultHistoryDays), fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
@@ -170,6 +185,7 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 	// An error next to a field goes once the donor edits that field.
 	p.url.OnChanged = func(string) { hideErr(p.urlErr); p.staleResult() }
 	p.dir.OnChanged = func(string) { hideErr(p.dirErr); p.staleResult() }
+	p.diskBudget.OnChanged = func(string) { hideErr(p.diskBudgetErr); p.staleResult() }
 	p.threads.OnChanged = func(string) { hideErr(p.threadsErr); p.staleResult() }
 	p.days.OnChanged = func(string) { hideErr(p.daysErr); p.staleResult() }
 
@@ -201,6 +217,7 @@ func (p *SettingsPage) Load() {
 	p.url.SetText(s.StudioURL)
 	p.setBudget(s.VRAMBudgetGB)
 	p.dir.SetText(s.ModelsDir)
+	p.diskBudget.SetText(strconv.FormatFloat(s.ModelsDiskBudgetGB, 'f', -1, 64))
 	p.threads.SetText(strconv.Itoa(s.Threads))
 	p.days.SetText(strconv.Itoa(s.HistoryDays))
 	p.login.SetChecked(s.StartAtLogin)
@@ -315,6 +332,24 @@ func parseDays(s string) (int, error) {
 	return n, nil
 }
 
+// parseDiskBudget reads the disk budget entry: a number of GB, 0 for none.
+func parseDiskBudget(s string) (float64, error) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil {
+		return 0, errors.New("must be a number of GB; 0 means no budget")
+	}
+	if err := settings.ValidateModelsDiskBudget(v); err != nil {
+		return 0, errors.New(reasonOf(err))
+	}
+	return v, nil
+}
+
+func wrapped(text string) *widget.Label {
+	l := widget.NewLabel(text)
+	l.Wrapping = fyne.TextWrapWord
+	return l
+}
+
 func parseThreads(s string) (int, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil {
@@ -338,6 +373,11 @@ func (p *SettingsPage) Form() (settings.Settings, error) {
 		errs = append(errs, &settings.FieldError{Field: settings.FieldThreads, Reason: err.Error()})
 	} else {
 		s.Threads = n
+	}
+	if gb, err := strconv.ParseFloat(strings.TrimSpace(p.diskBudget.Text), 64); err != nil {
+		errs = append(errs, &settings.FieldError{Field: settings.FieldModelsDiskBudget, Reason: "must be a number of GB; 0 means no budget"})
+	} else {
+		s.ModelsDiskBudgetGB = gb // its range is settings.Validate's
 	}
 	if days, err := parseDays(p.days.Text); err != nil {
 		errs = append(errs, &settings.FieldError{Field: settings.FieldHistoryDays, Reason: err.Error()})
@@ -446,6 +486,8 @@ func resetField(s *settings.Settings, saved settings.Settings, field string) boo
 		s.EngineKeepAliveMinutes = 0
 	case settings.FieldDiskReserve:
 		s.DiskReserveGB = 0
+	case settings.FieldModelsDiskBudget:
+		s.ModelsDiskBudgetGB = 0
 	case settings.FieldHistoryDays:
 		s.HistoryDays = 0
 	case settings.FieldLlamaLibDir:
@@ -459,7 +501,7 @@ func resetField(s *settings.Settings, saved settings.Settings, field string) boo
 }
 
 func (p *SettingsPage) clearErrors() {
-	for _, l := range []*widget.Label{p.urlErr, p.budgetErr, p.dirErr, p.threadsErr, p.daysErr} {
+	for _, l := range []*widget.Label{p.urlErr, p.budgetErr, p.dirErr, p.diskBudgetErr, p.threadsErr, p.daysErr} {
 		l.SetText("")
 		l.Hide()
 	}
@@ -481,6 +523,8 @@ func (p *SettingsPage) errLabelFor(field string) *widget.Label {
 		return p.budgetErr
 	case settings.FieldModelsDir:
 		return p.dirErr
+	case settings.FieldModelsDiskBudget:
+		return p.diskBudgetErr
 	case settings.FieldThreads:
 		return p.threadsErr
 	case settings.FieldHistoryDays:

@@ -54,6 +54,8 @@ type ModelStore interface {
 	Delete(modelID string) error
 	DiskUsage() (uint64, error)
 	FreeSpace() (uint64, error)
+	// BudgetUse is what the models folder's disk budget counts now.
+	BudgetUse() (engine.BudgetUse, error)
 }
 
 // SettingsController reads and saves the donor's settings. Save persists
