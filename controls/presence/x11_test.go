@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -23,6 +24,15 @@ import (
 // number once the server listens: that line is the signal that it is
 // ready.
 func xvfb(t *testing.T, display string, extra ...string) (string, func()) {
+	t.Helper()
+	got, stop, err := startXvfb(t, display, extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, stop
+}
+
+func startXvfb(t *testing.T, display string, extra ...string) (string, func(), error) {
 	t.Helper()
 	bin, err := exec.LookPath("Xvfb")
 	if err != nil {
@@ -55,9 +65,10 @@ func xvfb(t *testing.T, display string, extra ...string) (string, func()) {
 	line, err := bufio.NewReader(r).ReadString('\n')
 	r.Close()
 	if err != nil {
-		t.Fatalf("Xvfb did not come up: %v", err)
+		stop()
+		return "", nil, fmt.Errorf("Xvfb did not come up: %v", err)
 	}
-	return ":" + strings.TrimSpace(line), stop
+	return ":" + strings.TrimSpace(line), stop, nil
 }
 
 func xdotool(t *testing.T, display string, args ...string) {
@@ -153,7 +164,11 @@ func TestX11ReconnectsAfterTheServerRestarts(t *testing.T) {
 		t.Fatalf("with the X server gone: %v", err)
 	}
 	t.Logf("with the X server gone: %v", err)
-	xvfb(t, display)
+	if _, _, err := startXvfb(t, display); err != nil {
+		// Another X server took the number in between: the probe must
+		// reach that one just the same.
+		t.Logf("restarting Xvfb on %s: %v", display, err)
+	}
 	if _, err := p.IdleTime(ctx); err != nil {
 		t.Fatalf("after the X server came back: %v", err)
 	}
@@ -283,4 +298,34 @@ func TestX11AbsentDisplay(t *testing.T) {
 	}
 	t.Logf("against something that hangs up: %v", err)
 	<-accepted
+}
+
+// TestX11ConcurrentCalls: callers on several goroutines share the one
+// connection (run with -race).
+func TestX11ConcurrentCalls(t *testing.T) {
+	display, _ := xvfb(t, "")
+	chain := New(Options{SessionType: "x11", Display: display, BusAddress: "unix:path=" + t.TempDir() + "/none"})
+	defer chain.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			var err error
+			for range 10 {
+				if _, err = chain.IdleTime(ctx); err != nil {
+					break
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if chain.Source() != X11Source {
+		t.Fatalf("source %q", chain.Source())
+	}
 }
