@@ -178,7 +178,7 @@ func (p *busProbe) IdleTime(ctx context.Context) (time.Duration, error) {
 			return d, nil
 		}
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return 0, fmt.Errorf("the %s idle service did not answer in time: %w", p.desktop, ctx.Err())
 		}
 		if absent(call.Err) {
 			return 0, missingService(p.desktop)

@@ -83,7 +83,7 @@ func NewChain(probes ...controls.IdleProbe) *Chain {
 // IdleTime returns the time since the last keyboard or mouse input from
 // the first source that answers. When none does, the error wraps
 // controls.ErrUnknown and joins the sources' reasons; when ctx ends first,
-// it wraps ctx.Err().
+// it wraps ctx.Err() and names the source that kept it waiting.
 func (c *Chain) IdleTime(ctx context.Context) (time.Duration, error) {
 	var errs []error
 	for _, p := range c.probes {
@@ -94,8 +94,11 @@ func (c *Chain) IdleTime(ctx context.Context) (time.Duration, error) {
 			c.mu.Unlock()
 			return d, nil
 		}
-		if ctx.Err() != nil {
-			return 0, fmt.Errorf("reading the idle time from the %s: %w", p.Source(), ctx.Err())
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			if !errors.Is(err, ctxErr) {
+				err = fmt.Errorf("the %s did not answer in time: %w", p.Source(), ctxErr)
+			}
+			return 0, err
 		}
 		errs = append(errs, err)
 	}
