@@ -1,0 +1,169 @@
+package gpuwatch
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/minisgg/studio-worker/controls"
+)
+
+func TestParseSMIProcesses(t *testing.T) {
+	out := "" +
+		"4242, 5120, NVIDIA GeForce RTX 4070, /usr/bin/blender\n" +
+		"  777 , [N/A], NVIDIA GeForce RTX 4070, C:\\Program Files\\Game, Inc\\game.exe\n" + // WDDM: no memory figure; a comma in the path
+		"901, 64, [N/A], [Insufficient Permissions]\n" +
+		"\n"
+	got, err := parseSMIProcesses([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []controls.GPUProcess{
+		{PID: 4242, Name: "blender", Device: "NVIDIA GeForce RTX 4070", MemoryBytes: 5120 << 20},
+		{PID: 777, Name: "game.exe", Device: "NVIDIA GeForce RTX 4070"},
+		{PID: 901, MemoryBytes: 64 << 20},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+	for _, empty := range []string{"", "\n", "No running processes found\n"} {
+		got, err := parseSMIProcesses([]byte(empty))
+		if err != nil || got == nil || len(got) != 0 {
+			t.Errorf("%q: %+v, %v; want an empty, known list", empty, got, err)
+		}
+	}
+	for _, bad := range []string{
+		"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n",
+		"4242, 5120\n",              // fields missing
+		"[N/A], 10, GPU, x\n",       // no PID
+		"-3, 10, GPU, x\n",          // not a PID
+		"4242, 1, GPU, a\nbroken\n", // one bad line spoils the list
+	} {
+		if got, err := parseSMIProcesses([]byte(bad)); err == nil {
+			t.Errorf("%q: read as %+v, want an error", bad, got)
+		}
+	}
+}
+
+func TestParseSMIGPUs(t *testing.T) {
+	cases := []struct {
+		out  string
+		want smiReadings
+	}{
+		{"45, 30.12\n", smiReadings{45, true, 30.12, true}},
+		{"45, 30.12\n71, 250.50\n", smiReadings{71, true, 250.5, true}},
+		{"45, [N/A]\n", smiReadings{45, true, 0, false}},
+		{"[Not Supported], [Not Supported]\n", smiReadings{}},
+		{"N/A, \n", smiReadings{}},
+		{"50, [N/A]\n40, 90.5\n", smiReadings{50, true, 90.5, true}},
+		{"61 C, 120.00 W\n", smiReadings{61, true, 120, true}}, // units, were nounits ignored
+		{"NaN, 3\n", smiReadings{0, false, 3, true}},
+	}
+	for _, c := range cases {
+		got, err := parseSMIGPUs([]byte(c.out))
+		if err != nil || got != c.want {
+			t.Errorf("%q: %+v, %v; want %+v", c.out, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"", "\n", "45\n", "45, 30, 12\n", "No devices were found\n"} {
+		if got, err := parseSMIGPUs([]byte(bad)); err == nil {
+			t.Errorf("%q: read as %+v, want an error", bad, got)
+		}
+	}
+}
+
+// fakeSMI writes a nvidia-smi shell script into a temp folder put first
+// on PATH: it answers the process query with procs and the GPU query
+// with gpus, or fails with exit code 9 and the driver's message when
+// fail is set.
+func fakeSMI(t *testing.T, procs, gpus string, fail bool) string {
+	t.Helper()
+	if runtime.GOOS == "windows" {
+		t.Skip("the fake nvidia-smi is a shell script")
+	}
+	dir := t.TempDir()
+	script := "#!/bin/sh\n"
+	if fail {
+		script += "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\"\nexit 9\n"
+	} else {
+		script += "case \"$1\" in\n" +
+			"--query-compute-apps=pid,used_memory,gpu_name,process_name) [ \"$2\" = --format=csv,noheader,nounits ] || exit 2; printf '%s' '" + procs + "' ;;\n" +
+			"--query-gpu=temperature.gpu,power.draw) [ \"$2\" = --format=csv,noheader,nounits ] || exit 2; printf '%s' '" + gpus + "' ;;\n" +
+			"*) echo \"unknown option $1\" >&2; exit 2 ;;\nesac\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nvidia-smi"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return filepath.Join(dir, "nvidia-smi")
+}
+
+func TestSMIRunner(t *testing.T) {
+	path := fakeSMI(t, "4242, 5120, NVIDIA GeForce RTX 4070, /usr/bin/blender\n", "63, 182.40\n", false)
+	p := New(Options{NoNVML: true, NoDRM: true})
+	defer p.Close()
+	if got := p.Sources(); !reflect.DeepEqual(got, []string{"nvidia-smi"}) {
+		t.Fatalf("sources %q (PATH has %s)", got, path)
+	}
+	s, err := p.Sample(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := controls.GPUSample{
+		Processes:      []controls.GPUProcess{{PID: 4242, Name: "blender", Device: "NVIDIA GeForce RTX 4070", MemoryBytes: 5120 << 20}},
+		ProcessesKnown: true, TemperatureC: 63, TemperatureKnown: true, PowerW: 182.4, PowerKnown: true,
+		Source: "nvidia-smi",
+	}
+	if !reflect.DeepEqual(s, want) {
+		t.Fatalf("sample %+v\nwant   %+v", s, want)
+	}
+}
+
+func TestSMIRunnerFails(t *testing.T) {
+	fakeSMI(t, "", "", true)
+	p := New(Options{NoNVML: true, NoDRM: true})
+	defer p.Close()
+	_, err := p.Sample(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "couldn't communicate with the NVIDIA driver") {
+		t.Fatalf("err = %v, want nvidia-smi's own message", err)
+	}
+	if errors.Is(err, controls.ErrUnknown) {
+		t.Fatalf("a failing driver is a failure, not an absent source: %v", err)
+	}
+	// The message is the same on every poll, so it is logged once.
+	_, err2 := p.Sample(context.Background())
+	if err2 == nil || err2.Error() != err.Error() {
+		t.Fatalf("second poll: %v, first: %v", err2, err)
+	}
+
+	// A half answer: processes understood, GPU readings not.
+	fakeSMIPartial := fakeSMI(t, "", "garbage\n", false)
+	p2 := New(Options{NoNVML: true, NoDRM: true, NvidiaSMI: fakeSMIPartial})
+	s, err := p2.Sample(context.Background())
+	if err != nil || !s.ProcessesKnown || len(s.Processes) != 0 || s.TemperatureKnown || s.PowerKnown {
+		t.Fatalf("partial: %+v, %v", s, err)
+	}
+}
+
+func TestNoSource(t *testing.T) {
+	none := filepath.Join(os.TempDir(), "gpuwatch-nothing-here", t.Name())
+	t.Setenv("PATH", none)
+	p := New(Options{NoNVML: true, SysRoot: none, ProcRoot: none})
+	defer p.Close()
+	if len(p.Sources()) != 0 {
+		t.Fatalf("sources %q on an empty machine", p.Sources())
+	}
+	_, err := p.Sample(context.Background())
+	if !errors.Is(err, controls.ErrUnknown) || !strings.Contains(err.Error(), "nvidia-smi is not installed") {
+		t.Fatalf("err = %v, want ErrUnknown naming what is missing", err)
+	}
+	t.Log(err)
+	if p.Close() != nil || p.Close() != nil {
+		t.Fatal("Close of a probe without NVML failed")
+	}
+}
