@@ -206,7 +206,8 @@ type budgetPlan struct {
 // pendingBytes is what the files still have to bring into dir: a file on
 // disk counts nothing more (it is counted with the folder), a partial one
 // its announced size less what it holds. A file whose size the offer does
-// not give is not counted in advance.
+// not give is counted once the model server announces it (budgetAnnounced).
+
 func pendingBytes(dir string, files []ModelFile) uint64 {
 	var need uint64
 	for _, f := range files {
@@ -224,16 +225,17 @@ func pendingBytes(dir string, files []ModelFile) uint64 {
 }
 
 // planRoom works out whether modelID's files fit the budget, and which
-// models to evict for that. It changes nothing. No budget, or nothing left
-// to download, is an empty plan.
-func (s *Store) planRoom(modelID string, files []ModelFile) (budgetPlan, error) {
+// models to evict for that: the model will take what its folder holds plus
+// what the files still bring, or atLeast if that is more. It changes
+// nothing. No budget, or nothing left to download, is an empty plan.
+func (s *Store) planRoom(modelID string, files []ModelFile, atLeast uint64) (budgetPlan, error) {
 	budget := s.budgetBytes()
 	dir, err := s.ModelDir(modelID)
 	if err != nil || budget == 0 {
 		return budgetPlan{}, err
 	}
 	need := pendingBytes(dir, files)
-	if need == 0 {
+	if need == 0 && atLeast == 0 {
 		return budgetPlan{}, nil
 	}
 	key := filepath.Base(dir)
@@ -271,7 +273,10 @@ func (s *Store) planRoom(modelID string, files []ModelFile) (budgetPlan, error) 
 	}
 	s.mu.Unlock()
 
-	plan := budgetPlan{total: own + need}
+	plan := budgetPlan{total: max(own+need, atLeast)}
+	if plan.total <= own {
+		return budgetPlan{}, nil // nothing more comes
+	}
 	if plan.total > budget {
 		return plan, &DiskBudgetError{Model: modelID, NeedBytes: plan.total, BudgetBytes: budget}
 	}
@@ -312,7 +317,7 @@ func (s *Store) planRoom(modelID string, files []ModelFile) (budgetPlan, error) 
 // modelID's files fit the models folder budget (evicting models that may
 // be evicted), else a *DiskBudgetError saying why not. It deletes nothing.
 func (s *Store) CheckRoom(modelID string, files []ModelFile) error {
-	_, err := s.planRoom(modelID, files)
+	_, err := s.planRoom(modelID, files, 0)
 	return err
 }
 
@@ -321,9 +326,39 @@ func (s *Store) CheckRoom(modelID string, files []ModelFile) error {
 // model's size until the returned release is called (so that two downloads
 // at once do not count the same room twice).
 func (s *Store) makeRoom(modelID string, files []ModelFile) (release func(), err error) {
+	return s.makeRoomFor(modelID, files, 0)
+}
+
+// budgetAnnounced applies the budget again when the model server announces
+// more of a file than the offer said (or the offer said nothing): the
+// model's room grows by the difference, evicting more if need be.
+func (s *Store) budgetAnnounced(final string, f ModelFile, total uint64) error {
+	if s.budgetBytes() == 0 || total <= f.ApproxBytes {
+		return nil
+	}
+	key := filepath.Base(filepath.Dir(final))
+	s.mu.Lock()
+	planned := s.reserved[key]
+	s.mu.Unlock()
+	var atLeast uint64
+	if planned > 0 {
+		atLeast = planned + total - f.ApproxBytes
+	}
+	release, err := s.makeRoomFor(key, []ModelFile{{Filename: f.Filename, ApproxBytes: total}}, atLeast)
+	if planned == 0 {
+		// No room was held for the job (the budget came after its start):
+		// hold none now either, as nothing would let it go.
+		release()
+	}
+	// Otherwise the larger room stays held until the job's own makeRoom
+	// lets it go.
+	return err
+}
+
+func (s *Store) makeRoomFor(modelID string, files []ModelFile, atLeast uint64) (release func(), err error) {
 	s.budgetMu.Lock()
 	defer s.budgetMu.Unlock()
-	plan, err := s.planRoom(modelID, files)
+	plan, err := s.planRoom(modelID, files, atLeast)
 	if err != nil {
 		var de *DiskBudgetError
 		if errors.As(err, &de) {

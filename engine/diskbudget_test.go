@@ -427,3 +427,43 @@ func TestRunnerDiskBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A file whose size the offer does not give is weighed when the model
+// server announces it: an older model is evicted then, and a file too big
+// for the budget stops before its body is written, its .part deleted.
+func TestDiskBudgetAnnouncedSize(t *testing.T) {
+	b := newBlob(30_000, 34)
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { b.record(r); b.serve(w, r) })
+	size := len(b.data)
+	bs := newBudgetStore(t, uint64(size+size/2))
+	old := bs.putModel(t, "old", size)
+	f := modelFile(srv, b)
+	f.ApproxBytes = 0
+	if _, err := bs.Ensure(context.Background(), "new", []ModelFile{f}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if exists(old) {
+		t.Fatal("the announced size did not make room")
+	}
+	// The room held for the download is let go with the job: "new" may go
+	// for the next model.
+	bs.Store.mu.Lock()
+	held := len(bs.reserved)
+	bs.Store.mu.Unlock()
+	if held != 0 {
+		t.Fatalf("%d rooms still held after the job", held)
+	}
+
+	bs.setBudget(uint64(size - 1))
+	_, err := bs.Ensure(context.Background(), "other", []ModelFile{f}, nil)
+	var de *DiskBudgetError
+	if !errors.As(err, &de) || de.NeedBytes != uint64(size) || !IsRetryable(err) || !strings.Contains(err.Error(), "the partial download was deleted") {
+		t.Fatalf("err = %v", err)
+	}
+	dir, _ := bs.ModelDir("other")
+	mustNotExist(t, filepath.Join(dir, f.Filename+partSuffix))
+	mustNotExist(t, filepath.Join(dir, f.Filename))
+	if newDir, _ := bs.ModelDir("new"); !exists(newDir) {
+		t.Fatal("a model was deleted for a job that cannot fit anyway")
+	}
+}

@@ -1239,6 +1239,11 @@ func (s *Store) fetchOnce(ctx context.Context, log *slog.Logger, eng EngineName,
 			os.Remove(part)
 			return fmt.Errorf("%w; the partial download was deleted", err)
 		}
+		// More than the offer said, against the models folder's budget.
+		if err := s.budgetAnnounced(final, f, uint64(total)); err != nil {
+			os.Remove(part)
+			return fmt.Errorf("%w; the partial download was deleted", err)
+		}
 	}
 	// A fresh download whose first bytes are not a model (a sign-in page
 	// answered with 200) is refused at once, not after all of it arrived.
