@@ -83,6 +83,20 @@ type Settings struct {
 	// test); "" is the built-in one. Whatever serves it, the feed must be
 	// signed by a key compiled into the app.
 	UpdateFeedURL string `toml:"update_feed_url"`
+
+	// The donor's controls (issue 12): when the worker may take studio
+	// jobs. See controls.go for their meaning, defaults and checks.
+	OnlyWhenIdle     bool      `toml:"only_when_idle"`
+	IdleAfterSeconds int       `toml:"idle_after_seconds"`
+	PauseWhenGPUBusy bool      `toml:"pause_when_gpu_busy"`
+	GPUBusySeconds   int       `toml:"gpu_busy_seconds"`
+	GPUFreeSeconds   int       `toml:"gpu_free_seconds"`
+	PausePrograms    string    `toml:"pause_programs"` // comma-separated
+	MaxGPUTempC      float64   `toml:"max_gpu_temperature_c"`
+	MaxGPUPowerW     float64   `toml:"max_gpu_power_w"`
+	StopJobWhenBusy  bool      `toml:"stop_job_when_needed"`
+	WorkHoursOn      bool      `toml:"work_hours_on"`
+	WorkHours        WorkHours `toml:"work_hours"`
 }
 
 // DefaultUpdateCheckHours is how often the updater looks for a new
@@ -265,6 +279,9 @@ func fieldLabel(f string) string {
 	case FieldUpdateFeed:
 		return "update feed"
 	}
+	if l := controlsFieldLabel(f); l != "" {
+		return l
+	}
 	return f
 }
 
@@ -314,6 +331,9 @@ func (s Settings) Validate(detectedVRAMGB float64) error {
 		if u, err := url.Parse(f); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" {
 			return &FieldError{FieldUpdateFeed, fmt.Sprintf("%q is not a web address (https://...)", f)}
 		}
+	}
+	if err := s.validateControls(); err != nil {
+		return err
 	}
 	if s.LlamaLibDir != "" {
 		if fi, err := os.Stat(s.LlamaLibDir); err != nil || !fi.IsDir() {

@@ -22,7 +22,9 @@ type capsInput struct {
 	Version        string
 	VRAMTotalGB    float64 // 0 when unknown
 	BudgetGB       float64
-	Paused         bool
+	Paused         bool // held by any control: autoEnabled false
+	OnlyWhenIdle   bool
+	UserPresence   string // "idle", "active", "" when unknown
 	AutoStart      bool
 	StartMinimised bool
 	AutoUpdate     bool // the updater checks for and installs new versions (6.1)
@@ -50,6 +52,8 @@ func buildCapabilities(in capsInput) Capabilities {
 		VRAMTotalGB:            in.VRAMTotalGB,
 		VRAMThresholdGB:        in.BudgetGB,
 		AutoEnabled:            !in.Paused,
+		OnlyWhenIdle:           in.OnlyWhenIdle,
+		UserPresence:           in.UserPresence,
 		AutoStart:              in.AutoStart,
 		StartMinimised:         in.StartMinimised,
 		AutoUpdate:             in.AutoUpdate,

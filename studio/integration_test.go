@@ -168,7 +168,7 @@ type testWorker struct {
 	set    settings.Settings
 }
 
-func newTestWorker(t testing.TB, studioURL string, runner studio.JobRunner, creds settings.CredentialStore) *testWorker {
+func newTestWorker(t testing.TB, studioURL string, runner studio.JobRunner, creds settings.CredentialStore, opts ...func(*studio.WorkerConfig)) *testWorker {
 	t.Helper()
 	if creds == nil {
 		creds = settings.NewFileCredentialStore(t.TempDir())
@@ -187,7 +187,7 @@ func newTestWorker(t testing.TB, studioURL string, runner studio.JobRunner, cred
 	logger.AddSink(queue)
 	tw.logs = queue
 	t.Cleanup(func() { _ = logger.Close() })
-	tw.w = studio.NewWorker(studio.WorkerConfig{
+	cfg := studio.WorkerConfig{
 		Settings:             tw.settings,
 		Runner:               runner,
 		Creds:                creds,
@@ -196,7 +196,11 @@ func newTestWorker(t testing.TB, studioURL string, runner studio.JobRunner, cred
 		RegisterPollInterval: 20 * time.Millisecond,
 		MachineName:          "it-box",
 		Username:             "it",
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	tw.w = studio.NewWorker(cfg)
 	return tw
 }
 
@@ -283,9 +287,9 @@ func waitJob(t testing.TB, ls *liveStudio, id string, states ...devstudio.JobSta
 
 // connectedWorker starts a worker against ls, approves it when it asks and
 // waits until its session is welcomed.
-func connectedWorker(t testing.TB, ls *liveStudio, runner studio.JobRunner) (*testWorker, string) {
+func connectedWorker(t testing.TB, ls *liveStudio, runner studio.JobRunner, opts ...func(*studio.WorkerConfig)) (*testWorker, string) {
 	t.Helper()
-	tw := newTestWorker(t, ls.url(), runner, nil)
+	tw := newTestWorker(t, ls.url(), runner, nil, opts...)
 	tw.start(t)
 	ctx := waitCtx(t)
 	req, err := ls.srv.WaitRegisterRequest(ctx, func(r devstudio.RegisterRequest) bool { return r.Status != "" })

@@ -3,6 +3,7 @@ package studio
 import (
 	"time"
 
+	"github.com/minisgg/studio-worker/controls"
 	"github.com/minisgg/studio-worker/engine"
 )
 
@@ -18,7 +19,10 @@ const (
 	StateIdle            WorkerState = "idle"             // connected, waiting for an offer
 	StateWorking         WorkerState = "working"
 	StatePaused          WorkerState = "paused"
-	StateStopped         WorkerState = "stopped" // session ended for good (401, 4003, error frame…)
+	// StateHeld is connected but held by a control other than the donor's
+	// pause (work hours, only when idle, GPU busy…); IdleReason says which.
+	StateHeld    WorkerState = "held"
+	StateStopped WorkerState = "stopped" // session ended for good (401, 4003, error frame…)
 )
 
 // SessionState is the state of the WebSocket session.
@@ -111,7 +115,11 @@ type VRAM struct {
 
 // Snapshot is an immutable picture of the worker, published on every change.
 type Snapshot struct {
-	State         WorkerState
+	State WorkerState
+	// Controls is the one decision at the time of the snapshot: whether
+	// the worker may take studio work and, if not, which controls hold it
+	// since when (the Status page's "Held by" line, the tray, the title).
+	Controls      controls.Decision
 	Paused        bool
 	PauseAfterJob bool // "finish the current job, then pause" is armed
 	// ResumeAt is when a PauseFor snooze ends and the worker resumes by

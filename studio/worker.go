@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/minisgg/studio-worker/controls"
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/logging"
 	"github.com/minisgg/studio-worker/settings"
@@ -88,6 +89,16 @@ type WorkerConfig struct {
 	Journal *Journal
 	// MachineName and Username override the OS values (tests).
 	MachineName, Username string
+	// Probes read the machine for the donor's controls (only when idle,
+	// GPU busy, programs, ceilings) and set how often; with Probes set the
+	// worker also looks at the work hours on that beat, so a schedule's
+	// change shows without an offer. nil: no polling; the decision still
+	// holds the donor's pause and the work hours on every offer and
+	// heartbeat. See controls.go.
+	Probes *Probes
+	// Location is the time zone the work hours are read in (nil: the
+	// computer's, time.Local).
+	Location *time.Location
 }
 
 // Default timings of the worker loop.
@@ -136,9 +147,17 @@ type Worker struct {
 	lifeCancel context.CancelFunc
 	jobs       sync.WaitGroup
 
-	mu         sync.Mutex
-	paused     bool
-	pauseAfter bool
+	// gate is the one decision "may I take work now, and if not, why"
+	// (package controls); w.paused is the donor's own pause, fed into it.
+	gate *controls.Gate
+	// holds are the controls holding the worker at the last look
+	// (checkControls), to tell when one begins or ends. Guarded by mu.
+	holds []controls.Control
+
+	mu          sync.Mutex
+	paused      bool
+	pausedSince time.Time
+	pauseAfter  bool
 	// resumeAt is when a PauseFor snooze ends (zero: none); snoozeGen
 	// tells a snooze's timer whether it is still the one in force.
 	resumeAt  time.Time
@@ -195,8 +214,11 @@ type jobRun struct {
 	settled  atomic.Bool
 	shutdown atomic.Bool // cancelled by Shutdown, not by an engine error
 	stopped  atomic.Bool // cancelled by PauseNow
-	final    bool        // failed for a reason of its own (not retryable); set by the settler
-	local    bool        // asked for on this computer (RunLocal), not by the studio
+	// heldStop is why a control other than the donor's pause stopped the
+	// job ("when my computer needs it: stop it now"); nil when none did.
+	heldStop atomic.Pointer[string]
+	final    bool // failed for a reason of its own (not retryable); set by the settler
+	local    bool // asked for on this computer (RunLocal), not by the studio
 }
 
 // NewWorker builds a worker; Run starts it.
@@ -235,8 +257,12 @@ func NewWorker(cfg WorkerConfig) *Worker {
 		w.user = userName()
 	}
 	w.life, w.lifeCancel = context.WithCancel(context.Background())
+	w.gate = controls.NewGate(cfg.Settings().Controls(), cfg.Location, w.ownPID, w.controlLog)
 	w.loadJournal()
 	w.refreshRunnerFacts()
+	if cfg.Probes != nil {
+		go w.watchControls(w.life)
+	}
 	return w
 }
 
@@ -418,7 +444,7 @@ func (w *Worker) Capabilities() Capabilities {
 	kinds, models, vram := w.refreshRunnerFacts()
 	s := w.cfg.Settings()
 	w.mu.Lock()
-	paused := w.paused
+	dec := w.decideLocked()
 	w.mu.Unlock()
 	total := 0.0
 	if vram.Known {
@@ -430,7 +456,9 @@ func (w *Worker) Capabilities() Capabilities {
 		Version:        w.cfg.Version,
 		VRAMTotalGB:    total,
 		BudgetGB:       s.VRAMBudgetGB,
-		Paused:         paused,
+		Paused:         !dec.MayWork,
+		OnlyWhenIdle:   dec.OnlyWhenIdle,
+		UserPresence:   string(dec.Presence),
 		AutoStart:      s.StartAtLogin,
 		StartMinimised: s.StartMinimised,
 		AutoUpdate:     s.AutoUpdate,
@@ -467,11 +495,14 @@ func (w *Worker) HandleOffer(s Sender, claim JobOfferClaim) {
 	w.mu.Lock()
 	w.counters.Offered++
 	var reason, code string
+	dec := w.decideLocked()
 	switch {
 	case w.stopping:
 		reason, code = reasonShuttingDown, RejectPaused
-	case w.paused:
-		reason, code = ReasonPaused, RejectPaused
+	case !dec.MayWork:
+		// The donor's pause, the work hours, only when idle, the GPU…:
+		// the protocol's exact reason where it gives one (§3.2).
+		reason, code = dec.OfferReason(), RejectPaused
 	case w.cur != nil && w.cur.claim.JobID == claim.JobID:
 		reason, code = fmt.Sprintf("job %s is already running on this worker", claim.JobID), RejectBusy
 	case w.cur != nil:
@@ -653,6 +684,8 @@ func (w *Worker) runAccepted(jr *jobRun) {
 		switch {
 		case jr.shutdown.Load():
 			err = errors.New(msgShutdownFail)
+		case jr.heldStop.Load() != nil:
+			err = errors.New(*jr.heldStop.Load())
 		case jr.stopped.Load():
 			err = errors.New(msgPausedNow)
 		}
@@ -866,7 +899,7 @@ func (w *Worker) releaseGate(jr *jobRun) {
 	pauseNow := w.pauseAfter
 	if pauseNow {
 		w.pauseAfter = false
-		w.paused = true
+		w.setPausedLocked(true)
 	}
 	w.mu.Unlock()
 	if pauseNow {
@@ -902,14 +935,14 @@ func (w *Worker) finish(jr *jobRun, outcome, errText string, res engine.Result) 
 	if w.sending == jr {
 		w.sending = nil
 	}
-	paused := w.paused
+	paused := w.paused || !w.decideLocked().MayWork
 	w.mu.Unlock()
 	jr.cancel()
 	if outcome == OutcomeLost {
 		w.log.Warn(fmt.Sprintf("job %s lost: %s", jr.claim.JobID, errText), "op", "job", "job", jr.claim.JobID)
 	}
 	if paused {
-		// Paused during the job, or by "pause after this job".
+		// Paused or held during the job, or by "pause after this job".
 		w.releaseIfIdle()
 	}
 	w.refreshRunnerFacts() // what the engines hold now
@@ -927,7 +960,7 @@ func (w *Worker) Pause() {
 	w.mu.Lock()
 	w.endSnoozeLocked()
 	changed := !w.paused
-	w.paused = true
+	w.setPausedLocked(true)
 	w.pauseAfter = false
 	w.mu.Unlock()
 	if changed {
@@ -945,7 +978,7 @@ func (w *Worker) Pause() {
 func (w *Worker) PauseNow() {
 	w.mu.Lock()
 	w.endSnoozeLocked()
-	w.paused = true
+	w.setPausedLocked(true)
 	w.pauseAfter = false
 	jr := w.cur
 	w.halting++
@@ -958,22 +991,27 @@ func (w *Worker) PauseNow() {
 		w.log.Info("paused now by operator", "op", "pause")
 	}
 	w.publish()
-	go func() {
-		var err error
-		if st, ok := w.runner.(engineStopper); ok {
-			err = st.StopEngines()
-		} else if rel, ok := w.runner.(releaser); ok {
-			err = rel.ReleaseAll()
-		}
-		if err != nil {
-			w.log.Warn("could not stop the engines: "+err.Error(), "op", "pause")
-		}
-		w.mu.Lock()
-		w.halting--
-		w.mu.Unlock()
-		w.refreshRunnerFacts()
-		w.publish()
-	}()
+	go w.haltEngines()
+}
+
+// haltEngines stops the engines' processes (or lets their models go),
+// returning every byte they held; PauseNow and a control's "stop it now"
+// call it after taking w.halting, which it gives back.
+func (w *Worker) haltEngines() {
+	var err error
+	if st, ok := w.runner.(engineStopper); ok {
+		err = st.StopEngines()
+	} else if rel, ok := w.runner.(releaser); ok {
+		err = rel.ReleaseAll()
+	}
+	if err != nil {
+		w.log.Warn("could not stop the engines: "+err.Error(), "op", "pause")
+	}
+	w.mu.Lock()
+	w.halting--
+	w.mu.Unlock()
+	w.refreshRunnerFacts()
+	w.publish()
 }
 
 // PauseFor is PauseNow that ends by itself: after d the worker resumes
@@ -985,6 +1023,7 @@ func (w *Worker) PauseFor(d time.Duration) {
 	w.snoozeGen++
 	gen := w.snoozeGen
 	w.resumeAt = w.clock.Now().Add(d)
+	w.setPausedLocked(true) // the decision learns when the snooze ends
 	ctx := w.life
 	w.mu.Unlock()
 	w.log.Info(fmt.Sprintf("paused for %s, until %s", d, w.resumeAt.Local().Format("15:04")), "op", "pause")
@@ -1021,7 +1060,7 @@ func (w *Worker) releaseIfIdle() {
 		return
 	}
 	w.mu.Lock()
-	idle := w.paused && w.cur == nil && w.sending == nil
+	idle := (w.paused || !w.decideLocked().MayWork) && w.cur == nil && w.sending == nil
 	w.mu.Unlock()
 	if !idle {
 		return
@@ -1040,7 +1079,7 @@ func (w *Worker) Resume() {
 	w.mu.Lock()
 	w.endSnoozeLocked()
 	changed := w.paused || w.pauseAfter
-	w.paused = false
+	w.setPausedLocked(false)
 	w.pauseAfter = false
 	w.mu.Unlock()
 	if changed {
@@ -1119,6 +1158,7 @@ func (w *Worker) publish() {
 func (w *Worker) snapshotLocked() Snapshot {
 	s := w.cfg.Settings()
 	snap := Snapshot{
+		Controls:      w.decideLocked(),
 		Paused:        w.paused,
 		PauseAfterJob: w.pauseAfter,
 		ResumeAt:      w.resumeAt,
@@ -1195,6 +1235,9 @@ func (w *Worker) stateLocked() (WorkerState, string) {
 	}
 	switch w.sess.State {
 	case SessionConnected:
+		if dec := w.decideLocked(); !dec.MayWork {
+			return StateHeld, dec.Line()
+		}
 		switch {
 		case w.idleHint != "":
 			return StateIdle, w.idleHint

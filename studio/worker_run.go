@@ -251,7 +251,10 @@ func (w *Worker) ApplySettings() {
 		w.log.Info("studio URL changed; reconnecting to "+s.StudioURL, "op", "settings")
 		cancel()
 	}
+	// The controls apply at once: a control turned off lets go now.
+	w.gate.SetConfig(s.Controls())
 	w.refreshRunnerFacts()
+	w.checkControls()
 	w.publish()
 }
 
