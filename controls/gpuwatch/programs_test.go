@@ -2,11 +2,32 @@ package gpuwatch
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 )
+
+// blockEnv makes this test program a stand-in game: it waits until its
+// standard input is closed, then exits.
+const blockEnv = "GPUWATCH_TEST_STAND_IN_GAME"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(blockEnv) == "1" {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}
+	if mode := os.Getenv(fakeSMIEnv); mode != "" {
+		os.Exit(fakeSMIMain(mode, os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
 
 func TestMatchPrograms(t *testing.T) {
 	procs := []procNames{
@@ -73,4 +94,85 @@ func TestProgramsFindsItself(t *testing.T) {
 	if !reflect.DeepEqual(got, []string{self}) {
 		t.Fatalf("Running = %q, want [%q]", got, self)
 	}
+}
+
+// TestProgramsRealProcess starts a real process under a distinctive name
+// (a copy of this test program that waits on a pipe the test holds) and
+// looks for it in the real process list (/proc, the Windows snapshot,
+// ps); after the test closes the pipe and the process is reaped, it is
+// gone from the list.
+func TestProgramsRealProcess(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Skipf("this system does not say which program runs: %v", err)
+	}
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	// 17 bytes: longer than Linux's 15-byte comm, so the full name comes
+	// from exe.
+	name := "fakegame-" + hex.EncodeToString(b)
+	// Not t.TempDir: Wine 8 cannot remove folders the way Go 1.26 asks,
+	// and a left-over copy in the temp folder is harmless.
+	dir, err := os.MkdirTemp("", "gpuwatch-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, name)
+	if runtime.GOOS == "windows" {
+		bin += ".exe"
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), blockEnv+"=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ended := false
+	t.Cleanup(func() {
+		if !ended {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		_ = os.RemoveAll(dir)
+	})
+
+	p := NewPrograms(ProgramsOptions{})
+	ctx := context.Background()
+	asked := []string{strings.ToUpper(name) + ".exe", "not-" + name}
+	got, err := p.Running(ctx, asked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := asked[:1]; !reflect.DeepEqual(got, want) {
+		t.Fatalf("while %s runs (pid %d): Running = %q, want %q", name, cmd.Process.Pid, got, want)
+	}
+
+	// End it: it exits at the end of its input; Wait reaps it.
+	if err := stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	ended = true
+	got, err = p.Running(ctx, asked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("after %s ended: Running = %q, want none", name, got)
+	}
+	t.Logf("found %s (pid %d) while it ran, not after", name, cmd.Process.Pid)
 }

@@ -3,6 +3,7 @@ package gpuwatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -77,30 +78,83 @@ func TestParseSMIGPUs(t *testing.T) {
 	}
 }
 
-// fakeSMI writes a nvidia-smi shell script into a temp folder put first
-// on PATH: it answers the process query with procs and the GPU query
-// with gpus, or fails with exit code 9 and the driver's message when
-// fail is set.
+// fakeSMI puts a stand-in nvidia-smi first on PATH: it answers the
+// process query with procs and the GPU query with gpus, or, when fail is
+// set, fails with exit code 9 and the driver's message as the real one
+// does. On Unix it is a shell script; on Windows a copy of this test
+// program named nvidia-smi.exe (fakeSMIMain), run the way the probe runs
+// it there (no console window).
 func fakeSMI(t *testing.T, procs, gpus string, fail bool) string {
 	t.Helper()
-	if runtime.GOOS == "windows" {
-		t.Skip("the fake nvidia-smi is a shell script")
+	dir, err := os.MkdirTemp("", "gpuwatch-smi-")
+	if err != nil {
+		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	t.Cleanup(func() { _ = os.RemoveAll(dir) }) // best effort under Wine
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	if runtime.GOOS == "windows" {
+		self, err := os.Executable()
+		if err != nil {
+			t.Skipf("this system does not say which program runs: %v", err)
+		}
+		data, err := os.ReadFile(self)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "nvidia-smi.exe")
+		if err := os.WriteFile(path, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mode := "ok"
+		if fail {
+			mode = "fail"
+		}
+		t.Setenv(fakeSMIEnv, mode)
+		t.Setenv(fakeSMIEnv+"_PROCS", procs)
+		t.Setenv(fakeSMIEnv+"_GPUS", gpus)
+		return path
+	}
 	script := "#!/bin/sh\n"
 	if fail {
-		script += "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\"\nexit 9\n"
+		script += "echo \"" + smiDriverFailure + "\"\nexit 9\n"
 	} else {
 		script += "case \"$1\" in\n" +
 			"--query-compute-apps=pid,used_memory,gpu_name,process_name) [ \"$2\" = --format=csv,noheader,nounits ] || exit 2; printf '%s' '" + procs + "' ;;\n" +
 			"--query-gpu=temperature.gpu,power.draw) [ \"$2\" = --format=csv,noheader,nounits ] || exit 2; printf '%s' '" + gpus + "' ;;\n" +
 			"*) echo \"unknown option $1\" >&2; exit 2 ;;\nesac\n"
 	}
-	if err := os.WriteFile(filepath.Join(dir, "nvidia-smi"), []byte(script), 0o755); err != nil {
+	path := filepath.Join(dir, "nvidia-smi")
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	return filepath.Join(dir, "nvidia-smi")
+	return path
+}
+
+const (
+	fakeSMIEnv       = "GPUWATCH_TEST_FAKE_NVIDIA_SMI"
+	smiDriverFailure = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running."
+)
+
+// fakeSMIMain is the stand-in nvidia-smi.exe's main (see TestMain).
+func fakeSMIMain(mode string, args []string) int {
+	if mode == "fail" {
+		fmt.Println(smiDriverFailure)
+		return 9
+	}
+	if len(args) != 2 || args[1] != "--format=csv,noheader,nounits" {
+		fmt.Fprintf(os.Stderr, "unknown options %q\n", args)
+		return 2
+	}
+	switch args[0] {
+	case "--query-compute-apps=pid,used_memory,gpu_name,process_name":
+		fmt.Print(os.Getenv(fakeSMIEnv + "_PROCS"))
+	case "--query-gpu=temperature.gpu,power.draw":
+		fmt.Print(os.Getenv(fakeSMIEnv + "_GPUS"))
+	default:
+		fmt.Fprintf(os.Stderr, "unknown option %s\n", args[0])
+		return 2
+	}
+	return 0
 }
 
 func TestSMIRunner(t *testing.T) {
