@@ -17,8 +17,8 @@
 #            the runtime in lib\, demo chat jobs through the installed DLLs,
 #            a headless run registering with a Linux dev studio on loopback
 #            and completing a job it is sent, the desktop window on Xvfb with
-#            a screenshot), the idle-time probe's GetLastInputInfo (its
-#            tests), the silent uninstaller removing the program and
+#            a screenshot), the idle-time probe's GetLastInputInfo and the
+#            program list's process snapshot (their tests), the silent uninstaller removing the program and
 #            keeping the donor's data.
 #
 # Run as root on Debian 12 (apt-get). Needs: wine, file, mingw-w64, curl,
@@ -248,6 +248,23 @@ check_wine_presence() {
   ok "the Windows idle-time probe under Wine: GetLastInputInfo says $(grep -o 'idle [^ ]* (Windows GetLastInputInfo)' <<<"$out" | cut -d' ' -f2) since the last input"
 }
 
+# The program list's and the nvidia-smi runner's Windows halves
+# (controls/gpuwatch) through the package's own tests, in the same prefix:
+# the process snapshot finds a stand-in game under a distinctive name while
+# it runs and not after; a stand-in nvidia-smi.exe runs without a console
+# window and its failure reads as the real one's.
+check_wine_gpuwatch() {
+  local out t
+  phase "the Windows program list and nvidia-smi runner under Wine"
+  GOOS=windows GOARCH=amd64 go test -c -o "$work/gpuwatch.test.exe" ./controls/gpuwatch
+  out="$(cd "$work" && timeout 180 "$WINE" "$work/gpuwatch.test.exe" -test.v 2>&1 | tr -d '\r')" ||
+    fail "controls/gpuwatch's tests under Wine failed: $(tail -5 <<<"$out")"
+  for t in TestProgramsRealProcess TestSMIRunner TestSMIRunnerFails; do
+    grep -q -- "--- PASS: $t (" <<<"$out" || fail "controls/gpuwatch's $t did not pass under Wine: $(tail -5 <<<"$out")"
+  done
+  ok "the Windows program list under Wine: $(grep -o 'found fakegame-[^ ]* (pid [0-9]*) while it ran, not after' <<<"$out"); a stand-in nvidia-smi.exe ran (CREATE_NO_WINDOW) and was read"
+}
+
 # The desktop app's window under Wine on Xvfb: Fyne's GLFW over WGL, which
 # Wine turns into GLX on Mesa's software renderer. Against its embedded dev
 # studio, it must show the window and finish the three demo jobs; the
@@ -372,6 +389,7 @@ ok "installed CPU runtime loads under Wine with one ggml: $(grep -E '^  device' 
 
 check_wine_program
 check_wine_presence
+check_wine_gpuwatch
 check_wine_window
 
 phase "Windows installer: over a running program, Vulkan, uninstall"
