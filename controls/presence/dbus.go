@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -24,7 +23,7 @@ const (
 type SessionBus struct {
 	address string
 
-	mu     sync.Mutex
+	mu     ctxLock
 	open   opener
 	conn   *dbus.Conn
 	closed bool
@@ -36,7 +35,7 @@ type SessionBus struct {
 // before dialling again after the bus could not be reached (0 means
 // DefaultRetryAfter).
 func NewSessionBus(address string, retryAfter time.Duration) *SessionBus {
-	return &SessionBus{address: address, open: newOpener(retryAfter)}
+	return &SessionBus{address: address, mu: newCtxLock(), open: newOpener(retryAfter)}
 }
 
 // Mutter is GNOME's idle monitor on this bus:
@@ -71,8 +70,8 @@ func (b *SessionBus) ScreenSaver() Probe {
 
 // Close closes the connection; the probes return an error after it.
 func (b *SessionBus) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.mu.lockNow()
+	defer b.mu.unlock()
 	b.closed = true
 	b.dropLocked()
 	return nil
@@ -162,8 +161,10 @@ func (p *busProbe) Close() error { return p.bus.Close() }
 // controls.ErrUnknown); ctx's end.
 func (p *busProbe) IdleTime(ctx context.Context) (time.Duration, error) {
 	b := p.bus
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	if err := b.mu.lock(ctx); err != nil {
+		return 0, fmt.Errorf("the %s idle service did not answer in time: %w", p.desktop, err)
+	}
+	defer b.mu.unlock()
 	for attempt := 0; ; attempt++ {
 		conn, err := b.connLocked(ctx)
 		if err != nil {

@@ -236,3 +236,24 @@ func (o *opener) failed(err error) error {
 }
 
 func (o *opener) opened() { o.lastErr = nil }
+
+// ctxLock is a mutex that a caller stops waiting for when its context
+// ends: a call held up by a source that stopped answering holds up the
+// next caller no longer than that caller's own deadline.
+type ctxLock chan struct{}
+
+func newCtxLock() ctxLock { return make(ctxLock, 1) }
+
+func (l ctxLock) lock(ctx context.Context) error {
+	select {
+	case l <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// lockNow waits as long as it takes (for Close).
+func (l ctxLock) lockNow() { l <- struct{}{} }
+
+func (l ctxLock) unlock() { <-l }

@@ -29,7 +29,7 @@ const screenSaverExtension = "MIT-SCREEN-SAVER"
 type X11 struct {
 	display string
 
-	mu   sync.Mutex
+	mu   ctxLock
 	open opener
 	conn *xgb.Conn
 	root xproto.Window
@@ -45,7 +45,7 @@ type X11 struct {
 // IdleTime.
 func NewX11(display string, retryAfter time.Duration) *X11 {
 	quietXGB()
-	return &X11{display: display, open: newOpener(retryAfter)}
+	return &X11{display: display, mu: newCtxLock(), open: newOpener(retryAfter)}
 }
 
 // Source names the X11 screensaver extension.
@@ -56,8 +56,10 @@ func (x *X11) Source() string { return X11Source }
 // screensaver extension, or stopped answering (all wrap
 // controls.ErrUnknown); ctx's end.
 func (x *X11) IdleTime(ctx context.Context) (time.Duration, error) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
+	if err := x.mu.lock(ctx); err != nil {
+		return 0, fmt.Errorf("the X display %s did not answer in time: %w", x.name(), err)
+	}
+	defer x.mu.unlock()
 	if x.closed {
 		return 0, unknownf("the X11 idle probe is closed")
 	}
@@ -98,8 +100,8 @@ func (x *X11) IdleTime(ctx context.Context) (time.Duration, error) {
 
 // Close closes the connection; later calls return an error.
 func (x *X11) Close() error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
+	x.mu.lockNow()
+	defer x.mu.unlock()
 	x.closed = true
 	x.dropLocked()
 	if pending := x.pending; pending != nil {

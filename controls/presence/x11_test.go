@@ -243,6 +243,36 @@ func TestX11WaitsNoLongerThanTheContext(t *testing.T) {
 	}
 }
 
+// TestX11CallerNotHeldByAnother: while one caller waits on a server that
+// never answers, another with a shorter deadline gets its answer (the
+// deadline) on time, not after the first caller gives up.
+func TestX11CallerNotHeldByAnother(t *testing.T) {
+	display, accepted := hungServer(t)
+	p := NewX11(display, 0)
+	defer p.Close()
+	long, cancelLong := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelLong()
+	first := make(chan error, 1)
+	go func() { _, err := p.IdleTime(long); first <- err }()
+	<-accepted // the first caller is in, waiting on the server
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	second := make(chan error, 1)
+	go func() { _, err := p.IdleTime(short); second <- err }()
+	select {
+	case err := <-second:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("the second caller: %v", err)
+		}
+	case err := <-first:
+		t.Fatalf("the first caller, waiting a minute, came back first: %v", err)
+	}
+	cancelLong()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the first caller after its cancel: %v", err)
+	}
+}
+
 // TestX11AbsentDisplay: no display, or one nobody serves, is unknown with
 // a reason; the probe does not dial again before RetryAfter.
 func TestX11AbsentDisplay(t *testing.T) {
