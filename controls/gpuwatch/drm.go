@@ -249,8 +249,9 @@ type drmUse struct {
 // or, where only cycles are reported, the growth of drm-cycles-e over the
 // growth of drm-total-cycles-e, divided by the capacity. A client that is
 // new since the previous reading counts from zero (it did all its work
-// within the interval); a new client that only reports cycles counts from
-// the next reading. A process's share on a device and engine is the sum
+// within the interval), unless it holds more time than the interval (an
+// old client the previous reading could not read); a new client that only
+// reports cycles counts from the next reading. A process's share on a device and engine is the sum
 // over its clients; its share is the largest of those.
 func drmShares(prev, cur *drmReading) map[int]drmUse {
 	interval := cur.at.Sub(prev.at)
@@ -264,6 +265,7 @@ func drmShares(prev, cur *drmReading) map[int]drmUse {
 			pc, had := prevClients[key]
 			dev := strings.TrimSpace(c.driver + " " + c.pdev)
 			for e, ns := range c.engines {
+				span := float64(interval.Nanoseconds()) * float64(capOf(c, e))
 				base := uint64(0)
 				if had {
 					if v, ok := pc.engines[e]; ok {
@@ -273,9 +275,15 @@ func drmShares(prev, cur *drmReading) map[int]drmUse {
 						}
 						base = v
 					}
+				} else if float64(ns) > span {
+					// More time than the interval holds: an old client
+					// the previous reading missed (its fdinfo could not
+					// be read then), not a new one. It counts from the
+					// next reading.
+					continue
 				}
-				if interval > 0 {
-					perEngine[dev+"\x00"+e] += float64(ns-base) / (float64(interval.Nanoseconds()) * float64(capOf(c, e)))
+				if span > 0 {
+					perEngine[dev+"\x00"+e] += float64(ns-base) / span
 				}
 			}
 			for e, cyc := range c.cycles {

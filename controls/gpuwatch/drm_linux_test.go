@@ -216,6 +216,28 @@ func TestDRMBusyRule(t *testing.T) {
 	if err != nil || len(got.Processes) != 0 {
 		t.Fatalf("game ended, unreadable files: %+v, %v", got.Processes, err)
 	}
+
+	// Clients the previous reading missed (Xwayland's fdinfo could not be
+	// read; vkcube's process was not seen) hold 40 s of engine time, more
+	// than a client new within these 5 s can have: they count nothing
+	// now, and from the next reading on their growth counts.
+	clk.t = clk.t.Add(5 * time.Second)
+	if err := os.Remove(fdinfo4); err != nil {
+		t.Fatal(err)
+	}
+	f.fd(101, 4, "/dev/dri/renderD128", amdgpu(3, 40*sec, 2048))
+	f.proc(400, "vkcube")
+	f.fd(400, 3, "/dev/dri/renderD128", amdgpu(40, 40*sec, 0)) // a process the last reading missed
+	got, err = s.sample(ctx)
+	if err != nil || len(got.Processes) != 0 {
+		t.Fatalf("clients the previous reading missed: %+v, %v; want none", got.Processes, err)
+	}
+	clk.t = clk.t.Add(5 * time.Second)
+	f.fd(400, 3, "/dev/dri/renderD128", amdgpu(40, 44*sec, 0)) // 4 s of 5 from the held 40 s
+	got, err = s.sample(ctx)
+	if err != nil || len(got.Processes) != 1 || got.Processes[0].Name != "vkcube" {
+		t.Fatalf("vkcube busy: %+v, %v", got.Processes, err)
+	}
 }
 
 func TestDRMCyclesAndCapacity(t *testing.T) {
