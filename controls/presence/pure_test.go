@@ -23,11 +23,13 @@ func TestIdleSinceTicksAcrossTheWrap(t *testing.T) {
 		// GetTickCount wrapped after 49.7 days between the input and now.
 		{now: 1500, last: 0xFFFF_FC18, want: 2500 * time.Millisecond},
 		{now: 0, last: 0xFFFF_FFFF, want: time.Millisecond},
-		// The input came between the two reads: none, not 49 days.
+		// A last input a little after now: none, not 49 days.
 		{now: 1000, last: 1001, want: 0},
-		{now: 0xFFFF_FFFF, last: 0, want: 0},
-		// The longest idleness it tells: 2^31 ms, 24.8 days.
-		{now: 1 << 31, last: 0, want: (1 << 31) * time.Millisecond},
+		{now: 1000, last: 2000, want: 0},
+		// Idle longer than 24.8 days (2^31 ms) is still idle: a rig
+		// nobody touches for weeks.
+		{now: 0xF000_0000, last: 0, want: 0xF000_0000 * time.Millisecond},
+		{now: 0xFFFF_0000, last: 0, want: 0xFFFF_0000 * time.Millisecond},
 	} {
 		if got := idleSinceTicks(c.now, c.last); got != c.want {
 			t.Errorf("now %d, last input %d: %v, want %v", c.now, c.last, got, c.want)

@@ -52,8 +52,8 @@ func (LastInput) IdleTime(ctx context.Context) (time.Duration, error) {
 	if ok == 0 {
 		return 0, unknownf("Windows did not say when the last input was: %v", callErr)
 	}
-	// The tick count after the last input's, so that an input between
-	// the two reads cannot look like 49 days of idleness.
+	// The tick count read after the last input's, so that it is never
+	// before it (see idleSinceTicks).
 	now, _, _ := procGetTickCount.Call()
 	return idleSinceTicks(uint32(now), info.dwTime), nil
 }

@@ -18,7 +18,7 @@ func TestLastInputAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GetLastInputInfo: %v", err)
 	}
-	if d < 0 || d > (1<<31)*time.Millisecond {
+	if d < 0 || d > (1<<32)*time.Millisecond {
 		t.Fatalf("idle time %v out of range", d)
 	}
 	t.Logf("idle %v (%s)", d, p.Source())
