@@ -66,6 +66,7 @@ func readProcNames(root string, pid int) procNames {
 	}
 	if c, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
 		pn.Comm = strings.TrimRight(string(c), "\n")
+		pn.CommMax = linuxCommMax
 	}
 	return pn
 }

@@ -20,12 +20,13 @@ import (
 //     /proc/<pid>/cmdline (readable for all; Wine and Proton games show
 //     their Windows path there, "Z:\games\Game.exe", while exe is Wine's
 //     loader) and /proc/<pid>/comm. comm is cut to 15 bytes by the kernel
-//     (TASK_COMM_LEN, proc(5)): a 15-byte comm that is not the start of a
-//     longer name of the same process matches a longer donor name by
+//     (TASK_COMM_LEN, proc(5)): a 15-byte comm that is not the start of
+//     another name of the same process matches a longer donor name by
 //     prefix.
 //   - Windows: the process snapshot (CreateToolhelp32Snapshot,
 //     PROCESSENTRY32W.szExeFile).
-//   - macOS: `ps -axo comm=` (the executable's path or name).
+//   - macOS: `ps -axo comm=` (the executable's path, or its short name
+//     cut to 16 bytes, matched the same way as Linux's comm).
 //
 // The zero value is not usable; call NewPrograms.
 type Programs struct {
@@ -78,17 +79,22 @@ func (p *Programs) Running(ctx context.Context, names []string) ([]string, error
 }
 
 // procNames are the names one process is known by: full names (an
-// executable's base name, argv[0]'s base name) and, on Linux, the kernel's
-// comm, which may be cut to 15 bytes.
+// executable's base name, argv[0]'s base name) and the kernel's short
+// name (comm), which may be cut to CommMax bytes.
 type procNames struct {
-	PID   int
-	Names []string
-	Comm  string
+	PID     int
+	Names   []string
+	Comm    string
+	CommMax int
 }
 
-// commLen is the longest comm the Linux kernel keeps (TASK_COMM_LEN 16
-// with its NUL; proc(5) /proc/pid/comm).
-const commLen = 15
+// The longest short names the kernels keep: Linux's comm (TASK_COMM_LEN
+// 16 with its NUL; proc(5) /proc/pid/comm) and macOS's p_comm (MAXCOMLEN,
+// sys/param.h), which ps shows where it cannot read the executable's path.
+const (
+	linuxCommMax  = 15
+	darwinCommMax = 16
+)
 
 // baseName returns the last element of a path written with '/' or '\'
 // (a Windows path read on any platform).
@@ -125,7 +131,7 @@ func matchPrograms(names []string, procs []procNames) []string {
 			continue
 		}
 		full[strings.TrimSuffix(c, ".exe")] = true
-		if len(c) == commLen && !hasPrefixOf(longs, c) {
+		if pr.CommMax > 0 && len(c) == pr.CommMax && !hasPrefixOf(longs, c) {
 			cut = append(cut, c)
 		}
 	}
@@ -142,7 +148,7 @@ func matchPrograms(names []string, procs []procNames) []string {
 			// "verylonggamenam": compare the donor's name with and
 			// without ".exe" against such cut names.
 			for _, c := range cut {
-				if len(k) > commLen && strings.HasPrefix(k, c) || strings.HasPrefix(k+".exe", c) {
+				if len(k) > len(c) && strings.HasPrefix(k, c) || strings.HasPrefix(k+".exe", c) {
 					hit = true
 					break
 				}
@@ -158,7 +164,7 @@ func matchPrograms(names []string, procs []procNames) []string {
 
 func hasPrefixOf(longs []string, prefix string) bool {
 	for _, l := range longs {
-		if len(l) > len(prefix) && strings.HasPrefix(l, prefix) {
+		if len(l) >= len(prefix) && strings.HasPrefix(l, prefix) {
 			return true
 		}
 	}
@@ -171,13 +177,26 @@ func unknownf(format string, args ...any) error {
 }
 
 // parsePSComm reads the output of `ps -axo comm=` (macOS): one executable
-// path or name a line; the PID is not asked for and left 0.
+// path a line, or, where ps cannot read the path, the short name (p_comm,
+// at most 16 bytes; in parentheses for a process that is ending). The PID
+// is not asked for and left 0.
 func parsePSComm(out []byte) []procNames {
 	var procs []procNames
 	for _, line := range strings.Split(string(out), "\n") {
-		if b := baseName(line); b != "" {
-			procs = append(procs, procNames{Names: []string{b}})
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "(") && strings.HasSuffix(line, ")") {
+			line = strings.TrimSpace(line[1 : len(line)-1])
 		}
+		if line == "" {
+			continue
+		}
+		if strings.Contains(line, "/") {
+			if b := baseName(line); b != "" {
+				procs = append(procs, procNames{Names: []string{b}})
+			}
+			continue
+		}
+		procs = append(procs, procNames{Comm: line, CommMax: darwinCommMax})
 	}
 	return procs
 }

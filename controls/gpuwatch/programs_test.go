@@ -35,10 +35,12 @@ func TestMatchPrograms(t *testing.T) {
 		// Wine: exe is the loader, argv[0] the Windows path.
 		{PID: 2, Names: []string{"wine64-preloader", `Z:\games\Cyber Game\CyberGame.exe`}, Comm: "CyberGame.exe"},
 		// A long name the kernel cut in comm, with the full name from exe.
-		{PID: 3, Names: []string{"steamwebhelper-extra"}, Comm: "steamwebhelper-"},
+		{PID: 3, Names: []string{"steamwebhelper-extra"}, Comm: "steamwebhelper-", CommMax: linuxCommMax},
 		// Only comm readable, cut to 15 bytes.
-		{PID: 4, Comm: "VeryLongGameNam"},
-		{PID: 5, Comm: "Resolve.exe"},
+		{PID: 4, Comm: "VeryLongGameNam", CommMax: linuxCommMax},
+		{PID: 5, Comm: "Resolve.exe", CommMax: linuxCommMax},
+		// A 15-byte executable name: its comm is whole, not cut.
+		{PID: 6, Names: []string{"fifteen-letters"}, Comm: "fifteen-letters", CommMax: linuxCommMax},
 	}
 	cases := []struct {
 		names []string
@@ -58,6 +60,7 @@ func TestMatchPrograms(t *testing.T) {
 		// name, so it matches no other long name by prefix.
 		{[]string{"steamwebhelper-other"}, nil},
 		{[]string{"steamwebhelper-extra"}, []string{"steamwebhelper-extra"}},
+		{[]string{"fifteen-letters-and-more"}, nil},
 		// Prefixes of real names are not names.
 		{[]string{"blend", "Cyber", "VeryLong"}, nil},
 		{[]string{"", "  ", "notrunning"}, nil},
@@ -71,9 +74,10 @@ func TestMatchPrograms(t *testing.T) {
 }
 
 func TestParsePSComm(t *testing.T) {
-	out := []byte("/sbin/launchd\n/Applications/Some Game.app/Contents/MacOS/Some Game\nkernel_task\n\n")
-	got := matchPrograms([]string{"some game", "launchd", "kernel_task", "Finder"}, parsePSComm(out))
-	if want := []string{"some game", "launchd", "kernel_task"}; !reflect.DeepEqual(got, want) {
+	out := []byte("/sbin/launchd\n/Applications/Some Game.app/Contents/MacOS/Some Game\nkernel_task\n\n" +
+		"  (mdworker_shared)\nAVeryLongGameNam\n()\n")
+	got := matchPrograms([]string{"some game", "launchd", "kernel_task", "Finder", "mdworker_shared", "AVeryLongGameName", "AVeryLong"}, parsePSComm(out))
+	if want := []string{"some game", "launchd", "kernel_task", "mdworker_shared", "AVeryLongGameName"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
