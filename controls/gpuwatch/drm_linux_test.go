@@ -378,3 +378,33 @@ func TestProbeDRMOnly(t *testing.T) {
 		t.Fatalf("sample %+v", s)
 	}
 }
+
+// TestProbeConcurrentSamples reads one Probe from several goroutines (the
+// worker, the heartbeat and the window may all ask); -race checks it.
+func TestProbeConcurrentSamples(t *testing.T) {
+	f := newProcFixture(t)
+	f.proc(200, "render")
+	f.fd(200, 3, "/dev/dri/renderD128", amdgpu(2, 0, 1024))
+	sys := sysFixture(t, "amdgpu", map[string]string{"temp1_input": "66000\n"})
+	p := New(Options{ProcRoot: f.root, SysRoot: sys, NoNVML: true, NoNvidiaSMI: true})
+	defer p.Close()
+	errs := make(chan error, 4*5)
+	for g := 0; g < 4; g++ {
+		go func() {
+			for i := 0; i < 5; i++ {
+				s, err := p.Sample(context.Background())
+				if errors.Is(err, controls.ErrUnknown) && strings.Contains(err.Error(), "first reading") {
+					err = nil // two readings at one clock instant: allowed, not compared
+				} else if err == nil && (!s.TemperatureKnown || len(s.Processes) != 0) {
+					err = errors.New("unexpected sample")
+				}
+				errs <- err
+			}
+		}()
+	}
+	for i := 0; i < 4*5; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
