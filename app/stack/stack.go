@@ -76,6 +76,9 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// Clock drives the worker's timers (tests); nil means real time.
 	Clock studio.Clock
+	// Probes replace the machine's probes for the donor's controls
+	// (tests); see controlProbes.
+	Probes *studio.Probes
 
 	// Headless is the worker without a window (`studio-worker run`, the
 	// demo): with no Settings page to fix them in, an unusable config
@@ -146,6 +149,9 @@ type Stack struct {
 	runErr  error
 
 	removeQueue func()
+	// closeProbes lets the controls' probes go (X and D-Bus connections,
+	// NVML); nil when none were opened.
+	closeProbes func()
 
 	// storeOpts make the store of a newly chosen models folder; stores
 	// keeps every store made, by folder, so that one folder has one store
@@ -357,6 +363,7 @@ func New(opts Options) (_ *Stack, err error) {
 		Clock:                opts.Clock,
 		RegisterPollInterval: poll,
 		Journal:              journal,
+		Probes:               st.controlProbes(opts),
 	})
 	st.applyLocalAPI(cur)
 	if opts.Autostart {
@@ -624,6 +631,9 @@ func (st *Stack) Shutdown(timeout time.Duration) error {
 		st.Log.Info("worker stopped", "op", "shutdown")
 	}
 	st.stopHistory()
+	if st.closeProbes != nil {
+		st.closeProbes()
+	}
 	if st.Dev != nil {
 		st.Dev.Close()
 	}
