@@ -36,7 +36,7 @@ func trayState(s studio.Snapshot) assets.TrayState {
 	switch s.State {
 	case studio.StateWorking:
 		return assets.TrayWorking
-	case studio.StatePaused:
+	case studio.StatePaused, studio.StateHeld:
 		return assets.TrayPaused
 	case studio.StateIdle:
 		return assets.TrayIdle
@@ -72,6 +72,8 @@ func Headline(s studio.Snapshot) string {
 		return "Working"
 	case studio.StatePaused:
 		return "Paused"
+	case studio.StateHeld:
+		return "On hold"
 	case studio.StateStopped:
 		return "Stopped"
 	}

@@ -60,9 +60,12 @@ type SettingsPage struct {
 	// notify are the notification switches: job failed, studio refused,
 	// engine crashed, studio unreachable.
 	notify [4]*widget.Check
-	save   *widget.Button
-	revert *widget.Button
-	result *widget.Label
+	// controls are the donor's controls (issue 12): only when away, GPU
+	// busy, programs, ceilings, work hours.
+	controls *controlsForm
+	save     *widget.Button
+	revert   *widget.Button
+	result   *widget.Label
 
 	workerID *widget.Label
 	about    *widget.Label
@@ -140,6 +143,8 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 		p.notify[i] = widget.NewCheck(label, nil)
 	}
 
+	p.controls = newControlsForm(func() { p.staleResult() })
+
 	p.save = widget.NewButtonWithIcon("Save", theme.DocumentSaveIcon(), p.Save)
 	p.save.Importance = widget.HighImportance
 	p.revert = widget.NewButton("Undo changes", p.Load)
@@ -171,6 +176,7 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 		p.login, p.minimised, p.localAPI,
 		widget.NewLabelWithStyle("Notify me when", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
 		p.notify[0], p.notify[1], p.notify[2], p.notify[3],
+		p.controls.content(),
 		container.NewHBox(p.save, p.revert),
 		p.result,
 		widget.NewSeparator(),
@@ -226,6 +232,7 @@ func (p *SettingsPage) Load() {
 	for i, on := range []bool{s.NotifyJobFailed, s.NotifyStudioRefused, s.NotifyEngineCrashed, s.NotifyUnreachable} {
 		p.notify[i].SetChecked(on)
 	}
+	p.controls.load(s)
 	p.clearErrors()
 	p.result.SetText("")
 }
@@ -389,6 +396,7 @@ func (p *SettingsPage) Form() (settings.Settings, error) {
 	s.LocalAPIOff = !p.localAPI.Checked
 	s.NotifyJobFailed, s.NotifyStudioRefused = p.notify[0].Checked, p.notify[1].Checked
 	s.NotifyEngineCrashed, s.NotifyUnreachable = p.notify[2].Checked, p.notify[3].Checked
+	errs = append(errs, p.controls.read(&s)...)
 	return s, errors.Join(errs...)
 }
 
@@ -495,13 +503,13 @@ func resetField(s *settings.Settings, saved settings.Settings, field string) boo
 	case settings.FieldSDLibPath:
 		s.SDLibPath = ""
 	default:
-		return false
+		return resetControlField(s, saved, field)
 	}
 	return true
 }
 
 func (p *SettingsPage) clearErrors() {
-	for _, l := range []*widget.Label{p.urlErr, p.budgetErr, p.dirErr, p.diskBudgetErr, p.threadsErr, p.daysErr} {
+	for _, l := range append([]*widget.Label{p.urlErr, p.budgetErr, p.dirErr, p.diskBudgetErr, p.threadsErr, p.daysErr}, p.controls.errLabels()...) {
 		l.SetText("")
 		l.Hide()
 	}
@@ -530,7 +538,7 @@ func (p *SettingsPage) errLabelFor(field string) *widget.Label {
 	case settings.FieldHistoryDays:
 		return p.daysErr
 	}
-	return nil
+	return p.controls.errLabelFor(field)
 }
 
 func (p *SettingsPage) showFieldError(err error) {

@@ -26,9 +26,12 @@ type StatusPage struct {
 
 	content fyne.CanvasObject
 
-	icon      *canvas.Image
-	headline  *widget.Label
-	reason    *widget.Label
+	icon     *canvas.Image
+	headline *widget.Label
+	reason   *widget.Label
+	// holds is the "Held by" line: which of the donor's controls hold the
+	// worker since when, and the work hours' next change.
+	holds     *widget.Label
 	startStop *widget.Button
 	after     *widget.Button
 	snooze    *widget.Button
@@ -76,6 +79,9 @@ func newStatusPage(d *Deps, parent fyne.Window) *StatusPage {
 	p.headline.TextStyle.Bold = true
 	p.reason = widget.NewLabel("")
 	p.reason.Wrapping = fyne.TextWrapWord
+	p.holds = widget.NewLabel("")
+	p.holds.Wrapping = fyne.TextWrapWord
+	p.holds.Hide()
 
 	p.startStop = widget.NewButtonWithIcon(ActionPauseNow, theme.MediaPauseIcon(), p.toggle)
 	p.startStop.Importance = widget.HighImportance
@@ -110,7 +116,7 @@ func newStatusPage(d *Deps, parent fyne.Window) *StatusPage {
 	}
 
 	bigButton := container.NewGridWrap(fyne.NewSize(200, 56), p.startStop)
-	head := container.NewBorder(nil, nil, p.icon, nil, container.NewVBox(p.headline, p.reason))
+	head := container.NewBorder(nil, nil, p.icon, nil, container.NewVBox(p.headline, p.reason, p.holds))
 	controls := container.NewHBox(bigButton, container.NewVBox(layout.NewSpacer(), p.after, p.afterNote, layout.NewSpacer()), container.NewVBox(layout.NewSpacer(), p.snooze, layout.NewSpacer()))
 	p.content = container.NewVScroll(container.NewVBox(
 		head,
@@ -151,6 +157,12 @@ func (p *StatusPage) Render(s studio.Snapshot) {
 		p.sinceKey, p.since = key, now
 	}
 	p.reason.SetText(reasonLine(s, p.since, now))
+	if h := holdLines(s, now); h != "" {
+		p.holds.SetText(h)
+		p.holds.Show()
+	} else {
+		p.holds.Hide()
+	}
 
 	p.startStop.SetText(PauseLabel(s))
 	if s.Paused {
@@ -274,6 +286,8 @@ func reasonLine(s studio.Snapshot, since, now time.Time) string {
 		return "Paused by you since " + at(since) + " for an hour: jobs are taken again at " + at(s.ResumeAt) + ", or when you press " + ActionResume + "."
 	case s.State == studio.StatePaused:
 		return "Paused by you since " + at(since) + ". No new jobs are taken until you press " + ActionResume + "."
+	case s.State == studio.StateHeld:
+		return heldLine(s.Controls, now)
 	case s.State == studio.StateRegistering && reg.Problem != "":
 		line := "Cannot reach the studio to register: " + reg.Problem + "."
 		if !reg.NextTry.IsZero() {

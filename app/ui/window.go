@@ -38,6 +38,9 @@ type Main struct {
 	histDay string
 	now     func() time.Time
 
+	win   fyne.Window
+	title string // shown now (WindowTitle)
+
 	tabs    *container.AppTabs
 	notices *fyne.Container
 	root    fyne.CanvasObject
@@ -49,7 +52,7 @@ type Main struct {
 // NewMain builds the pages for window w and draws the backend's current
 // snapshot. Call it on the UI goroutine.
 func NewMain(d Deps, w fyne.Window) *Main {
-	m := &Main{deps: &d, now: time.Now}
+	m := &Main{deps: &d, now: time.Now, win: w}
 	m.Status = newStatusPage(m.deps, w)
 	m.Jobs = newJobsPage(m.deps, m.ReloadHistory)
 	m.Logs = newLogsPage(d.Logs)
@@ -135,6 +138,10 @@ func (m *Main) Show(page string) {
 
 // Render draws one snapshot on every page. UI goroutine only.
 func (m *Main) Render(s studio.Snapshot) {
+	if t := WindowTitle(s); m.win != nil && t != m.title {
+		m.title = t
+		m.win.SetTitle(t)
+	}
 	m.Status.Render(s)
 	m.Jobs.Render(s)
 	m.Models.Render(s)

@@ -1,0 +1,181 @@
+package ui
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"fyne.io/fyne/v2/test"
+
+	"github.com/minisgg/studio-worker/assets"
+	"github.com/minisgg/studio-worker/controls"
+	"github.com/minisgg/studio-worker/settings"
+	"github.com/minisgg/studio-worker/studio"
+)
+
+func heldSnap(d controls.Decision) studio.Snapshot {
+	s := idleSnap()
+	s.State = studio.StateHeld
+	s.Controls = d
+	s.IdleReason = d.Line()
+	return s
+}
+
+func TestStatusPageSaysWhichControlHoldsTheWorker(t *testing.T) {
+	now := time.Now()
+	since := time.Date(now.Year(), now.Month(), now.Day(), 0, 2, 0, 0, time.Local)
+	gpu := heldSnap(controls.Decision{Holds: []controls.Hold{{Control: controls.ControlGPU, Reason: "GPU busy (blender)", Since: since}}})
+	h := newHarness(t, gpu)
+	st := h.main.Status
+	if st.headline.Text != "On hold" {
+		t.Errorf("headline %q", st.headline.Text)
+	}
+	if want := "On hold since 00:02: GPU busy (blender). Jobs are taken again by themselves when that is over."; st.reason.Text != want {
+		t.Errorf("why-line %q\nwant %q", st.reason.Text, want)
+	}
+	if !st.holds.Visible() || st.holds.Text != "Held by: GPU busy (blender) since 00:02." {
+		t.Errorf("hold line %q (visible %v)", st.holds.Text, st.holds.Visible())
+	}
+	if look, tip := TrayLook(gpu); look != assets.TrayPaused || tip != "Studio Worker: on hold (GPU busy (blender))" {
+		t.Errorf("tray %s %q", look, tip)
+	}
+	if got := h.w.Title(); got != "Studio Worker — on hold: GPU busy (blender)" {
+		t.Errorf("window title %q", got)
+	}
+	// The same control while a job runs: the job finishes first.
+	working := workingSnap(now)
+	working.Controls = gpu.Controls
+	h.main.Render(working)
+	if st.holds.Text != "Held by: GPU busy (blender) since 00:02; the current job finishes first." {
+		t.Errorf("while working: %q", st.holds.Text)
+	}
+	if got := h.w.Title(); got != "Studio Worker" {
+		t.Errorf("window title while working %q", got)
+	}
+
+	// Outside the work hours: when it works again.
+	eve := time.Date(now.Year(), now.Month(), now.Day(), 23, 59, 0, 0, time.Local)
+	sched := heldSnap(controls.Decision{Holds: []controls.Hold{{Control: controls.ControlSchedule, Reason: "outside your work hours", Since: since, Until: eve}},
+		NextChange: eve, NextAllows: true})
+	h.main.Render(sched)
+	if want := "On hold since 00:02: outside your work hours. Works again at 23:59."; st.reason.Text != want {
+		t.Errorf("why-line %q", st.reason.Text)
+	}
+	if st.holds.Text != "Held by: outside your work hours since 00:02.\nWorks again at 23:59 (your work hours)." {
+		t.Errorf("hold lines %q", st.holds.Text)
+	}
+	// Inside them: when they end; nothing holds.
+	inside := idleSnap()
+	inside.Controls = controls.Decision{MayWork: true, NextChange: eve}
+	h.main.Render(inside)
+	if st.holds.Text != "Stops at 23:59, the end of your work hours." {
+		t.Errorf("inside the hours %q", st.holds.Text)
+	}
+	h.main.Render(idleSnap())
+	if st.holds.Visible() {
+		t.Errorf("hold line shown with nothing to say: %q", st.holds.Text)
+	}
+}
+
+func TestClockAt(t *testing.T) {
+	now := time.Date(2026, 12, 1, 14, 30, 0, 0, time.Local) // a Tuesday
+	for _, c := range []struct {
+		at   time.Time
+		want string
+	}{
+		{time.Date(2026, 12, 1, 18, 0, 0, 0, time.Local), "18:00"},
+		{time.Date(2026, 12, 2, 9, 0, 0, 0, time.Local), "Wed 09:00"},
+		{time.Date(2026, 12, 20, 9, 0, 0, 0, time.Local), "Dec 20 09:00"},
+		{time.Date(2026, 11, 30, 9, 0, 0, 0, time.Local), "Nov 30 09:00"},
+	} {
+		if got := clockAt(c.at, now); got != c.want {
+			t.Errorf("clockAt(%s) = %q, want %q", c.at, got, c.want)
+		}
+	}
+}
+
+func TestControlsSettingsAreSaved(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	sp := h.main.Settings
+	c := sp.controls
+	if c.stopJob.Selected != choiceFinish || c.onlyIdle.Checked || c.hoursOn.Checked {
+		t.Fatalf("defaults: stop %q idle %v hours %v", c.stopJob.Selected, c.onlyIdle.Checked, c.hoursOn.Checked)
+	}
+	test.Tap(c.onlyIdle)
+	c.idleAfter.SetText("300")
+	test.Tap(c.gpuBusy)
+	c.busyFor.SetText("20")
+	c.freeFor.SetText("")
+	c.programs.SetText(" blender, game.exe ")
+	c.maxTemp.SetText("83")
+	c.maxPower.SetText("250.5")
+	c.stopJob.SetSelected(choiceStop)
+	test.Tap(c.hoursOn)
+	c.hours[time.Friday].SetText("18:00-02:00")
+	c.hours[time.Sunday].SetText("all day")
+	test.Tap(sp.save)
+	if len(h.settings.saved) != 1 {
+		t.Fatalf("not saved: %q", sp.result.Text)
+	}
+	got := h.settings.saved[0]
+	if !got.OnlyWhenIdle || got.IdleAfterSeconds != 300 || !got.PauseWhenGPUBusy || got.GPUBusySeconds != 20 || got.GPUFreeSeconds != 0 ||
+		got.PausePrograms != "blender, game.exe" || got.MaxGPUTempC != 83 || got.MaxGPUPowerW != 250.5 || !got.StopJobWhenBusy ||
+		!got.WorkHoursOn || got.WorkHours.Friday != "18:00-02:00" || got.WorkHours.Sunday != "all day" || got.WorkHours.Monday != "" {
+		t.Errorf("saved %+v", got)
+	}
+	// What was saved comes back into the form.
+	sp.Load()
+	if c.idleAfter.Text != "300" || c.freeFor.Text != "" || c.stopJob.Selected != choiceStop || c.hours[time.Friday].Text != "18:00-02:00" {
+		t.Errorf("loaded back: %q %q %q %q", c.idleAfter.Text, c.freeFor.Text, c.stopJob.Selected, c.hours[time.Friday].Text)
+	}
+}
+
+func TestInvalidControlsAreMarkedEachWithItsReason(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	sp := h.main.Settings
+	c := sp.controls
+	c.idleAfter.SetText("soon")
+	c.busyFor.SetText("-1")
+	c.programs.SetText("/usr/bin/blender")
+	c.maxTemp.SetText("hot")
+	c.maxPower.SetText("9000")
+	test.Tap(c.hoursOn)
+	c.hours[time.Monday].SetText("9-17")
+	c.hours[time.Wednesday].SetText("25:00-26:00")
+	test.Tap(sp.save)
+	if len(h.settings.saved) != 0 {
+		t.Fatal("saved with invalid controls")
+	}
+	for field, want := range map[string]string{
+		settings.FieldIdleAfter:                    "Must be a whole number of seconds",
+		settings.FieldGPUBusy:                      "Must be between 1 and 86400 seconds (0 is the default, 10).",
+		settings.FieldPrograms:                     `"/usr/bin/blender" is a path`,
+		settings.FieldMaxGPUTemp:                   "Must be a number of °C",
+		settings.FieldMaxGPUPower:                  "up to 5000",
+		settings.FieldWorkHoursDay(time.Monday):    `"9" is not a time such as 09:00`,
+		settings.FieldWorkHoursDay(time.Wednesday): `"25:00" is not a time between 00:00 and 24:00`,
+	} {
+		if got := sp.FieldError(field); !strings.Contains(got, want) {
+			t.Errorf("%s: %q, want it to mention %q", field, got, want)
+		}
+	}
+	if sp.result.Text != "Not saved: fix the 7 fields marked above." {
+		t.Errorf("result %q", sp.result.Text)
+	}
+	// The hours are checked while typing too.
+	if err := c.hours[time.Monday].Validate(); err == nil {
+		t.Error("9-17 passes the entry's own check")
+	}
+	// Editing a field clears its message.
+	test.Type(c.maxTemp, "1")
+	if sp.FieldError(settings.FieldMaxGPUTemp) != "" {
+		t.Error("the temperature message stayed after an edit")
+	}
+	// Work hours on with no hours at all.
+	sp.Load()
+	test.Tap(c.hoursOn)
+	test.Tap(sp.save)
+	if got := sp.FieldError(settings.FieldWorkHoursDay(time.Monday)); !strings.Contains(got, "would never take a job") {
+		t.Errorf("no hours: %q", got)
+	}
+}
