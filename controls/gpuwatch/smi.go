@@ -38,7 +38,8 @@ func newSMISource(path string) *smiSource {
 	return &smiSource{path: path, run: runSMI}
 }
 
-// runSMI runs nvidia-smi without a console window, with smiTimeout. A
+// runSMI runs nvidia-smi without a console window, for at most
+// smiTimeout or the caller's deadline, whichever comes first. A
 // failing run's error carries the first line nvidia-smi printed ("NVIDIA-
 // SMI has failed because it couldn't communicate with the NVIDIA driver.").
 func runSMI(ctx context.Context, path string, args ...string) ([]byte, error) {
@@ -46,11 +47,14 @@ func runSMI(ctx context.Context, path string, args ...string) ([]byte, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, args...)
 	hideWindow(cmd)
+	// Once it is killed, a child it left holding the output pipes does
+	// not keep this call waiting.
+	cmd.WaitDelay = time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		if ctx.Err() == context.DeadlineExceeded {
-			return nil, fmt.Errorf("nvidia-smi did not answer within %s", smiTimeout)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, errors.New("nvidia-smi did not answer in time")
 		}
 		msg := firstLine(stderr.String())
 		if msg == "" {

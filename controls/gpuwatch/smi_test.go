@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/minisgg/studio-worker/controls"
 )
@@ -201,6 +202,29 @@ func TestSMIRunnerFails(t *testing.T) {
 	s, err := p2.Sample(context.Background())
 	if err != nil || !s.ProcessesKnown || len(s.Processes) != 0 || s.TemperatureKnown || s.PowerKnown {
 		t.Fatalf("partial: %+v, %v", s, err)
+	}
+}
+
+func TestSMIRunnerHangs(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("the hanging nvidia-smi is a shell script")
+	}
+	dir, err := os.MkdirTemp("", "gpuwatch-smi-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	path := filepath.Join(dir, "nvidia-smi")
+	// A wedged driver: nvidia-smi never answers.
+	if err := os.WriteFile(path, []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := New(Options{NoNVML: true, NoDRM: true, NvidiaSMI: path})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = p.Sample(ctx)
+	if err == nil || !(errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "did not answer in time")) {
+		t.Fatalf("err = %v, want the deadline", err)
 	}
 }
 
