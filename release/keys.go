@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
+	"strings"
 )
 
 // releaseKeys are the maintainers' Ed25519 public keys (base64 of the 32
@@ -12,7 +13,11 @@ import (
 // signed feed"). Two entries are allowed while a key is rotated: ship a
 // build that trusts old and new, sign feeds with both for a while, then
 // drop the old one.
-var releaseKeys = []string{}
+var releaseKeys = []string{
+	// key id a199252102fda7e0, made 2026-12-01; private half held by the
+	// maintainers (default place: ~/.config/studio-worker-release/feed-ed25519.key).
+	"EbdNJj6fxRAmrQl4uqpFuxjVcTWOGZCgFkUrj779wPg=",
+}
 
 // testKey is empty in every release build. Tests that build a real binary
 // and serve it a feed signed by a key they made (the update helper's end to
@@ -26,6 +31,19 @@ var releaseKeys = []string{}
 // The Makefile's release flags (PKG_LDFLAGS) never set it, and a build that
 // trusts a test key says so (TestKeyID, `studio-worker feed verify`).
 var testKey string
+
+// DefaultFeedURL is the release feed an installed app reads when the
+// update_feed_url setting is empty: a file under the hosted studio.
+const DefaultFeedURL = "https://studio.minis.gg/releases/feed.json"
+
+// FeedURL returns setting (the update_feed_url setting, trimmed) or
+// DefaultFeedURL when it is empty.
+func FeedURL(setting string) string {
+	if s := strings.TrimSpace(setting); s != "" {
+		return s
+	}
+	return DefaultFeedURL
+}
 
 // TrustedKeys are the keys Fetch and Verify callers pass by default: the
 // release keys, plus the test key in test builds. Code that verifies feeds

@@ -292,3 +292,23 @@ func TestKeys(t *testing.T) {
 		t.Fatalf("junk key file: %v", err)
 	}
 }
+
+// The compiled-in release key parses and is the one README names.
+func TestReleaseKey(t *testing.T) {
+	if len(releaseKeys) == 0 || len(releaseKeys) > 2 {
+		t.Fatalf("%d release keys compiled in; want 1, or 2 during a rotation", len(releaseKeys))
+	}
+	k, err := ParsePublicKey(releaseKeys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if KeyID(k) != "a199252102fda7e0" {
+		t.Fatalf("release key id %s", KeyID(k))
+	}
+	if FeedURL("  ") != DefaultFeedURL || FeedURL(" http://127.0.0.1:1/f.json ") != "http://127.0.0.1:1/f.json" {
+		t.Fatal("FeedURL")
+	}
+	if err := CheckURL(DefaultFeedURL); err != nil {
+		t.Fatal(err)
+	}
+}
