@@ -7,7 +7,7 @@ export STUDIO_WORKER_LLAMA_LIB ?= $(RUNTIME_DIR)
 SD_RUNTIME_DIR ?= $(CURDIR)/runtime/sd/linux-x64
 export STUDIO_WORKER_SD_LIB ?= $(SD_RUNTIME_DIR)/libstable-diffusion.so
 
-.PHONY: all deps build run test unit-test gui-check bench demo runtime vet fmt-check package-linux package-windows package-macos package-check package-clean-install clean
+.PHONY: all deps build run test unit-test gui-check bench demo runtime vet fmt-check package-linux package-windows package-macos package-check package-clean-install clean feed
 
 all: build
 
@@ -112,3 +112,24 @@ package-check: package-linux package-windows
 # declared dependencies alone, runs real demo jobs, and removes cleanly.
 package-clean-install: package-linux
 	./packaging/clean-install-check.sh dist/studio-worker_$(PKG_VERSION)_amd64.deb
+
+# ---- the signed release feed (README: "Releases and the signed feed") -------
+# dist/feed/: feed.json (signed with FEED_KEY), the installers make package-*
+# left in dist/, and one archive per runtime pack (llama.cpp variants fetched
+# with npm, stable-diffusion.cpp from ../shared/runtimes); a pack whose files
+# are not on this machine is left out with a line. Upload dist/feed/ as a
+# whole to FEED_BASE_URL. FEED_FETCH=0 uses only the runtimes already here.
+FEED_KEY ?= $(HOME)/.config/studio-worker-release/feed-ed25519.key
+FEED_BASE_URL ?= https://studio.minis.gg/releases
+FEED_FETCH ?= 1
+FEED_LLAMA_VARIANTS ?= linux-x64 linux-x64-vulkan linux-x64-cuda win-x64 win-x64-vulkan win-x64-cuda mac-arm64-metal
+FEED_SD_VARIANTS ?= sd-linux-x64 sd-win-x64
+feed:
+	@test -f "$(FEED_KEY)" || { echo "make feed: no signing key at $(FEED_KEY). The maintainers hold the release key: make feed FEED_KEY=<file>. A new key (fork or rotation): go run ./packaging/pkgtool feed-keygen -out <file outside the repository>, then put its public key in release/keys.go"; exit 2; }
+	@mkdir -p $(PKG_WORK)
+	$(GO) build -o $(PKG_TOOL) ./packaging/pkgtool
+	@if [ "$(FEED_FETCH)" = 1 ]; then \
+	  for v in $(FEED_LLAMA_VARIANTS); do nice ./packaging/fetch-runtime.sh $$v runtime/llama || echo "make feed: could not fetch $$v; its pack is left out"; done; \
+	  for v in $(FEED_SD_VARIANTS); do ./packaging/install-sd-runtime.sh $$v runtime/sd || echo "make feed: no $$v here; its pack is left out"; done; \
+	fi
+	nice $(PKG_TOOL) feed -base-url "$(FEED_BASE_URL)" -key "$(FEED_KEY)" -dist dist -out dist/feed -llama-runtimes runtime/llama -sd-runtimes runtime/sd

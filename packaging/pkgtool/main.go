@@ -1,14 +1,17 @@
 // Command pkgtool does the packaging steps that need more than a shell:
 // verifying and staging the llama.cpp runtime from packaging/runtimes.json,
-// rewriting a DLL import, and drawing icon sizes. The Makefile's package-*
-// targets call it; it uses only the standard library so it builds in
-// seconds on every OS.
+// rewriting a DLL import, drawing icon sizes, and building the signed
+// release feed. The Makefile's package-* and feed targets call it; it uses
+// the standard library and the project's leaf package release, so it builds
+// in seconds on every OS.
 //
 //	pkgtool verify  -manifest M -variant V -dir D
 //	pkgtool stage   -manifest M -variant V -src D -out O
 //	pkgtool icons   -src icon.png -out DIR [-name N] [-sizes 16,32,...]
 //	pkgtool ico     -src icon.png -out file.ico [-sizes 16,32,48,256]
 //	pkgtool imports FILE.dll...
+//	pkgtool feed-keygen [-out FILE]
+//	pkgtool feed    -base-url URL [-key FILE] [-dist dist] [-out dist/feed] ...
 package main
 
 import (
@@ -36,6 +39,10 @@ func main() {
 		err = cmdICO(args)
 	case "imports":
 		err = cmdImports(args)
+	case "feed-keygen":
+		err = cmdFeedKeygen(args, os.Stdout)
+	case "feed":
+		err = cmdFeed(args, os.Stdout)
 	default:
 		usage()
 	}
@@ -46,7 +53,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: pkgtool verify|stage|icons|ico|imports [flags] (see the package comment)")
+	fmt.Fprintln(os.Stderr, "usage: pkgtool verify|stage|icons|ico|imports|feed-keygen|feed [flags] (see the package comment)")
 	os.Exit(2)
 }
 

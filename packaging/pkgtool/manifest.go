@@ -33,6 +33,12 @@ type Variant struct {
 	// ImportPatches rewrite a DLL's import of a renamed DLL, so that the
 	// library loads the one renamed copy instead of a second ggml.
 	ImportPatches []ImportPatch `json:"importPatches,omitempty"`
+	// SDCpp is the stable-diffusion.cpp release of an "sd-*" entry (its
+	// files come from the shared runtimes folder, not npm).
+	SDCpp string `json:"sdCpp,omitempty"`
+	// MinDriver is the lowest NVIDIA driver version a CUDA build runs on
+	// (the release feed's Pack.MinDriver); "" for other backends.
+	MinDriver string `json:"minDriver,omitempty"`
 }
 
 // File is one pinned file of a variant.
