@@ -55,6 +55,10 @@ usage:
   studio-worker demo [--jobs N] [--image-jobs N] [--dir DIR]
                                      run real chat jobs through a local studio and this worker
   studio-worker version [--verbose]  print the version (--verbose: and which llama.cpp runtime loads)
+  studio-worker feed verify [--config DIR] [FILE|URL]
+                                     check a release feed's signature and list what it
+                                     offers (default: the update_feed_url setting, else
+                                     the built-in feed)
 `
 
 // Timings of the headless worker's shutdown: the worker gives a running job
@@ -83,6 +87,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		return cmdVersion(args[1:], stdout, stderr)
+	case "feed":
+		return cmdFeed(args[1:], stdout, stderr)
 	case "runtime-check": // hidden: the child in which a GPU runtime is tried
 		return llama.RuntimeCheckMain(args[1:], stdout, stderr)
 	case "engine-host": // hidden: the child a native engine runs in (engine/host)
@@ -96,7 +102,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		// entries pass them).
 		return runDesktop(args)
 	}
-	fmt.Fprintf(stderr, "studio-worker: unknown command %q (commands: run, status, pause, resume, register, devstudio, demo, version, help)\n", args[0])
+	fmt.Fprintf(stderr, "studio-worker: unknown command %q (commands: run, status, pause, resume, register, devstudio, demo, version, feed, help)\n", args[0])
 	return 2
 }
 
