@@ -42,7 +42,10 @@ func openNVML(opts Options) (source, func() error, error) {
 //     browser or an idle CUDA program that only holds memory does not
 //     count, a game or a render does;
 //   - where it does not (older GPUs and drivers answer "not supported"),
-//     every listed process counts.
+//     every process with a compute (CUDA) context counts, and no process
+//     with only a graphics context does: on such a GPU the graphics list
+//     cannot tell a game from an idle browser, so an idle desktop would
+//     read as busy; games are seen through the donor's program list.
 type nvmlSource struct {
 	lib       nvml.Interface
 	procRoot  string
@@ -162,10 +165,13 @@ func (s *nvmlSource) sample(ctx context.Context) (controls.GPUSample, error) {
 		}
 		out.ProcessesKnown = true
 		util := s.utilisation(d)
-		for _, pi := range append(compute, graphics...) {
+		for i, pi := range append(compute, graphics...) {
 			pid := int(pi.Pid)
 			if pid <= 0 || seen[pid] {
 				continue
+			}
+			if util == nil && i >= len(compute) {
+				continue // a graphics context and no use figure: the desktop's
 			}
 			name := s.processName(pid)
 			if isDisplayServer(name) {

@@ -98,10 +98,13 @@ func TestNVMLBusyRule(t *testing.T) {
 	}
 	var seen []uint64
 	dev0 := nvmlGPU("NVIDIA GeForce RTX 4070", 64, 182_400, compute, graphics, util, nvml.SUCCESS, &seen)
-	// A second, older GPU without per-process use: its listed process counts.
 	var seen1 []uint64
-	dev1 := nvmlGPU("NVIDIA GeForce GTX 980", 71, 95_000, []nvml.ProcessInfo{{Pid: 16, UsedGpuMemory: 1 << 20}}, nil, nil, nvml.ERROR_NOT_SUPPORTED, &seen1)
+	// A second, older GPU without per-process use: its compute process
+	// counts, its graphics-only processes (a browser, Xorg) do not.
+	dev1 := nvmlGPU("NVIDIA GeForce GTX 980", 71, 95_000, []nvml.ProcessInfo{{Pid: 16, UsedGpuMemory: 1 << 20}},
+		[]nvml.ProcessInfo{{Pid: 17, UsedGpuMemory: 90 << 20}, {Pid: 10, UsedGpuMemory: 20 << 20}}, nil, nvml.ERROR_NOT_SUPPORTED, &seen1)
 	names[16] = `C:\tools\miner.exe`
+	names[17] = "/usr/lib/chromium/chromium"
 	shut := 0
 	lib := &mock.Interface{
 		InitFunc:           func() nvml.Return { return nvml.SUCCESS },
