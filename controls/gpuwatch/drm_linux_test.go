@@ -348,6 +348,11 @@ func TestHwmonReadings(t *testing.T) {
 	if !tok || tc != 48.5 || pok {
 		t.Fatalf("i915 hwmon: %v°C (%v) power known %v", tc, tok, pok)
 	}
+	// Intel xe: the package temperature, not the memory's.
+	sys = sysFixture(t, "xe", map[string]string{"temp2_label": "pkg\n", "temp2_input": "51000\n", "temp3_label": "vram\n", "temp3_input": "63000\n"})
+	if tc, tok, _, _ = hwmonReadings(drmCards(sys)); !tok || tc != 51 {
+		t.Fatalf("xe hwmon: %v°C (%v), want 51", tc, tok)
+	}
 	// NVIDIA's own driver is left to NVML and nvidia-smi.
 	if got := drmDrivers(sysFixture(t, "nvidia", nil)); len(got) != 0 {
 		t.Fatalf("nvidia card listed for DRM: %q", got)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -57,8 +58,9 @@ func drmDrivers(sysRoot string) []string {
 // hwmonReadings reads the cards' hwmon sensors (Documentation/hwmon/
 // sysfs-interface.rst; amdgpu's in Documentation/gpu/amdgpu/thermal.rst):
 // the core temperature is the temp*_input labelled "edge" (amdgpu's die
-// edge; "junction" is its hottest spot and "mem" the memory), else
-// temp1_input, in millidegrees Celsius; the power is power1_average, else
+// edge; "junction" is its hottest spot and "mem" the memory), else the
+// one labelled "pkg" (Intel xe's GPU package; "vram" is its memory), else
+// the first temp*_input, in millidegrees Celsius; the power is power1_average, else
 // power1_input, in microwatts. The hottest card's temperature and the
 // highest power are returned; ok flags say which were found.
 func hwmonReadings(cards []drmCard) (tempC float64, tempOK bool, powerW float64, powerOK bool) {
@@ -83,17 +85,23 @@ func hwmonReadings(cards []drmCard) (tempC float64, tempOK bool, powerW float64,
 
 func hwmonTemp(dir string) (float64, bool) {
 	labels, _ := filepath.Glob(filepath.Join(dir, "temp*_label"))
-	for _, l := range labels {
-		b, err := os.ReadFile(l)
-		if err != nil || strings.TrimSpace(string(b)) != "edge" {
-			continue
-		}
-		if v, ok := readSysInt(strings.TrimSuffix(l, "_label") + "_input"); ok {
-			return float64(v) / 1000, true
+	for _, want := range []string{"edge", "pkg"} {
+		for _, l := range labels {
+			b, err := os.ReadFile(l)
+			if err != nil || strings.TrimSpace(string(b)) != want {
+				continue
+			}
+			if v, ok := readSysInt(strings.TrimSuffix(l, "_label") + "_input"); ok {
+				return float64(v) / 1000, true
+			}
 		}
 	}
-	if v, ok := readSysInt(filepath.Join(dir, "temp1_input")); ok {
-		return float64(v) / 1000, true
+	inputs, _ := filepath.Glob(filepath.Join(dir, "temp*_input"))
+	sort.Strings(inputs) // temp1_input first
+	for _, in := range inputs {
+		if v, ok := readSysInt(in); ok {
+			return float64(v) / 1000, true
+		}
 	}
 	return 0, false
 }
