@@ -7,6 +7,7 @@ package stack
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/host"
 	"github.com/minisgg/studio-worker/engine/host/hosted"
+	"github.com/minisgg/studio-worker/engine/packs"
 	"github.com/minisgg/studio-worker/logging"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
@@ -92,6 +94,13 @@ type Options struct {
 	// LocalAPI starts the local API (package api) on 127.0.0.1 unless the
 	// settings turn it off: the desktop app and `studio-worker run`.
 	LocalAPI bool
+	// Runtime packs (issue #14): NoPacks never fetches a runtime from the
+	// release feed; FeedURL replaces the release feed's address and FeedKeys
+	// release.TrustedKeys (tests serve their own feed, signed with their
+	// own key). Packs live in engine.PacksDir() (the data folder).
+	NoPacks  bool
+	FeedURL  string
+	FeedKeys []ed25519.PublicKey
 	// RegisterPoll overrides the registration poll: the protocol's 30 s
 	// for a real studio, devRegisterPoll for the embedded dev studio.
 	RegisterPoll time.Duration
@@ -117,6 +126,13 @@ type Stack struct {
 	// processes; nil when Options.Engines replaced them.
 	Llama  *host.Client
 	Image  *host.Client
+	// packs fetches runtime packs; textPack and imagePack wrap Llama and
+	// Image to fetch a missing runtime on the first job (nil with NoPacks
+	// or Options.Engines).
+	packs               *packs.Installer
+	textPack, imagePack *packs.OnDemand
+	packsStop           context.CancelFunc // ends startPacks' work
+	packsDone           chan struct{}      // closed when it has ended
 	Worker *studio.Worker
 	Dev    *DevStudio // nil unless Options.DevStudio
 	// History records finished jobs in the state folder's database; nil
@@ -311,7 +327,7 @@ func New(opts Options) (_ *Stack, err error) {
 		if n := engineNotice(llamaErr != nil, sdErr != nil); n != "" {
 			st.Notices = append(st.Notices, n)
 		}
-		engines = []engine.Engine{st.Llama, st.Image}
+		engines = st.setUpPacks(opts)
 	}
 	st.Runner = engine.NewRunner(engine.RunnerConfig{
 		Store:    st.storeFor(cur.ModelsDir),
@@ -510,6 +526,14 @@ func (st *Stack) Start(ctx context.Context) {
 		}()
 	}
 	st.startRun()
+	if st.packs != nil && st.packsDone == nil {
+		pctx, stop := context.WithCancel(ctx)
+		st.packsStop, st.packsDone = stop, make(chan struct{})
+		go func() {
+			defer close(st.packsDone)
+			st.startPacks(pctx)
+		}()
+	}
 	if st.Dev != nil && st.opts.DemoOver > 0 && st.opts.DemoJobs+st.opts.DemoImageJobs > 0 {
 		go st.spreadDemoJobs(ctx)
 		return
@@ -629,6 +653,12 @@ func (st *Stack) Shutdown(timeout time.Duration) error {
 		st.Log.Warn("worker did not stop in time: "+err.Error(), "op", "shutdown")
 	} else {
 		st.Log.Info("worker stopped", "op", "shutdown")
+	}
+	if st.packsStop != nil {
+		// After the worker: a text engine reloading onto a new pack waits
+		// for the running job to end.
+		st.packsStop()
+		<-st.packsDone
 	}
 	st.stopHistory()
 	if st.closeProbes != nil {

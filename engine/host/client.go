@@ -496,6 +496,28 @@ func (c *Client) stop(say bool) {
 	}
 }
 
+// Reload starts a fresh child so that it looks for its runtime again (a
+// runtime pack was just installed): it waits for a running job or release
+// to end, stops the running child, starts a new one and takes Kinds and
+// LoadError from its hello. A child that serves nothing is not kept. The
+// error is the new child's start failure, or its LoadError.
+func (c *Client) Reload(ctx context.Context) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	c.stopIdle()
+	c.stop(false)
+	_, err := c.ensureChild(ctx)
+	if err == nil {
+		err = c.LoadError()
+	}
+	if len(c.Kinds()) == 0 {
+		c.stop(false)
+	} else {
+		c.armIdle()
+	}
+	return err
+}
+
 // Close stops the child for good; later runs start no new one.
 func (c *Client) Close() error {
 	c.mu.Lock()

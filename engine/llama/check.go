@@ -188,6 +188,7 @@ func (t *tailBuffer) String() string {
 func chooseRuntime(ctx context.Context, found libCandidate, explicit string, check RuntimeChecker) (RuntimeInfo, error) {
 	info, err := ReadRuntimeInfo(found.dir)
 	info.Found = found.from
+	info.Problem = found.problem
 	if err != nil {
 		currentLog().Warn(err.Error()+"; judging the runtime by its files", "op", "llama.load")
 	}
@@ -204,7 +205,7 @@ func chooseRuntime(ctx context.Context, found libCandidate, explicit string, che
 		problem = fmt.Sprintf("the %s add-on (%s) in %s %v", info.Accel, info.AddOn, found.dir, cerr)
 	}
 	cands, _ := libCandidates(explicit)
-	cands = append([]libCandidate{{filepath.Join(filepath.Dir(found.dir), engine.PlatformVariant()), "beside it"}}, cands...)
+	cands = append([]libCandidate{{dir: filepath.Join(filepath.Dir(found.dir), engine.PlatformVariant()), from: "beside it"}}, cands...)
 	for _, c := range cands {
 		if sameDir(c.dir, found.dir) || hasLib(c.dir) != "" {
 			continue

@@ -107,7 +107,7 @@ func TestReasonLine(t *testing.T) {
 func TestChooseRuntimeFallsBackWhenTheChildCrashes(t *testing.T) {
 	t.Setenv(LibEnv, "")
 	gpuDir, cpuDir := runtimeTree(t, "linux-x64-cuda", record("linux", "x64", `"cuda"`, "v0.5.0"), true)
-	info, err := chooseRuntime(context.Background(), libCandidate{gpuDir, "setting"}, gpuDir, childChecker(t, "crash"))
+	info, err := chooseRuntime(context.Background(), libCandidate{dir: gpuDir, from: "setting"}, gpuDir, childChecker(t, "crash"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestChooseRuntimeRefusesWhenNoCPURuntime(t *testing.T) {
 	t.Setenv(LibEnv, "")
 	programElsewhere(t)
 	gpuDir, _ := runtimeTree(t, "win-x64-vulkan", record("win", "x64", `"vulkan"`, "v0.4.0"), false)
-	_, err := chooseRuntime(context.Background(), libCandidate{gpuDir, "setting"}, gpuDir, childChecker(t, "fail"))
+	_, err := chooseRuntime(context.Background(), libCandidate{dir: gpuDir, from: "setting"}, gpuDir, childChecker(t, "fail"))
 	if err == nil {
 		t.Fatal("a runtime that failed its check was chosen")
 	}
@@ -143,13 +143,13 @@ func TestChooseRuntimeKeepsWhatWorks(t *testing.T) {
 	gpuDir, cpuDir := runtimeTree(t, "linux-x64-vulkan", record("linux", "x64", `"vulkan"`, "v0.5.0"), true)
 	calls := 0
 	pass := func(context.Context, string) error { calls++; return nil }
-	if info, err := chooseRuntime(context.Background(), libCandidate{cpuDir, "setting"}, "", pass); err != nil || info.Dir != cpuDir || calls != 0 {
+	if info, err := chooseRuntime(context.Background(), libCandidate{dir: cpuDir, from: "setting"}, "", pass); err != nil || info.Dir != cpuDir || calls != 0 {
 		t.Errorf("CPU runtime: %+v %v, %d checks", info, err, calls)
 	}
-	if info, err := chooseRuntime(context.Background(), libCandidate{gpuDir, "setting"}, "", pass); err != nil || info.Dir != gpuDir || info.Problem != "" || calls != 1 {
+	if info, err := chooseRuntime(context.Background(), libCandidate{dir: gpuDir, from: "setting"}, "", pass); err != nil || info.Dir != gpuDir || info.Problem != "" || calls != 1 {
 		t.Errorf("passing GPU runtime: %+v %v, %d checks", info, err, calls)
 	}
-	if info, err := chooseRuntime(context.Background(), libCandidate{gpuDir, "setting"}, "", nil); err != nil || info.Dir != gpuDir {
+	if info, err := chooseRuntime(context.Background(), libCandidate{dir: gpuDir, from: "setting"}, "", nil); err != nil || info.Dir != gpuDir {
 		t.Errorf("no checker: %+v %v", info, err)
 	}
 	// The add-on of a CPU build is a GPU runtime too, and on Linux the
@@ -160,7 +160,7 @@ func TestChooseRuntimeKeepsWhatWorks(t *testing.T) {
 	fail := func(context.Context, string) error {
 		return &CheckError{Crashed: true, Exit: "signal: segmentation fault"}
 	}
-	_, err := chooseRuntime(context.Background(), libCandidate{addOn, "next to the program"}, "", fail)
+	_, err := chooseRuntime(context.Background(), libCandidate{dir: addOn, from: "next to the program"}, "", fail)
 	if err == nil || !strings.Contains(err.Error(), "the Vulkan add-on (libggml-vulkan.so) in "+addOn+" crashed on this GPU (signal: segmentation fault)") {
 		t.Fatalf("add-on: %v", err)
 	}

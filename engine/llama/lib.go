@@ -69,15 +69,40 @@ func sourceTree(exeDir string) string {
 var executable = os.Executable
 
 // libCandidate is a folder to look in and where it came from.
-type libCandidate struct{ dir, from string }
+type libCandidate struct {
+	dir, from string
+	// problem is a runtime pack's record of why a better pack was passed
+	// over on this computer ("" for the other places).
+	problem string
+	// pack is set for the runtime pack fetched for this computer.
+	pack *engine.PackRecord
+}
+
+// fromBeside are the places an installed program's own runtime is found.
+func fromBeside(from string) bool {
+	return from == "next to the program" || from == "the source tree's runtime folder"
+}
+
+// packCandidate is the llama.cpp runtime pack fetched for this computer
+// from the release feed (engine/packs), when one is recorded and present.
+func packCandidate() (libCandidate, bool) {
+	rec, err := engine.CurrentPack("", engine.RuntimeLlama)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			currentLog().Warn(err.Error(), "op", "llama.load")
+		}
+		return libCandidate{}, false
+	}
+	return libCandidate{dir: rec.Dir, from: rec.Describe(), problem: rec.Problem, pack: &rec}, true
+}
 
 // libCandidates lists the folders FindLibDir tries, in order.
 func libCandidates(explicit string) (cands []libCandidate, tree string) {
 	if explicit != "" {
-		cands = append(cands, libCandidate{explicit, "setting"})
+		cands = append(cands, libCandidate{dir: explicit, from: "setting"})
 	}
 	if env := os.Getenv(LibEnv); env != "" {
-		cands = append(cands, libCandidate{env, LibEnv})
+		cands = append(cands, libCandidate{dir: env, from: LibEnv})
 	}
 	if exe, err := executable(); err == nil {
 		if real, err := filepath.EvalSymlinks(exe); err == nil {
@@ -86,11 +111,16 @@ func libCandidates(explicit string) (cands []libCandidate, tree string) {
 		dir := filepath.Dir(exe)
 		tree = sourceTree(dir)
 		cands = append(cands,
-			libCandidate{filepath.Join(dir, "lib"), "next to the program"},
-			libCandidate{filepath.Join(dir, "runtime", "llama", engine.PlatformVariant()), "next to the program"},
+			libCandidate{dir: filepath.Join(dir, "lib"), from: "next to the program"},
+			libCandidate{dir: filepath.Join(dir, "runtime", "llama", engine.PlatformVariant()), from: "next to the program"},
 			// bin/studio-worker from `make build` in a source tree, whose
 			// runtime/ was filled by `make runtime`.
-			libCandidate{filepath.Join(filepath.Dir(dir), "runtime", "llama", engine.PlatformVariant()), "the source tree's runtime folder"})
+			libCandidate{dir: filepath.Join(filepath.Dir(dir), "runtime", "llama", engine.PlatformVariant()), from: "the source tree's runtime folder"})
+	}
+	// After the runtimes beside the program (the packages carry them and
+	// keep working offline): the pack fetched for this computer.
+	if pc, ok := packCandidate(); ok {
+		cands = append(cands, pc)
 	}
 	return cands, tree
 }
@@ -130,6 +160,18 @@ func findLib(explicit string) (libCandidate, error) {
 		}
 		if abs, err := filepath.Abs(c.dir); err == nil {
 			c.dir = abs
+		}
+		// A GPU pack fetched for this computer beats a CPU build beside
+		// the program (a Windows install ships the CPU runtime alone and
+		// fetches the GPU one); the CPU build stays the fallback should
+		// the pack fail its check.
+		if fromBeside(c.from) {
+			if pc := cands[len(cands)-1]; pc.pack != nil && pc.pack.GPU() && hasLib(pc.dir) == "" {
+				if info, err := ReadRuntimeInfo(c.dir); err == nil && !info.GPU() {
+					pc.from += ", preferred to the CPU build " + c.from
+					return pc, nil
+				}
+			}
 		}
 		return c, nil
 	}

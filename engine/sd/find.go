@@ -61,6 +61,11 @@ func FindLib(explicit string) (Found, error) {
 			cand{filepath.Join(dir, "runtime", "sd", engine.PlatformVariant()), "next to the program"},
 			cand{filepath.Join(filepath.Dir(dir), "runtime", "sd", engine.PlatformVariant()), "the source tree's runtime folder"})
 	}
+	// After the libraries beside the program (the packages carry them and
+	// keep working offline): the pack fetched for this computer.
+	if rec, err := engine.CurrentPack("", engine.RuntimeSD); err == nil {
+		cands = append(cands, cand{rec.Dir, rec.Describe()})
+	}
 	var looked []string
 	for _, c := range cands {
 		p := c.path

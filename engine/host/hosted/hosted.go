@@ -64,6 +64,26 @@ func Builders() map[string]host.Builder {
 	}
 }
 
+// CheckPack tries an unpacked runtime pack (engine/packs) in a child
+// process of exe before it is used: llama.cpp through `exe runtime-check
+// <dir>` (load, list the GPUs, decode a tiny model with every layer on
+// them; llama.ChildChecker), stable-diffusion.cpp by starting its
+// engine-host child on the pack's library (loaded, its release checked).
+// nil means the pack works here; the error says why not, in words.
+func CheckPack(exe string) func(ctx context.Context, runtime, dir string) error {
+	return func(ctx context.Context, runtime, dir string) error {
+		switch runtime {
+		case engine.RuntimeLlama:
+			return llama.ChildChecker(exe, "runtime-check")(ctx, dir)
+		case engine.RuntimeSD:
+			c := Client(SD, Options{Exe: exe, LibPath: dir, KeepAlive: -1})
+			defer c.Close()
+			return c.LoadError()
+		}
+		return fmt.Errorf("no check is known for the runtime %q", runtime)
+	}
+}
+
 // llamaEngine is the llama.cpp engine as a child serves it: it also lists
 // the GPUs ggml sees, for the parent's GPU probe.
 type llamaEngine struct{ *llama.Engine }
