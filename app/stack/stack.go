@@ -124,8 +124,8 @@ type Stack struct {
 	Runner   *engine.Runner
 	// Llama and Image run llama.cpp and stable-diffusion.cpp in child
 	// processes; nil when Options.Engines replaced them.
-	Llama  *host.Client
-	Image  *host.Client
+	Llama *host.Client
+	Image *host.Client
 	// packs fetches runtime packs; textPack and imagePack wrap Llama and
 	// Image to fetch a missing runtime on the first job (nil with NoPacks
 	// or Options.Engines).
@@ -133,8 +133,8 @@ type Stack struct {
 	textPack, imagePack *packs.OnDemand
 	packsStop           context.CancelFunc // ends startPacks' work
 	packsDone           chan struct{}      // closed when it has ended
-	Worker *studio.Worker
-	Dev    *DevStudio // nil unless Options.DevStudio
+	Worker              *studio.Worker
+	Dev                 *DevStudio // nil unless Options.DevStudio
 	// History records finished jobs in the state folder's database; nil
 	// when no database could be made there (the worker runs without).
 	History     *history.Recorder

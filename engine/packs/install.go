@@ -232,11 +232,9 @@ func (in *Installer) install(ctx context.Context, p release.Pack, progress func(
 	if err != nil {
 		return "", fmt.Errorf("the %s runtime pack %s could not be downloaded: %w", runtimeName(p.Runtime), p.Variant, err)
 	}
-	// An older unpacked copy (another sha256, or one never finished)
-	// makes way; Unpack renames the new one into place whole.
-	if err := os.RemoveAll(dir); err != nil {
-		return "", fmt.Errorf("an older copy of the runtime pack in %s could not be removed: %w", dir, err)
-	}
+	// Unpack extracts into a temporary folder beside dir and renames it
+	// into place whole, replacing an older copy (another sha256, or one
+	// never marked complete) only then.
 	if err := release.Unpack(archive, p.Format, dir); err != nil {
 		return "", fmt.Errorf("the %s runtime pack %s could not be unpacked: %w", runtimeName(p.Runtime), p.Variant, err)
 	}
