@@ -73,8 +73,10 @@ PKG_WORK := dist/.work
 PKG_TOOL := $(PKG_WORK)/pkgtool
 PKG_NFPM := .cache/tools/nfpm
 PKG_NFPM_VERSION := v2.45.2
-# Runtimes the Windows installer offers (CPU is the default choice).
-PKG_WIN_VARIANTS ?= win-x64 win-x64-vulkan win-x64-cuda
+# llama.cpp runtimes the Windows installer carries: the CPU one alone; the app
+# fetches the Vulkan or CUDA one for the PC's GPU as a runtime pack (engine/packs).
+# "win-x64 win-x64-vulkan win-x64-cuda" makes the offline installer with all three.
+PKG_WIN_VARIANTS ?= win-x64
 PKG_WIN_CC ?= x86_64-w64-mingw32-gcc
 
 .PHONY: package-tools

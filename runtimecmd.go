@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -9,7 +10,9 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/llama"
+	"github.com/minisgg/studio-worker/engine/packs"
 	"github.com/minisgg/studio-worker/engine/sd"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
@@ -56,6 +59,11 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 			_, _ = toml.Decode(string(data), &saved)
 		}
 	}
+	defer func() {
+		// Runtime packs: where they go, and what this computer can run.
+		m := packs.DetectMachine(context.Background())
+		fmt.Fprintf(stdout, "runtime packs: %s (fetched from the release feed when a runtime is missing or a GPU one fits; this computer: %s)\n", engine.PacksDir(), m)
+	}()
 	defer func() {
 		img := sd.New(sd.Config{LibPath: saved.SDLibPath, Threads: saved.Threads, Log: slog.New(slog.DiscardHandler)})
 		for _, line := range img.Summary() {

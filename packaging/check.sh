@@ -420,10 +420,17 @@ kill "$sleeper" 2>/dev/null || true; wineserver -k 2>/dev/null || true; wineserv
 ok "installing over a running Studio Worker stops with exit code 2 and leaves it alone"
 
 "$WINE" "$setup" /S /RUNTIME=vulkan /AUTOSTART; wineserver -w
-same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64-vulkan" "$dist/.work/windows/sd" || fail "/RUNTIME=vulkan: lib\\ is not exactly the Vulkan runtime"
 "$WINE" reg query "$runkey" /v "Studio Worker" 2>/dev/null | tr -d '\r' | grep -qi 'studio-worker.exe' || fail "/AUTOSTART did not set HKCU Run"
 run_dllcheck
-ok "reinstall with /RUNTIME=vulkan /AUTOSTART: lib\\ replaced by the Vulkan runtime (loads, one ggml), HKCU Run set"
+if [ -d "$dist/.work/windows/rt/win-x64-vulkan" ]; then
+  same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64-vulkan" "$dist/.work/windows/sd" || fail "/RUNTIME=vulkan: lib\\ is not exactly the Vulkan runtime"
+  ok "reinstall with /RUNTIME=vulkan /AUTOSTART: lib\\ replaced by the Vulkan runtime (loads, one ggml), HKCU Run set"
+else
+  # The default installer carries the CPU runtime alone (the app fetches
+  # the GPU one as a runtime pack): a GPU choice installs the CPU runtime.
+  same_tree "$inst/lib" "$dist/.work/windows/rt/win-x64" "$dist/.work/windows/sd" || fail "/RUNTIME=vulkan on the CPU-only installer: lib\\ is not exactly the CPU runtime"
+  ok "reinstall with /RUNTIME=vulkan /AUTOSTART on the CPU-only installer: lib\\ is the CPU runtime (loads, one ggml; the app fetches the Vulkan one), HKCU Run set"
+fi
 
 "$WINE" "$inst/uninstall.exe" /S; wineserver -w
 [ ! -e "$inst" ] || fail "the uninstaller left $inst: $(ls -A "$inst")"

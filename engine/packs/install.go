@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/release"
@@ -110,9 +111,9 @@ func (in *Installer) Ensure(ctx context.Context, runtime string, opts Options, p
 	if progress == nil {
 		progress = func(Progress) {}
 	}
-	m, err := release.Fetch(ctx, in.cfg.Client, in.cfg.FeedURL, in.cfg.Trusted)
+	m, err := in.fetchFeed(ctx)
 	if err != nil {
-		return engine.PackRecord{}, fmt.Errorf("the release feed %s could not be used: %w", in.cfg.FeedURL, err)
+		return engine.PackRecord{}, err
 	}
 	choice, err := Choose(m.Packs, runtime, in.cfg.Machine)
 	if err != nil {
@@ -172,6 +173,21 @@ func (in *Installer) Ensure(ctx context.Context, runtime string, opts Options, p
 		return engine.PackRecord{}, fmt.Errorf("%w: %s", ErrNoGPUPack, msg)
 	}
 	return engine.PackRecord{}, fmt.Errorf("no %s runtime pack works on this computer: %s", runtimeName(runtime), strings.Join(problems, "; "))
+}
+
+// FeedTimeout bounds reading the feed (a few kilobytes): a network that
+// swallows connections must not hold a job, or the start, for long.
+const FeedTimeout = time.Minute
+
+// fetchFeed reads and verifies the feed.
+func (in *Installer) fetchFeed(ctx context.Context) (*release.Manifest, error) {
+	ctx, cancel := context.WithTimeout(ctx, FeedTimeout)
+	defer cancel()
+	m, err := release.Fetch(ctx, in.cfg.Client, in.cfg.FeedURL, in.cfg.Trusted)
+	if err != nil {
+		return nil, fmt.Errorf("the release feed %s could not be used: %w", in.cfg.FeedURL, err)
+	}
+	return m, nil
 }
 
 func (in *Installer) lockFor(runtime string) *sync.Mutex {

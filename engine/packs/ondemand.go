@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/minisgg/studio-worker/engine"
-	"github.com/minisgg/studio-worker/release"
 )
 
 // Reloadable is an engine whose runtime can be looked for again: an
@@ -58,10 +57,8 @@ func NewOnDemand(inner Reloadable, inst *Installer, runtime string, kinds []engi
 // this computer can run; after a nil answer, and while the runtime is
 // missing, Kinds advertises the kinds it would serve. It downloads no pack.
 func (o *OnDemand) Probe(ctx context.Context) error {
-	m, err := release.Fetch(ctx, o.inst.cfg.Client, o.inst.cfg.FeedURL, o.inst.cfg.Trusted)
-	if err != nil {
-		err = fmt.Errorf("the release feed %s could not be used: %w", o.inst.cfg.FeedURL, err)
-	} else {
+	m, err := o.inst.fetchFeed(ctx)
+	if err == nil {
 		_, err = Choose(m.Packs, o.runtime, o.inst.cfg.Machine)
 	}
 	o.mu.Lock()

@@ -3,8 +3,12 @@
 #
 # Wraps a cross-compiled studio-worker.exe, the Windows llama.cpp runtimes
 # and the stable-diffusion.cpp DLL into dist/StudioWorker-Setup-<version>.exe with NSIS
-# (installer.nsi beside this script). WIN_VARIANTS names the runtimes to
-# offer (default: all three; win-x64 is required and is the default choice).
+# (installer.nsi beside this script). WIN_VARIANTS names the llama.cpp
+# runtimes to carry (default: win-x64, the CPU one, alone: the app fetches
+# the Vulkan or CUDA runtime for the PC's GPU as a runtime pack from its
+# signed release feed; "win-x64 win-x64-vulkan win-x64-cuda" makes the
+# offline installer with all three; win-x64 is required and is the default
+# choice).
 #
 # Each runtime is verified against packaging/runtimes.json and staged by
 # pkgtool: the versioned DLLs are installed under the names yzma opens
@@ -15,7 +19,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 exe="${1:?usage: build.sh <studio-worker.exe> <version>}"
 version="${2:?usage: build.sh <studio-worker.exe> <version>}"
-variants="${WIN_VARIANTS:-win-x64 win-x64-vulkan win-x64-cuda}"
+variants="${WIN_VARIANTS:-win-x64}"
 dist="$root/dist"
 work="$dist/.work/windows"
 pkgtool="${PKGTOOL:-$dist/.work/pkgtool}"

@@ -6,9 +6,15 @@
 ; writes) and an uninstaller listed in Apps & features (HKCU).
 ;
 ; The llama.cpp runtime and stable-diffusion.cpp's DLL go into lib\ beside
-; the program, where the app looks for them. One llama.cpp runtime at a
-; time: CPU (default), Vulkan or CUDA.
-; Silent installs choose with /RUNTIME=cpu|vulkan|cuda and /AUTOSTART.
+; the program, where the app looks for them. By default (build.sh's
+; WIN_VARIANTS=win-x64) the installer carries the CPU llama.cpp runtime
+; alone: the app fetches the Vulkan or CUDA runtime that fits the PC's GPU
+; from its signed release feed as a runtime pack (issue #14). An installer
+; built with more variants offers one llama.cpp runtime at a time: CPU
+; (default), Vulkan or CUDA.
+; Silent installs choose with /RUNTIME=cpu|vulkan|cuda and /AUTOSTART; a
+; GPU runtime this installer does not carry installs the CPU one, and the
+; app fetches the GPU one.
 ;
 ; Settings (%LOCALAPPDATA%\studio-worker, %APPDATA%\studio-worker) and models
 ; are the donor's: neither the installer nor the uninstaller touches them.
@@ -158,7 +164,11 @@ Section "-size"
 SectionEnd
 
 !insertmacro MUI_FUNCTION_DESCRIPTION_BEGIN
+!ifdef RT_VULKAN | RT_CUDA
   !insertmacro MUI_DESCRIPTION_TEXT ${SecCPU} "llama.cpp for the processor. Choose this when unsure."
+!else
+  !insertmacro MUI_DESCRIPTION_TEXT ${SecCPU} "llama.cpp for the processor. Studio Worker fetches the Vulkan or CUDA runtime for your graphics card by itself (checked, and only used when it works)."
+!endif
 !ifdef RT_VULKAN
   !insertmacro MUI_DESCRIPTION_TEXT ${SecVulkan} "llama.cpp on the graphics card through Vulkan (recent AMD, Intel or NVIDIA drivers)."
 !endif
@@ -182,6 +192,14 @@ Function .onInit
   ${IfNot} ${Errors}
     ${If} $R1 == "cpu"
       ; the default
+!ifndef RT_VULKAN
+    ${ElseIf} $R1 == "vulkan"
+      DetailPrint "This installer carries the CPU runtime; Studio Worker fetches the Vulkan runtime for this PC itself."
+!endif
+!ifndef RT_CUDA
+    ${ElseIf} $R1 == "cuda"
+      DetailPrint "This installer carries the CPU runtime; Studio Worker fetches the CUDA runtime for this PC itself."
+!endif
 !ifdef RT_VULKAN
     ${ElseIf} $R1 == "vulkan"
       !insertmacro ChooseRuntime ${SecVulkan}
@@ -191,7 +209,7 @@ Function .onInit
       !insertmacro ChooseRuntime ${SecCUDA}
 !endif
     ${Else}
-      MessageBox MB_OK|MB_ICONSTOP "Unknown runtime '$R1': use /RUNTIME=cpu, vulkan or cuda (when this installer includes it)." /SD IDOK
+      MessageBox MB_OK|MB_ICONSTOP "Unknown runtime '$R1': use /RUNTIME=cpu, vulkan or cuda." /SD IDOK
       Abort
     ${EndIf}
   ${EndIf}
