@@ -47,6 +47,10 @@ type Phase string
 
 const (
 	PhaseDownload Phase = "download"
+	// PhaseRuntime is fetching the engine's native runtime as a pack from
+	// the release feed (engine/packs), part of the job's setup; Done and
+	// Total are bytes.
+	PhaseRuntime Phase = "runtime"
 	PhaseLoad     Phase = "load"
 	PhaseGenerate Phase = "generate"
 )

@@ -52,6 +52,7 @@ func (st *Stack) setUpPacks(opts Options) []engine.Engine {
 		Log:     st.Log,
 	})
 	st.Log.Info("this computer, for runtime packs: "+st.packs.Machine().String(), "op", "packs")
+	st.packsProbed = make(chan struct{})
 	st.textPack = packs.NewOnDemand(st.Llama, st.packs, engine.RuntimeLlama, []engine.TaskKind{engine.KindLLM}, "the text runtime", st.Log)
 	st.imagePack = packs.NewOnDemand(st.Image, st.packs, engine.RuntimeSD, []engine.TaskKind{engine.KindImage}, "the image runtime", st.Log)
 	return []engine.Engine{st.textPack, st.imagePack}
@@ -80,6 +81,8 @@ func (st *Stack) startPacks(ctx context.Context) {
 			st.Log.Info(fmt.Sprintf("%s engine's runtime is not installed; it will be fetched from the release feed for the first job that needs it", od.Name()), "op", "packs")
 		}
 	}
+	// The kinds offered reach the studio with the next heartbeat.
+	close(st.packsProbed)
 	if st.textPack.Missing() {
 		return
 	}

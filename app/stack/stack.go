@@ -133,6 +133,7 @@ type Stack struct {
 	textPack, imagePack *packs.OnDemand
 	packsStop           context.CancelFunc // ends startPacks' work
 	packsDone           chan struct{}      // closed when it has ended
+	packsProbed         chan struct{}      // closed once missing runtimes were looked up in the feed
 	Worker              *studio.Worker
 	Dev                 *DevStudio // nil unless Options.DevStudio
 	// History records finished jobs in the state folder's database; nil

@@ -129,6 +129,8 @@ func phaseWord(p engine.Phase) string {
 	switch p {
 	case engine.PhaseDownload:
 		return "Downloading the model"
+	case engine.PhaseRuntime:
+		return "Downloading the engine's runtime"
 	case engine.PhaseLoad:
 		return "Loading the model"
 	case engine.PhaseGenerate:

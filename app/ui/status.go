@@ -412,7 +412,7 @@ func vramLine(v studio.VRAM) string {
 
 func progressLine(j studio.JobInfo) string {
 	line := progressFigures(j)
-	if j.Note != "" {
+	if j.Note != "" && j.Phase != engine.PhaseRuntime { // a runtime's note repeats the figures
 		// A stalled download says so, beside what has arrived.
 		line += " — " + j.Note
 	}
@@ -422,9 +422,9 @@ func progressLine(j studio.JobInfo) string {
 func progressFigures(j studio.JobInfo) string {
 	head := phaseWord(j.Phase)
 	switch {
-	case j.Phase == engine.PhaseDownload && j.Total > 0:
+	case (j.Phase == engine.PhaseDownload || j.Phase == engine.PhaseRuntime) && j.Total > 0:
 		return fmt.Sprintf("%s: %s of %s (%d%%)", head, formatBytes(uint64(j.Done)), formatBytes(uint64(j.Total)), j.Done*100/j.Total)
-	case j.Phase == engine.PhaseDownload && j.Done > 0:
+	case (j.Phase == engine.PhaseDownload || j.Phase == engine.PhaseRuntime) && j.Done > 0:
 		return fmt.Sprintf("%s: %s so far", head, formatBytes(uint64(j.Done)))
 	case j.Phase == engine.PhaseGenerate:
 		unit := "steps"

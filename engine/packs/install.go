@@ -285,7 +285,8 @@ func (in *Installer) refuse(runtime string, p release.Pack, why string) {
 	}
 }
 
-// mb is a size in a donor's units.
+// mb is a size in a donor's units (binary megabytes, as the window
+// prints sizes).
 func mb(n int64) string {
-	return fmt.Sprintf("%.0f MB", float64(n)/1e6)
+	return fmt.Sprintf("%.0f MB", float64(n)/(1<<20))
 }

@@ -105,9 +105,16 @@ func (o *OnDemand) Run(ctx context.Context, job engine.Job, progress engine.Prog
 // the engine.
 func (o *OnDemand) fetch(ctx context.Context, job engine.Job, progress engine.ProgressFunc) error {
 	o.log.Info(fmt.Sprintf("%s is not installed; fetching it for job %s", o.what, job.ID), "op", "packs", "job", job.ID)
+	last := ""
 	rec, err := o.inst.Ensure(ctx, o.runtime, Options{}, func(p Progress) {
-		progress(engine.Progress{Phase: engine.PhaseDownload, Done: p.Done, Total: p.Total,
-			Note: fmt.Sprintf("downloading %s (%s of %s)", o.what, mbShort(p.Done), mb(p.Total))})
+		// One report per megabyte (and the last): the download reports
+		// every 64 KiB, and each report redraws the window.
+		note := fmt.Sprintf("downloading %s (%s of %s)", o.what, mbShort(p.Done), mb(p.Total))
+		if note == last && p.Done != p.Total {
+			return
+		}
+		last = note
+		progress(engine.Progress{Phase: engine.PhaseRuntime, Done: p.Done, Total: p.Total, Note: note})
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -156,4 +163,4 @@ func (o *OnDemand) Held() engine.Held {
 }
 
 // mbShort is a byte count in MB without the unit, for "23 of 80 MB".
-func mbShort(n int64) string { return fmt.Sprintf("%.0f", float64(n)/1e6) }
+func mbShort(n int64) string { return fmt.Sprintf("%.0f", float64(n)/(1<<20)) }

@@ -101,7 +101,7 @@ func TestOnDemandFetchesTheRuntimeForTheFirstJob(t *testing.T) {
 	}
 	var download []string
 	for _, p := range notes {
-		if p.Phase == engine.PhaseDownload {
+		if p.Phase == engine.PhaseRuntime {
 			download = append(download, p.Note)
 		}
 	}
@@ -218,7 +218,7 @@ func TestOnDemandRealImageJob(t *testing.T) {
 		Files:  map[engine.FileRole]string{engine.RoleModel: model}}
 	var maxDone int64
 	res, err := od.Run(context.Background(), job, func(p engine.Progress) {
-		if p.Phase == engine.PhaseDownload {
+		if p.Phase == engine.PhaseRuntime {
 			maxDone = max(maxDone, p.Done)
 		}
 	})

@@ -1,0 +1,154 @@
+package stack
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/adrg/xdg"
+
+	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/engine/host/hosted"
+	"github.com/minisgg/studio-worker/engine/llama"
+	"github.com/minisgg/studio-worker/engine/sd"
+	"github.com/minisgg/studio-worker/release"
+)
+
+func TestMain(m *testing.M) {
+	// This test binary stands in for studio-worker as the engine-host
+	// child where a test runs the real engines (Options.EngineExe).
+	hosted.RunChildIfAsked()
+	os.Exit(m.Run())
+}
+
+// packFeed serves, on loopback, a feed signed with its own key that lists
+// one stable-diffusion.cpp pack for this platform made from lib.
+func packFeed(t *testing.T, lib string) (url string, key ed25519.PublicKey) {
+	t.Helper()
+	body, err := os.ReadFile(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var zbuf bytes.Buffer
+	zw := zip.NewWriter(&zbuf)
+	w, _ := zw.CreateHeader(&zip.FileHeader{Name: sd.LibFile(), Method: zip.Store})
+	w.Write(body)
+	zw.Close()
+	archive := zbuf.Bytes()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	var feed []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/feed.json":
+			w.Write(feed)
+		case "/sd.zip":
+			w.Write(archive)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	sum := sha256.Sum256(archive)
+	feed, err = release.Sign(&release.Manifest{Schema: release.SchemaVersion, Generated: time.Now().UTC(), Packs: []release.Pack{{
+		Runtime: "sd", Version: sd.PinnedVersion, OS: runtime.GOOS, Arch: runtime.GOARCH, Backend: "cpu",
+		Variant: engine.PlatformVariant(), Format: "zip",
+		Artifact: release.Artifact{URL: srv.URL + "/sd.zip", Size: int64(len(archive)), SHA256: hex.EncodeToString(sum[:])}}}}, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv.URL + "/feed.json", pub
+}
+
+// The whole worker with its real engine children and no
+// stable-diffusion.cpp installed: it reads the feed at start and offers
+// image jobs again; the first image job from the studio waits while the
+// runtime is fetched (the worker's snapshot says so), then comes back as a
+// real 64x64 image made by the fetched pack.
+func TestStackFetchesTheImageRuntimeForItsFirstJob(t *testing.T) {
+	lib := os.Getenv(sd.EnvLib)
+	if lib == "" {
+		lib, _ = filepath.Abs(filepath.Join("..", "..", "runtime", "sd", engine.PlatformVariant(), sd.LibFile()))
+	}
+	if st, err := os.Stat(lib); err == nil && st.IsDir() {
+		lib = filepath.Join(lib, sd.LibFile())
+	}
+	if _, err := os.Stat(lib); err != nil {
+		t.Skipf("needs %s (stable-diffusion.cpp %s): run `make runtime` (%v)", sd.LibFile(), sd.PinnedVersion, err)
+	}
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	xdg.Reload()
+	t.Cleanup(xdg.Reload)
+	t.Setenv(sd.EnvLib, "")
+	t.Setenv(llama.LibEnv, "")
+	url, key := packFeed(t, lib)
+
+	opts := testOptions(t)
+	opts.Engines = nil
+	opts.EngineExe = os.Args[0]
+	opts.DevStudio = true
+	opts.RegisterPoll = 20 * time.Millisecond
+	opts.FeedURL, opts.FeedKeys = url, []ed25519.PublicKey{key}
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(st.Runner.Kinds(), engine.KindImage) {
+		t.Fatal("image jobs offered before the feed was read")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		cancel()
+		st.Shutdown(10 * time.Second)
+	})
+	var notes []string
+	seen := make(chan struct{})
+	go func() {
+		defer close(seen)
+		ch, stop := st.Worker.Subscribe()
+		defer stop()
+		for s := range ch {
+			if s.Current != nil && strings.HasPrefix(s.Current.Note, "downloading the image runtime") && !slices.Contains(notes, s.Current.Note) {
+				notes = append(notes, s.Current.Note)
+			}
+			if s.Current == nil && len(notes) > 0 {
+				return
+			}
+		}
+	}()
+	st.Start(ctx)
+	<-st.packsProbed
+	if !slices.Contains(st.Runner.Kinds(), engine.KindImage) {
+		t.Fatalf("image jobs not offered with a pack in the feed: %v", st.Runner.Kinds())
+	}
+	q, err := st.Dev.EnqueueImageDemoJobs(1, st.Runner.Kinds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := waitJob(t, st, q.IDs[0])
+	img := resultImage(t, st, js)
+	if b := img.Bounds(); b.Dx() != DemoImageSide || b.Dy() != DemoImageSide {
+		t.Fatalf("image %v, want %dx%d", b, DemoImageSide, DemoImageSide)
+	}
+	<-seen
+	if len(notes) == 0 {
+		t.Error("the job's progress never said the image runtime was downloading")
+	}
+	t.Logf("progress notes: %q", notes)
+	rec, err := engine.CurrentPack("", engine.RuntimeSD)
+	if err != nil || !strings.Contains(st.Image.Hello().Runtime, rec.Dir) {
+		t.Errorf("the image engine runs %q, want the pack %+v (%v)", st.Image.Hello().Runtime, rec, err)
+	}
+}
