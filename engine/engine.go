@@ -50,7 +50,7 @@ const (
 	// PhaseRuntime is fetching the engine's native runtime as a pack from
 	// the release feed (engine/packs), part of the job's setup; Done and
 	// Total are bytes.
-	PhaseRuntime Phase = "runtime"
+	PhaseRuntime  Phase = "runtime"
 	PhaseLoad     Phase = "load"
 	PhaseGenerate Phase = "generate"
 )
