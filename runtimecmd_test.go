@@ -48,6 +48,10 @@ func TestCLIVersionVerbose(t *testing.T) {
 	if sdLine == "" {
 		t.Errorf("no stable-diffusion.cpp line in %q", out)
 	}
+	// Then where runtime packs go and what this computer offers them.
+	if !strings.Contains(out, "\nruntime packs: ") || !strings.Contains(out, "; this computer: ") {
+		t.Errorf("no runtime packs line in %q", out)
+	}
 	// Printing the version writes nothing into the settings folder.
 	dir := t.TempDir()
 	runCLI(t, "version", "--verbose", "--config", dir)
