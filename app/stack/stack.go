@@ -325,7 +325,7 @@ func New(opts Options) (_ *Stack, err error) {
 		if sdErr != nil {
 			st.Log.Warn("image jobs are unavailable: "+sdErr.Error(), "op", "startup")
 		}
-		if n := engineNotice(llamaErr != nil, sdErr != nil); n != "" {
+		if n := engineNotice(llamaErr != nil, sdErr != nil, !opts.NoPacks); n != "" {
 			st.Notices = append(st.Notices, n)
 		}
 		engines = st.setUpPacks(opts)
@@ -396,8 +396,12 @@ func New(opts Options) (_ *Stack, err error) {
 // words: what works and what is missing (the log has the technical
 // details: the paths looked in, the settings that choose them); "" when
 // both engines loaded.
-func engineNotice(noText, noImage bool) string {
-	const fix = " Reinstalling Studio Worker puts them back; the Logs page says where it looked."
+func engineNotice(noText, noImage, fetch bool) string {
+	fix := " Reinstalling Studio Worker puts them back; the Logs page says where it looked."
+	if fetch {
+		// Runtime packs (issue #14): the first job that needs one fetches it.
+		fix = " Studio Worker fetches what is missing from its release feed for the first job that needs it, when the feed has it for this computer; the Logs page says whether it does, and where it looked."
+	}
 	switch {
 	case noText && noImage:
 		return "Studio Worker cannot run jobs yet: the programs that run text jobs (llama.cpp) and image jobs (stable-diffusion.cpp) were not found on this computer." + fix

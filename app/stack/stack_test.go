@@ -575,9 +575,14 @@ func TestEngineNoticeSpeaksToADonor(t *testing.T) {
 		{false, true, "Text jobs work, but image jobs are off"},
 		{true, true, "cannot run jobs yet"},
 	} {
-		got := engineNotice(c.noText, c.noImage)
+		got := engineNotice(c.noText, c.noImage, false)
 		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
 			t.Errorf("%+v: %q", c, got)
+		}
+		fetched := engineNotice(c.noText, c.noImage, true)
+		if (c.want == "") != (fetched == "") || !strings.Contains(fetched, c.want) ||
+			(c.want != "" && !strings.Contains(fetched, "fetches what is missing from its release feed for the first job that needs it")) {
+			t.Errorf("%+v with runtime packs: %q", c, fetched)
 		}
 		for _, jargon := range []string{"STUDIO_WORKER", "_lib_", "sd_lib_path", "llama_lib_dir", "$"} {
 			if strings.Contains(got, jargon) {
