@@ -13,16 +13,13 @@ import (
 	"github.com/minisgg/studio-worker/engine/host/hosted"
 	"github.com/minisgg/studio-worker/engine/llama"
 	"github.com/minisgg/studio-worker/engine/packs"
+	"github.com/minisgg/studio-worker/release"
 )
 
 // Runtime packs (issue #14, item 2): a runtime missing from this install
 // is fetched from the signed release feed on the first job that needs it,
 // and a CPU-only llama.cpp runtime beside the program is joined by a GPU
 // pack for this computer's GPU, fetched at start in the background.
-
-// defaultFeedURL is the signed release feed, as the updater reads it
-// (issue #14 item 3's update.DefaultFeedURL; one feed for both).
-const defaultFeedURL = "https://minis.gg/studio-worker/feed.json"
 
 // packProbeTimeout bounds the start's look at the feed.
 const packProbeTimeout = 30 * time.Second
@@ -37,7 +34,9 @@ func (st *Stack) setUpPacks(opts Options) []engine.Engine {
 	}
 	url := opts.FeedURL
 	if url == "" {
-		url = defaultFeedURL
+		// The feed the updater reads (the update_feed_url setting, or the
+		// release's own): one feed lists the app and its runtime packs.
+		url = release.FeedURL(st.Settings.Current().UpdateFeedURL)
 	}
 	exe := opts.EngineExe
 	if exe == "" {

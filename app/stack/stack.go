@@ -95,7 +95,7 @@ type Options struct {
 	// settings turn it off: the desktop app and `studio-worker run`.
 	LocalAPI bool
 	// Runtime packs (issue #14): NoPacks never fetches a runtime from the
-	// release feed; FeedURL replaces the release feed's address and FeedKeys
+	// release feed; FeedURL replaces release.FeedURL(the update_feed_url setting) and FeedKeys
 	// release.TrustedKeys (tests serve their own feed, signed with their
 	// own key). Packs live in engine.PacksDir() (the data folder).
 	NoPacks  bool
