@@ -3,6 +3,7 @@ package release
 import (
 	"archive/tar"
 	"archive/zip"
+	"bufio"
 	"fmt"
 	"io"
 	"io/fs"
@@ -123,7 +124,9 @@ func (x *extractor) tarXZ(archive string) error {
 		return err
 	}
 	defer f.Close()
-	zr, err := xz.NewReader(f)
+	// Buffered: the xz reader reads in small pieces, and straight from the
+	// file it unpacks a 40 MB program about six times slower.
+	zr, err := xz.NewReader(bufio.NewReaderSize(f, 1<<20))
 	if err != nil {
 		return fmt.Errorf("not an xz file: %w", err)
 	}
