@@ -38,7 +38,9 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-test: deps runtime fmt-check vet unit-test gui-check
+# build before unit-test: the update test links real builds of the app and
+# reuses its build cache (a cold cgo build inside a test would take minutes).
+test: deps runtime fmt-check vet build unit-test gui-check
 
 unit-test:
 	$(GO) test -race -count=1 ./...

@@ -22,6 +22,7 @@ import (
 
 	"github.com/minisgg/studio-worker/app/api"
 	"github.com/minisgg/studio-worker/app/stack"
+	"github.com/minisgg/studio-worker/app/update"
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/host"
 	"github.com/minisgg/studio-worker/engine/host/hosted"
@@ -59,6 +60,11 @@ usage:
                                      check a release feed's signature and list what it
                                      offers (default: the update_feed_url setting, else
                                      the built-in feed)
+  studio-worker update [--check] [--to VERSION] [--feed URL] [--config DIR]
+                                     install a newer version from the signed release
+                                     feed the way this copy was installed (--check:
+                                     only say what is out; --to: exactly VERSION,
+                                     even an older one)
 `
 
 // Timings of the headless worker's shutdown: the worker gives a running job
@@ -89,6 +95,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return cmdVersion(args[1:], stdout, stderr)
 	case "feed":
 		return cmdFeed(args[1:], stdout, stderr)
+	case "update":
+		return cmdUpdate(args[1:], stdout, stderr)
 	case "runtime-check": // hidden: the child in which a GPU runtime is tried
 		return llama.RuntimeCheckMain(args[1:], stdout, stderr)
 	case "engine-host": // hidden: the child a native engine runs in (engine/host)
@@ -102,7 +110,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		// entries pass them).
 		return runDesktop(args)
 	}
-	fmt.Fprintf(stderr, "studio-worker: unknown command %q (commands: run, status, pause, resume, register, devstudio, demo, version, feed, help)\n", args[0])
+	fmt.Fprintf(stderr, "studio-worker: unknown command %q (commands: run, status, pause, resume, register, devstudio, demo, version, update, feed, help)\n", args[0])
 	return 2
 }
 
@@ -167,6 +175,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	runErr := make(chan error, 1)
 	go func() { runErr <- st.Worker.Run(context.Background()) }()
 	st.Log.Info("studio worker "+studio.Version+" started; studio "+st.Settings.Current().StudioURL, "op", "run")
+	updCtx, stopUpdates := context.WithCancel(context.Background())
+	defer stopUpdates()
+	restart := make(chan *update.Restart, 1)
+	st.StartUpdates(updCtx, func(r *update.Restart) { restart <- r })
 
 	select {
 	case err := <-runErr:
@@ -175,6 +187,13 @@ func cmdRun(args []string, stderr io.Writer) int {
 			return fail(errors.New(headlessAdvice(err.Error())))
 		}
 		return 0
+	case r := <-restart:
+		// An update is installed: stop (the updater holds the job gate),
+		// then become the new version.
+		stopUpdates()
+		st.Log.Info("restarting into Studio Worker "+r.Version(), "op", "update")
+		st.Shutdown(shutdownTimeout)
+		return fail(r.Do()) // returns only when it could not
 	case <-sigCtx.Done():
 	}
 	// A second Ctrl-C now kills the process the default way.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"fyne.io/fyne/v2"
@@ -19,6 +20,7 @@ import (
 	"github.com/minisgg/studio-worker/app/instance"
 	"github.com/minisgg/studio-worker/app/stack"
 	"github.com/minisgg/studio-worker/app/ui"
+	"github.com/minisgg/studio-worker/app/update"
 	"github.com/minisgg/studio-worker/assets"
 	"github.com/minisgg/studio-worker/settings"
 )
@@ -82,9 +84,11 @@ func Run(opts Options) int {
 			fmt.Fprintln(stderr, "studio-worker: "+err.Error()+"; carrying on without the single-instance check")
 		}
 	}
-	if inst != nil {
-		defer inst.Release()
-	}
+	defer func() {
+		if inst != nil {
+			inst.Release()
+		}
+	}()
 
 	st, err := stack.New(opts.Stack)
 	if err != nil {
@@ -115,6 +119,7 @@ func Run(opts Options) int {
 		deps.History = st.History
 		deps.Dismissed = st.History
 	}
+	deps.Updates = st.Updates
 	m := ui.NewMain(deps, w)
 	w.SetContent(m.Content())
 	for _, n := range st.Notices {
@@ -195,6 +200,13 @@ func Run(opts Options) int {
 	}
 	m.Follow(ctx)
 	st.Start(ctx)
+	// An installed update restarts the app into the new version: quit
+	// (the updater keeps the job gate), then exec it below.
+	var restart atomic.Pointer[update.Restart]
+	st.StartUpdates(ctx, func(r *update.Restart) {
+		restart.Store(r)
+		fyne.Do(quit)
+	})
 
 	if (opts.Minimised || st.Settings.Current().StartMinimised) && hasTray {
 		st.Log.Info("started minimised to the tray", "op", "startup")
@@ -205,8 +217,19 @@ func Run(opts Options) int {
 
 	cancel()
 	st.Log.Info("quitting: stopping the worker", "op", "shutdown")
+	code := 0
 	if err := st.Shutdown(shutdownTimeout); err != nil {
-		return 1
+		code = 1
 	}
-	return 0
+	if r := restart.Load(); r != nil {
+		if inst != nil {
+			inst.Release() // the new version takes the lock
+			inst = nil
+		}
+		if err := r.Do(); err != nil {
+			fmt.Fprintln(stderr, "studio-worker: "+err.Error())
+			return 1
+		}
+	}
+	return code
 }

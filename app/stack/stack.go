@@ -23,6 +23,7 @@ import (
 	"github.com/minisgg/studio-worker/app/api"
 	"github.com/minisgg/studio-worker/app/autostart"
 	"github.com/minisgg/studio-worker/app/history"
+	"github.com/minisgg/studio-worker/app/update"
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/host"
 	"github.com/minisgg/studio-worker/engine/host/hosted"
@@ -149,6 +150,11 @@ type Stack struct {
 	apiMu   sync.Mutex
 	api     *api.Server // nil while the local API is off
 	apiPort int         // the setting api was started with
+
+	// Updates checks the signed release feed and installs new versions
+	// (app/update); StartUpdates runs it.
+	Updates *update.Service
+	upd     updates
 
 	// Notices are problems found at start that the donor should read
 	// (a damaged settings file, no engine runtime); the log has them too.
@@ -382,6 +388,7 @@ func New(opts Options) (_ *Stack, err error) {
 		Journal:              journal,
 		Probes:               st.controlProbes(opts),
 	})
+	st.Updates = st.newUpdates()
 	st.applyLocalAPI(cur)
 	if opts.Autostart {
 		// Refresh the login entry so it names the program running now.

@@ -16,6 +16,7 @@ import (
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
+	"github.com/minisgg/studio-worker/app/update"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
 )
@@ -63,9 +64,16 @@ type SettingsPage struct {
 	// controls are the donor's controls (issue 12): only when away, GPU
 	// busy, programs, ceilings, work hours.
 	controls *controlsForm
-	save     *widget.Button
-	revert   *widget.Button
-	result   *widget.Label
+	// Updates (issue #14): the switch, the interval, Check now and what
+	// the updater says.
+	autoUpdate  *widget.Check
+	updateHours *widget.Entry
+	updateErr   *widget.Label
+	checkNow    *widget.Button
+	updateLine  *widget.Label
+	save        *widget.Button
+	revert      *widget.Button
+	result      *widget.Label
 
 	workerID *widget.Label
 	about    *widget.Label
@@ -144,6 +152,19 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 	}
 
 	p.controls = newControlsForm(func() { p.staleResult() })
+	p.autoUpdate = widget.NewCheck("Install new versions of Studio Worker by themselves (checked at start and every few hours, never during a job)", nil)
+	p.updateHours = widget.NewEntry()
+	p.updateHours.Validator = func(s string) error {
+		_, err := parseUpdateHours(s)
+		return err
+	}
+	p.updateErr = errLabel()
+	p.checkNow = widget.NewButtonWithIcon("Check now", theme.ViewRefreshIcon(), p.CheckNow)
+	p.updateLine = widget.NewLabel("")
+	p.updateLine.Wrapping = fyne.TextWrapWord
+	if d.Updates == nil {
+		p.checkNow.Disable()
+	}
 
 	p.save = widget.NewButtonWithIcon("Save", theme.DocumentSaveIcon(), p.Save)
 	p.save.Importance = widget.HighImportance
@@ -177,6 +198,11 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 		widget.NewLabelWithStyle("Notify me when", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
 		p.notify[0], p.notify[1], p.notify[2], p.notify[3],
 		p.controls.content(),
+		widget.NewLabelWithStyle("Updates", fyne.TextAlignLeading, fyne.TextStyle{Bold: true}),
+		p.autoUpdate,
+		widget.NewLabel(fmt.Sprintf("Hours between two checks (0 = the default, %d)", settings.DefaultUpdateCheckHours)),
+		p.updateHours, p.updateErr,
+		container.NewHBox(p.checkNow), p.updateLine,
 		container.NewHBox(p.save, p.revert),
 		p.result,
 		widget.NewSeparator(),
@@ -194,6 +220,7 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 	p.diskBudget.OnChanged = func(string) { hideErr(p.diskBudgetErr); p.staleResult() }
 	p.threads.OnChanged = func(string) { hideErr(p.threadsErr); p.staleResult() }
 	p.days.OnChanged = func(string) { hideErr(p.daysErr); p.staleResult() }
+	p.updateHours.OnChanged = func(string) { hideErr(p.updateErr); p.staleResult() }
 
 	p.configureBudget()
 	p.Load()
@@ -233,6 +260,8 @@ func (p *SettingsPage) Load() {
 		p.notify[i].SetChecked(on)
 	}
 	p.controls.load(s)
+	p.autoUpdate.SetChecked(s.AutoUpdate)
+	p.updateHours.SetText(strconv.Itoa(s.UpdateCheckHours))
 	p.clearErrors()
 	p.result.SetText("")
 }
@@ -357,6 +386,43 @@ func wrapped(text string) *widget.Label {
 	return l
 }
 
+func parseUpdateHours(s string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n < 0 || n > 720 {
+		return 0, fmt.Errorf("must be a whole number of hours between 0 (the default, %d) and 720", settings.DefaultUpdateCheckHours)
+	}
+	return n, nil
+}
+
+// CheckNow asks the updater to check the release feed now (and install
+// what it finds, between jobs); UpdateStatus shows how it goes.
+func (p *SettingsPage) CheckNow() {
+	if p.deps.Updates == nil {
+		return
+	}
+	p.updateLine.SetText("Checking for a new version…")
+	p.deps.Updates.CheckNow()
+}
+
+// UpdateStatus shows what the updater says (on the UI goroutine).
+func (p *SettingsPage) UpdateStatus(st update.Status) {
+	line := st.Line
+	if st.State == update.StateDownloading && st.Total > 0 {
+		line = fmt.Sprintf("%s %d%% of %s", line, st.Done*100/st.Total, formatBytes(uint64(st.Total)))
+	}
+	p.updateLine.SetText(line)
+	busy := st.State == update.StateChecking || st.State == update.StateDownloading || st.State == update.StateWaiting ||
+		st.State == update.StateInstalling || st.State == update.StateRestarting
+	if busy {
+		p.checkNow.Disable()
+	} else {
+		p.checkNow.Enable()
+	}
+}
+
+// UpdateLine is what the Updates block says now.
+func (p *SettingsPage) UpdateLine() string { return p.updateLine.Text }
+
 func parseThreads(s string) (int, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil {
@@ -391,6 +457,12 @@ func (p *SettingsPage) Form() (settings.Settings, error) {
 	} else {
 		s.HistoryDays = days
 	}
+	if h, err := parseUpdateHours(p.updateHours.Text); err != nil {
+		errs = append(errs, &settings.FieldError{Field: settings.FieldUpdateHours, Reason: err.Error()})
+	} else {
+		s.UpdateCheckHours = h
+	}
+	s.AutoUpdate = p.autoUpdate.Checked
 	s.StartAtLogin = p.login.Checked
 	s.StartMinimised = p.minimised.Checked
 	s.LocalAPIOff = !p.localAPI.Checked
@@ -498,6 +570,10 @@ func resetField(s *settings.Settings, saved settings.Settings, field string) boo
 		s.ModelsDiskBudgetGB = 0
 	case settings.FieldHistoryDays:
 		s.HistoryDays = 0
+	case settings.FieldUpdateHours:
+		s.UpdateCheckHours = 0
+	case settings.FieldUpdateFeed:
+		s.UpdateFeedURL = ""
 	case settings.FieldLlamaLibDir:
 		s.LlamaLibDir = ""
 	case settings.FieldSDLibPath:
@@ -509,7 +585,7 @@ func resetField(s *settings.Settings, saved settings.Settings, field string) boo
 }
 
 func (p *SettingsPage) clearErrors() {
-	for _, l := range append([]*widget.Label{p.urlErr, p.budgetErr, p.dirErr, p.diskBudgetErr, p.threadsErr, p.daysErr}, p.controls.errLabels()...) {
+	for _, l := range append([]*widget.Label{p.urlErr, p.budgetErr, p.dirErr, p.diskBudgetErr, p.threadsErr, p.daysErr, p.updateErr}, p.controls.errLabels()...) {
 		l.SetText("")
 		l.Hide()
 	}
@@ -537,6 +613,8 @@ func (p *SettingsPage) errLabelFor(field string) *widget.Label {
 		return p.threadsErr
 	case settings.FieldHistoryDays:
 		return p.daysErr
+	case settings.FieldUpdateHours:
+		return p.updateErr
 	}
 	return p.controls.errLabelFor(field)
 }

@@ -15,6 +15,7 @@ import (
 	"fyne.io/fyne/v2"
 
 	"github.com/minisgg/studio-worker/app/history"
+	"github.com/minisgg/studio-worker/app/update"
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/logging"
 	"github.com/minisgg/studio-worker/settings"
@@ -116,6 +117,18 @@ type Deps struct {
 	// Async runs slow work (disk listing) off the UI goroutine; nil means
 	// a new goroutine. Tests pass a synchronous runner.
 	Async func(func())
+	// Updates is the updater behind the Settings page's Check now; nil
+	// disables the button.
+	Updates UpdateSource
+}
+
+// UpdateSource is the updater as the window sees it (*update.Service).
+type UpdateSource interface {
+	Status() update.Status
+	CheckNow()
+	// OnStatus calls f with each new status (on another goroutine) until
+	// stop is called.
+	OnStatus(f func(update.Status)) (stop func())
 }
 
 func (d *Deps) async(f func()) {

@@ -10,6 +10,7 @@ import (
 	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
+	"github.com/minisgg/studio-worker/app/update"
 	"github.com/minisgg/studio-worker/studio"
 )
 
@@ -164,6 +165,14 @@ func (m *Main) Render(s studio.Snapshot) {
 // token cannot queue up more redraws than the window can make; while a job
 // runs, the window redraws at most drawEvery.
 func (m *Main) Follow(ctx context.Context) {
+	if u := m.deps.Updates; u != nil {
+		// The updater's lines (checking, downloading, installed, why
+		// not) on the Settings page.
+		stop := u.OnStatus(func(st update.Status) { fyne.Do(func() { m.Settings.UpdateStatus(st) }) })
+		context.AfterFunc(ctx, stop)
+		st := u.Status()
+		fyne.Do(func() { m.Settings.UpdateStatus(st) })
+	}
 	snaps, cancelSnaps := m.deps.Backend.Subscribe()
 	go func() {
 		defer cancelSnaps()
