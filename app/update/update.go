@@ -25,10 +25,6 @@ import (
 	"github.com/minisgg/studio-worker/studio"
 )
 
-// DefaultFeedURL is where the signed release feed is served unless the
-// settings name another (update_feed_url).
-const DefaultFeedURL = "https://minis.gg/studio-worker/feed.json"
-
 // UpdatedFromEnv is set, for the restarted program only, to the version
 // an update replaced (TakeUpdatedFrom reads it).
 const UpdatedFromEnv = "STUDIO_WORKER_UPDATED_FROM"
@@ -39,7 +35,7 @@ const DefaultSelfCheckTimeout = 2 * time.Minute
 
 // Config wires an Updater.
 type Config struct {
-	// FeedURL is the signed feed; "" is DefaultFeedURL.
+	// FeedURL is the signed feed; "" is release.DefaultFeedURL.
 	FeedURL string
 	// Trusted are the keys a feed must be signed by; nil is
 	// release.TrustedKeys (compiled in).
@@ -73,9 +69,7 @@ type Updater struct {
 
 // New makes an Updater, filling Config's defaults.
 func New(cfg Config) *Updater {
-	if cfg.FeedURL == "" {
-		cfg.FeedURL = DefaultFeedURL
-	}
+	cfg.FeedURL = release.FeedURL(cfg.FeedURL)
 	if cfg.Trusted == nil {
 		cfg.Trusted = release.TrustedKeys
 	}
