@@ -63,7 +63,7 @@ type DiskBudgetError struct {
 }
 
 func (e *DiskBudgetError) Error() string {
-	msg := fmt.Sprintf("this job's model needs %s; the models folder budget is %s (models_disk_budget_gb)",
+	msg := fmt.Sprintf("this job's model needs %s; the models folder budget you set in Settings is %s",
 		FormatGB(e.NeedBytes), FormatGB(e.BudgetBytes))
 	if len(e.Kept) == 0 {
 		return msg

@@ -255,11 +255,11 @@ func TestDiskBudgetModelBiggerThanBudget(t *testing.T) {
 func TestDiskBudgetErrorText(t *testing.T) {
 	gb := func(v float64) uint64 { return uint64(v * (1 << 30)) }
 	e := &DiskBudgetError{Model: "m", NeedBytes: gb(7.9), BudgetBytes: gb(6)}
-	if got, want := e.Error(), "this job's model needs 7.90 GB; the models folder budget is 6.00 GB (models_disk_budget_gb)"; got != want {
+	if got, want := e.Error(), "this job's model needs 7.90 GB; the models folder budget you set in Settings is 6.00 GB"; got != want {
 		t.Fatalf("%q\nwant %q", got, want)
 	}
 	e = &DiskBudgetError{Model: "m", NeedBytes: gb(3), BudgetBytes: gb(6), KeptBytes: gb(4), Kept: []string{"a (4.00 GB, in use)"}}
-	if got, want := e.Error(), "this job's model needs 3.00 GB; the models folder budget is 6.00 GB (models_disk_budget_gb) and 4.00 GB of it is taken by models that cannot be deleted now: a (4.00 GB, in use)"; got != want {
+	if got, want := e.Error(), "this job's model needs 3.00 GB; the models folder budget you set in Settings is 6.00 GB and 4.00 GB of it is taken by models that cannot be deleted now: a (4.00 GB, in use)"; got != want {
 		t.Fatalf("%q\nwant %q", got, want)
 	}
 	u := BudgetUse{BudgetBytes: gb(20), UsedBytes: gb(12.3), Models: 4}

@@ -137,9 +137,10 @@ type SystemProbeOptions struct {
 }
 
 // SystemProbe tries, in order: registered device probers (ggml through a
-// loaded engine library), nvidia-smi, and the AMD sysfs files. NVML is not
-// used directly: its Go binding needs cgo, and nvidia-smi reads the same
-// numbers through it.
+// loaded engine library), nvidia-smi, and the AMD sysfs files. It only
+// sizes the VRAM budget, once; the donor controls' live readings (GPU
+// processes, temperature, power) come from controls/gpuwatch, which uses
+// NVML where the driver has it.
 type SystemProbe struct {
 	run       CommandRunner
 	sysfsRoot string

@@ -41,7 +41,7 @@ func TestIntegrationOfferOverTheDiskBudgetIsTurnedDown(t *testing.T) {
 		ApproxBytes: 79 * (1 << 30) / 10}}
 	claim.ModelSource = &src
 	rc.offer(t, claim)
-	const why = "this job's model needs 7.90 GB; the models folder budget is 6.00 GB (models_disk_budget_gb)"
+	const why = "this job's model needs 7.90 GB; the models folder budget you set in Settings is 6.00 GB"
 	r, ok := rc.next(t).(*studio.Reject)
 	if !ok || r.JobID != "huge" || r.Code != "" || r.Reason != why {
 		t.Fatalf("want a reject without code saying %q, got %#v", why, r)
