@@ -157,7 +157,7 @@ func newControlsForm(changed func()) *controlsForm {
 	f.stopJob.Required = true
 	f.hoursOn = widget.NewCheck("Only during these hours (this computer's time)", nil)
 	for _, d := range weekOrder {
-		f.hours[d], f.hoursErr[d] = number("e.g. 18:00-23:00; empty = not this day; all day")
+		f.hours[d], f.hoursErr[d] = number("e.g. 18:00-23:00, or all day; empty = no work this day")
 		f.hours[d].Validator = func(s string) error {
 			_, _, err := controls.ParseDay(s)
 			return err
@@ -171,7 +171,7 @@ func (f *controlsForm) content() fyne.CanvasObject {
 		return widget.NewLabelWithStyle(s, fyne.TextAlignLeading, fyne.TextStyle{Bold: true})
 	}
 	row := func(label string, e *widget.Entry) fyne.CanvasObject {
-		return container.NewBorder(nil, nil, widget.NewLabel(label), nil, e)
+		return container.NewBorder(nil, nil, container.NewGridWrap(fyne.NewSize(290, 36), widget.NewLabel(label)), nil, e)
 	}
 	days := container.NewVBox()
 	for _, d := range weekOrder {
