@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -212,7 +214,81 @@ func TestUpdateTarballEndToEnd(t *testing.T) {
 	if out, code := run("version"); code != 0 || out != "studio-worker 0.2.0\n" {
 		t.Errorf("after --to 0.2.0 the installed program says %q (exit %d)", out, code)
 	}
+
+	// The app's own updater, headless: `run` checks at start, installs
+	// 0.3.0 between jobs (there are none: no studio answers) and restarts
+	// into it with the same arguments.
+	cfg := filepath.Join(home, ".config", "studio-worker")
+	if err := os.MkdirAll(cfg, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg, "settings.toml"), []byte("update_feed_url = \""+feedURL+"\"\nlocal_api_off = true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lines := runUntil(t, env, link, []string{"run", "--studio", "http://127.0.0.1:1/"}, "studio worker 0.3.0 started")
+	for _, w := range []string{"studio worker 0.2.0 started", "Studio Worker 0.3.0 is available (this is 0.2.0).",
+		"holding the job gate: installing Studio Worker 0.3.0", "restarting into Studio Worker 0.3.0",
+		"Studio Worker was updated from 0.2.0", "Studio Worker 0.3.0 is the newest version."} {
+		if !strings.Contains(lines, w) {
+			t.Errorf("the headless run's log lacks %q", w)
+		}
+	}
+	if out, code := run("version"); code != 0 || out != "studio-worker 0.3.0\n" {
+		t.Errorf("after the headless run's update the installed program says %q (exit %d)", out, code)
+	}
 	t.Logf("the whole test took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// runUntil starts exe with args, reads its stderr until a line holds
+// want (and then the next check's result), stops it with SIGTERM and
+// returns everything it logged.
+func runUntil(t *testing.T, env []string, exe string, args []string, want string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd.Env = env
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var lines []string
+	seen, readDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(readDone)
+		sc := bufio.NewScanner(stderr)
+		found := false
+		for sc.Scan() {
+			mu.Lock()
+			lines = append(lines, sc.Text())
+			mu.Unlock()
+			// After the restart, the new version's own check at start.
+			if !found && strings.Contains(sc.Text(), want) {
+				found = true
+			}
+			if found && strings.Contains(sc.Text(), "is the newest version") {
+				close(seen)
+				found = false
+			}
+		}
+	}()
+	select {
+	case <-seen:
+	case <-readDone:
+	case <-ctx.Done():
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	<-readDone
+	_ = cmd.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	out := strings.Join(lines, "\n")
+	t.Logf("%s %v:\n%s", exe, args, out)
+	return out
 }
 
 // buildRelease links this program as version v, trusting the test key.
