@@ -100,7 +100,6 @@ func TestRealX11PresenceReachesTheStudio(t *testing.T) {
 		}
 	}()
 	heartbeat("active", func(c studio.Capabilities) bool { return c.UserPresence == "active" && !c.AutoEnabled })
-	stop()
 	if d := st.Worker.Snapshot().Controls; d.MayWork {
 		t.Errorf("the worker may work while the person is here: %+v", d)
 	}
