@@ -267,7 +267,11 @@ func (g *Gate) ObserveIdle(now time.Time, idle time.Duration, err error) {
 		p = PresenceUnknown
 		if msg := err.Error(); msg != g.idleErr {
 			g.idleErr = msg
-			g.log("warn", "cannot tell whether someone uses this computer, so it counts as in use: "+msg)
+			level := "warn"
+			if errors.Is(err, ErrUnknown) {
+				level = "info" // no source here: expected on a server
+			}
+			g.log(level, "cannot tell whether someone uses this computer, so it counts as in use: "+msg)
 		}
 	} else {
 		if g.idleErr != "" {
