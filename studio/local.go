@@ -26,6 +26,11 @@ func (e *BusyError) Error() string {
 // ErrShuttingDown refuses a local request while the worker stops.
 var ErrShuttingDown = errors.New(reasonShuttingDown)
 
+// ErrPausedNow ends a local job that the donor's "Pause now" stopped
+// (Worker.PauseNow): neither the request nor the engine was at fault. A
+// paused worker still takes local requests once the engines have stopped.
+var ErrPausedNow = errors.New(msgPausedNow)
+
 // localSeq numbers local jobs.
 var localSeq atomic.Uint64
 
@@ -67,7 +72,7 @@ func (w *Worker) RunLocal(ctx context.Context, wait time.Duration, job engine.Jo
 	case err != nil && jr.shutdown.Load():
 		err = errors.New(msgShutdownFail)
 	case err != nil && jr.stopped.Load():
-		err = errors.New(msgPausedNow)
+		err = ErrPausedNow
 	}
 	w.finishLocal(jr, res, err)
 	return res, err

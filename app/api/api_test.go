@@ -104,6 +104,8 @@ type envOptions struct {
 	chat     string // the chat model's file; "": the tiny generated model
 	maxBody  int64
 	gateWait time.Duration
+	// runner, when set, stands between the worker and the real runner.
+	runner func(studio.JobRunner) studio.JobRunner
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -166,9 +168,13 @@ func newEnv(t testing.TB, o envOptions) *env {
 	cfgDir := t.TempDir()
 	s := settings.Default()
 	s.ModelsDir = models
+	var jobs studio.JobRunner = runner
+	if o.runner != nil {
+		jobs = o.runner(runner)
+	}
 	w := studio.NewWorker(studio.WorkerConfig{
 		Settings: func() settings.Settings { return s },
-		Runner:   runner,
+		Runner:   jobs,
 		Creds:    settings.NewFileCredentialStore(cfgDir),
 		Log:      log,
 	})
@@ -556,5 +562,66 @@ func TestBadRequests(t *testing.T) {
 	}
 	if n := e.worker.Snapshot().Counters; n != (studio.Counters{}) {
 		t.Errorf("counters %+v", n)
+	}
+}
+
+// untilCancelled is a runner whose jobs run until their context ends, as
+// an engine that honours cancellation does; started says a job began.
+type untilCancelled struct {
+	studio.JobRunner
+	started chan struct{}
+}
+
+func (r untilCancelled) Run(ctx context.Context, job engine.Job, progress engine.ProgressFunc) (engine.Result, error) {
+	close(r.started)
+	<-ctx.Done()
+	return engine.Result{}, ctx.Err()
+}
+
+// A local job stopped by the donor's "Pause now" is answered for what it
+// is: 503, the OpenAI error shape, the code worker_paused and the words
+// "the donor paused this computer", with no Retry-After (a pause has no
+// known end). Before this it was a 500 server error.
+func TestPauseNowAnswersPausedNotServerError(t *testing.T) {
+	started := make(chan struct{})
+	e := newEnv(t, envOptions{runner: func(r studio.JobRunner) studio.JobRunner {
+		return untilCancelled{JobRunner: r, started: started}
+	}})
+	ctx := ctxT(t)
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		var resp *http.Response
+		c := e.client(e.srv.Token(), option.WithResponseInto(&resp))
+		_, err := c.Chat.Completions.New(ctx, chatParams("hi", 4))
+		got <- answer{resp, err}
+	}()
+	select {
+	case <-started:
+	case a := <-got:
+		t.Fatalf("the request ended before its job started: %v", a.err)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL()+"/pause?now=1", nil)
+	req.Header.Set("Authorization", "Bearer "+e.srv.Token())
+	if code := do(t, req); code != http.StatusOK {
+		t.Fatalf("POST /pause?now=1: %d", code)
+	}
+	a := <-got
+	var apiErr *openai.Error
+	if !errors.As(a.err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("want 503, got %v", a.err)
+	}
+	if apiErr.Code != "worker_paused" || apiErr.Type != "server_error" || !strings.Contains(apiErr.Message, "the donor paused this computer") {
+		t.Errorf("error body: code %q type %q message %q", apiErr.Code, apiErr.Type, apiErr.Message)
+	}
+	if ra := a.resp.Header.Get("Retry-After"); ra != "" {
+		t.Errorf("Retry-After %q on a pause", ra)
+	}
+	snap := e.worker.Snapshot()
+	if !snap.Paused || len(snap.Recent) != 1 || snap.Recent[0].Outcome != studio.OutcomeFailed {
+		t.Errorf("paused %t, history %+v", snap.Paused, snap.Recent)
 	}
 }

@@ -137,21 +137,35 @@ func codedError(typ, code, msg string) apiError {
 	return e
 }
 
-// runError answers a failed run: 503 with Retry-After for a busy or
-// stopping worker, 400 for a job at fault, 500 for the rest.
+// runError answers a failed run (see failure).
 func (s *Server) runError(w http.ResponseWriter, err error) {
+	status, doc, retryAfter := failure(err)
+	if retryAfter != "" {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	writeJSON(w, status, doc)
+}
+
+// failure is the answer to a failed run: its HTTP status, OpenAI-shaped
+// error document and Retry-After value ("": none). 503 with Retry-After
+// for a busy or stopping worker; 503 without one, code worker_paused, for
+// a job the donor's "Pause now" stopped (a pause has no known end); 400
+// for a job at fault; 500 for the rest.
+func failure(err error) (status int, doc apiError, retryAfter string) {
 	var busy *studio.BusyError
 	switch {
 	case errors.As(err, &busy):
-		w.Header().Set("Retry-After", strconv.Itoa(int(busy.RetryAfter.Round(time.Second)/time.Second)))
-		writeJSON(w, http.StatusServiceUnavailable, codedError("server_error", "worker_busy", err.Error()))
+		return http.StatusServiceUnavailable, codedError("server_error", "worker_busy", err.Error()),
+			strconv.Itoa(int(busy.RetryAfter.Round(time.Second) / time.Second))
 	case errors.Is(err, studio.ErrShuttingDown):
-		w.Header().Set("Retry-After", "30")
-		writeError(w, http.StatusServiceUnavailable, "server_error", err.Error())
+		return http.StatusServiceUnavailable, errorDoc("server_error", err.Error()), "30"
+	case errors.Is(err, studio.ErrPausedNow):
+		return http.StatusServiceUnavailable, codedError("server_error", "worker_paused",
+			"the donor paused this computer, which stopped this job; try again after they resume it"), ""
 	case !engine.IsRetryable(err):
-		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		return http.StatusBadRequest, errorDoc("invalid_request_error", err.Error()), ""
 	default:
-		writeError(w, http.StatusInternalServerError, "server_error", err.Error())
+		return http.StatusInternalServerError, errorDoc("server_error", err.Error()), ""
 	}
 }
 
@@ -312,7 +326,8 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, job engine.J
 					s.runError(w, out.err)
 					return
 				}
-				send(errorDoc("server_error", out.err.Error()))
+				_, doc, _ := failure(out.err)
+				send(doc)
 				_ = rc.Flush()
 				return
 			}
