@@ -77,6 +77,11 @@ const DefaultDevStudioAddr = "127.0.0.1:8787"
 // cli runs one command line and returns the exit status. Errors are one
 // line on stderr: 2 for a bad command line, 1 for anything else.
 func cli(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "run" || args[0] == "update" || strings.HasPrefix(args[0], "-") {
+		// A version an update restarted into that died before it said it
+		// started is replaced by the one before (app/update).
+		update.RecoverFailedStart(studio.Version, args, stderr)
+	}
 	if len(args) == 0 {
 		return runDesktop(args)
 	}

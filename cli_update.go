@@ -42,6 +42,7 @@ func cmdUpdate(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if from := update.TakeUpdatedFrom(); from != "" {
+		update.ConfirmStarted()
 		fmt.Fprintf(stdout, "now running Studio Worker %s (updated from %s)\n", studio.Version, from)
 		*checkOnly, *to = true, ""
 	}

@@ -236,6 +236,28 @@ func TestUpdateTarballEndToEnd(t *testing.T) {
 	if out, code := run("version"); code != 0 || out != "studio-worker 0.3.0\n" {
 		t.Errorf("after the headless run's update the installed program says %q (exit %d)", out, code)
 	}
+
+	// A version that dies after the restart, before it says it started,
+	// leaves the updater's marker behind (written just before the exec,
+	// removed by the new version once it runs). The next start puts the
+	// previous version back and runs it instead.
+	marker := filepath.Join(share, ".studio-worker-update-pending")
+	pending := `{"from":"0.2.0","to":"0.3.0","app":"` + app + `","backup":"` + filepath.Join(share, ".studio-worker-previous") + `"}`
+	if err := os.WriteFile(marker, []byte(pending), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code = run("update", "--check", "--feed", feedURL)
+	t.Logf("studio-worker update --check after a start that never confirmed (exit %d):\n%s", code, out)
+	for _, w := range []string{"Studio Worker 0.3.0 did not start after the update; 0.2.0 was put back and starts instead",
+		"Studio Worker 0.3.0 is available (this is 0.2.0)."} {
+		if !strings.Contains(out, w) {
+			t.Errorf("the output lacks %q", w)
+		}
+	}
+	if code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	still020(t)
 	t.Logf("the whole test took %s", time.Since(start).Round(time.Millisecond))
 }
 

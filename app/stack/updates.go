@@ -58,6 +58,7 @@ func (st *Stack) StartUpdates(ctx context.Context, restart func(*update.Restart)
 	st.upd.restart = restart
 	st.upd.mu.Unlock()
 	if from := update.TakeUpdatedFrom(); from != "" {
+		update.ConfirmStarted()
 		st.Log.Info("Studio Worker was updated from "+from, "op", "update")
 	}
 	go st.Updates.Run(ctx)

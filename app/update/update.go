@@ -400,7 +400,8 @@ func (u *Updater) applyTarball(ctx context.Context, version, archive string, arg
 	}
 	env := u.env()
 	env = append(env, UpdatedFromEnv+"="+u.cfg.Current)
-	return &Restart{Exe: exe, Args: args, Env: env, rollback: rollback, backup: backup, version: version}, nil
+	return &Restart{Exe: exe, Args: args, Env: env, rollback: rollback, backup: backup, version: version,
+		pending: &pendingUpdate{From: u.cfg.Current, To: version, App: app, Backup: backup}}, nil
 }
 
 // programTree finds the unpacked program folder: stage itself or its one
@@ -489,6 +490,9 @@ type Restart struct {
 	start    func() error
 	backup   string
 	version  string
+	// pending is written just before the exec: the new version removes
+	// it once it runs (ConfirmStarted), or the next start rolls back.
+	pending *pendingUpdate
 }
 
 // Version is the version the restart starts.
@@ -503,7 +507,15 @@ func (r *Restart) Do() error {
 	if r.start != nil {
 		return r.start()
 	}
+	if r.pending != nil {
+		if err := writePending(*r.pending); err != nil {
+			return fmt.Errorf("Studio Worker %s was not started: cannot write %s: %w", r.version, pendingPath(r.pending.App), err)
+		}
+	}
 	err := execProgram(r.Exe, r.Args, r.Env)
+	if r.pending != nil {
+		_ = os.Remove(pendingPath(r.pending.App))
+	}
 	if r.rollback == nil {
 		return fmt.Errorf("Studio Worker %s did not start: %w", r.version, err)
 	}
