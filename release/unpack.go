@@ -140,6 +140,9 @@ func (x *extractor) tarXZ(archive string) error {
 			return fmt.Errorf("reading the tar: %w", err)
 		}
 		switch h.Typeflag {
+		case tar.TypeXGlobalHeader:
+			// pax global metadata (git archive writes one): not a file.
+			continue
 		case tar.TypeDir:
 			err = x.dir(h.Name)
 		case tar.TypeReg:

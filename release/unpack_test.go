@@ -37,6 +37,12 @@ func writeTarXZ(t *testing.T, dir string, es ...entry) string {
 	tw := tar.NewWriter(zw)
 	for _, e := range es {
 		h := &tar.Header{Name: e.name, Typeflag: e.kind, Mode: e.mode, Linkname: e.link, Format: tar.FormatPAX}
+		if e.kind == tar.TypeXGlobalHeader {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, PAXRecords: map[string]string{"comment": e.body}}); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		if e.kind == tar.TypeReg {
 			h.Size = int64(len(e.body))
 		}
@@ -99,6 +105,7 @@ func writeZip(t *testing.T, dir string, es ...entry) string {
 func TestUnpackTarXZ(t *testing.T) {
 	src := t.TempDir()
 	arch := writeTarXZ(t, src,
+		entry{name: "pax_global_header", kind: tar.TypeXGlobalHeader, body: "made by a test"},
 		entry{name: "lib/", kind: tar.TypeDir},
 		file("lib/libllama.v0.5.0.so", "llama"),
 		entry{name: "lib/libllama.so", kind: tar.TypeSymlink, link: "libllama.v0.5.0.so"},
