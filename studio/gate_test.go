@@ -50,6 +50,9 @@ func TestHoldGateWaitsForTheJobAndTurnsOffersAway(t *testing.T) {
 	if h.w.Holder() != "installing 0.3.0" {
 		t.Errorf("Holder() = %q", h.w.Holder())
 	}
+	if snap := h.w.Snapshot(); snap.State != StateIdle || snap.IdleReason != "installing 0.3.0; no jobs until it is done" {
+		t.Errorf("while updating the snapshot says %s: %q", snap.State, snap.IdleReason)
+	}
 	h.w.HandleOffer(s, llmClaim("j2", 1, "hi"))
 	wantReject(t, s.next(t), "j2", ReasonUpdating, RejectBusy)
 	_, err := h.w.RunLocal(context.Background(), 0, engine.Job{Task: engine.Task{Kind: engine.KindLLM, LLM: &engine.LLMParams{}}}, nil)

@@ -1228,6 +1228,9 @@ func (w *Worker) stateLocked() (WorkerState, string) {
 		return StatePaused, "paused"
 	case w.stopping:
 		return StateStopped, "shutting down"
+	case w.holder != "":
+		// The updater holds the gate (HoldGate): say why no job comes.
+		return StateIdle, w.holder + "; no jobs until it is done"
 	case w.reg.State == "pending":
 		return StateWaitingApproval, "waiting for approval"
 	case w.runCtl.registering:
