@@ -379,6 +379,9 @@ func (g *Gate) Decide(now time.Time) Decision {
 		allows := cfg.Schedule.Allows(local)
 		if g.schedWas == nil || *g.schedWas != allows {
 			g.schedWas, g.schedSince = &allows, now
+			if at, ok := cfg.Schedule.LastChange(local); ok {
+				g.schedSince = at // when the hours ended, not when we looked
+			}
 		}
 		at, next, ok := cfg.Schedule.NextChange(local)
 		if ok {

@@ -185,3 +185,28 @@ func (s Schedule) NextChange(t time.Time) (at time.Time, allows bool, ok bool) {
 	}
 	return time.Time{}, false, false
 }
+
+// LastChange returns the latest instant at or before t when Allows took
+// the value it has at t ("outside your work hours since 23:00"); ok is
+// false when it has not changed in the past week.
+func (s Schedule) LastChange(t time.Time) (at time.Time, ok bool) {
+	now := s.Allows(t)
+	loc := t.Location()
+	y, mo, d := t.Date()
+	for day := 0; day >= -8; day-- {
+		var marks []time.Time
+		date := time.Date(y, mo, d+day, 0, 0, 0, 0, loc)
+		for _, sp := range s.Days[date.Weekday()] {
+			for _, m := range []int{sp.Start, sp.End} {
+				marks = append(marks, time.Date(y, mo, d+day, m/60, m%60, 0, 0, loc))
+			}
+		}
+		slices.SortFunc(marks, func(a, b time.Time) int { return b.Compare(a) })
+		for _, b := range marks {
+			if !b.After(t) && s.Allows(b) == now && s.Allows(b.Add(-time.Minute)) != now {
+				return b, true
+			}
+		}
+	}
+	return time.Time{}, false
+}

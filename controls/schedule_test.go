@@ -174,14 +174,15 @@ func TestGateScheduleHold(t *testing.T) {
 	}
 	s := mustWeek(t, w)
 	g := NewGate(Config{Schedule: &s}, berlin, nil, nil)
-	noon := time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC) // 12:00 in Berlin
+	noon := time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC)     // 12:00 in Berlin
+	endedAt := time.Date(2026, 5, 31, 21, 0, 0, 0, time.UTC) // 23:00 the night before
 	d := g.Decide(noon)
 	if d.MayWork || d.Holds[0].Control != ControlSchedule || !d.NextAllows || d.NextChange.In(berlin).Hour() != 18 ||
-		d.Holds[0].Until != d.NextChange || d.OfferReason() != ReasonSchedule || d.Holds[0].Since != noon {
+		d.Holds[0].Until != d.NextChange || d.OfferReason() != ReasonSchedule || !d.Holds[0].Since.Equal(endedAt) {
 		t.Fatalf("noon: %+v", d)
 	}
 	later := noon.Add(time.Hour)
-	if d := g.Decide(later); d.Holds[0].Since != noon {
+	if d := g.Decide(later); !d.Holds[0].Since.Equal(endedAt) {
 		t.Fatalf("since moved: %+v", d.Holds[0])
 	}
 	eve := time.Date(2026, 6, 1, 16, 0, 0, 0, time.UTC) // 18:00 Berlin
@@ -192,5 +193,26 @@ func TestGateScheduleHold(t *testing.T) {
 	g.SetConfig(Config{})
 	if d := g.Decide(noon); !d.MayWork || !d.NextChange.IsZero() {
 		t.Fatalf("schedule off: %+v", d)
+	}
+}
+
+func TestScheduleLastChange(t *testing.T) {
+	var w [7]string
+	w[time.Wednesday] = "18:00-23:00"
+	s := mustWeek(t, w)
+	utc := func(d, h, m int) time.Time { return time.Date(2026, 3, d, h, m, 0, 0, time.UTC) }
+	for _, c := range []struct{ at, want time.Time }{
+		{utc(4, 18, 0), utc(4, 18, 0)},
+		{utc(4, 22, 59), utc(4, 18, 0)},
+		{utc(4, 23, 0), utc(4, 23, 0)},
+		{utc(6, 12, 0), utc(4, 23, 0)},
+		{utc(4, 17, 0), utc(25, 23, 0).AddDate(0, -1, 0)}, // the Wednesday before: 25 February
+	} {
+		if got, ok := s.LastChange(c.at); !ok || !got.Equal(c.want) {
+			t.Errorf("LastChange(%s) = %s %v, want %s", c.at, got, ok, c.want)
+		}
+	}
+	if _, ok := mustWeek(t, [7]string{}).LastChange(utc(4, 12, 0)); ok {
+		t.Error("no hours: a change")
 	}
 }
