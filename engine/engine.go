@@ -161,6 +161,14 @@ func (e *ModelFileError) Unwrap() error {
 	return &JobError{Field: filepath.Base(e.Path), Reason: "could not be loaded as a model: " + e.Reason}
 }
 
+// ErrProcessTainted marks an engine's error after which work the engine
+// could not stop is still running in this process: a model's chat template
+// that ran past its limits, in a goroutine Go cannot end. A process that
+// serves the engine (engine/host) ends itself after reporting such an
+// error, which is how the core and the memory come back; the job's own
+// error says what happened (it is usually a JobError).
+var ErrProcessTainted = errors.New("work that could not be stopped is still running in this process")
+
 // IsRetryable is the one classification the worker uses for fail frames:
 // false when the failure is a property of the job (a JobError or a
 // CannotServeError anywhere in the chain), true for everything else (this

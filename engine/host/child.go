@@ -49,6 +49,10 @@ func ChildMain(args []string, builders map[string]Builder, stderr io.Writer) int
 	return 0
 }
 
+// exitTainted is the child's exit status after an engine error that left
+// work running it could not stop (engine.ErrProcessTainted).
+const exitTainted = 3
+
 // server is the child's side of one connection.
 type server struct {
 	eng engine.Engine
@@ -160,6 +164,14 @@ func (s *server) run(ctx context.Context, id uint64, job engine.Job) {
 	s.sendStats()
 	if err != nil {
 		s.send(header{T: msgError, ID: id, Err: encodeError(err)}, nil)
+		if errors.Is(err, engine.ErrProcessTainted) {
+			// Work the engine could not stop (a runaway chat template)
+			// still runs here: end the process, the one way to get its
+			// core and memory back. The parent has the job's answer; its
+			// next job starts a fresh child.
+			fmt.Fprintln(os.Stderr, "engine-host: exiting: "+err.Error()+" ("+engine.ErrProcessTainted.Error()+")")
+			os.Exit(exitTainted)
+		}
 		return
 	}
 	head := &resultHead{Ext: res.Ext, Stats: res.Stats}

@@ -3,9 +3,13 @@ package llama
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
+	"runtime/metrics"
 	"sort"
 	"strings"
+	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/ardanlabs/jinja"
@@ -348,13 +352,122 @@ type templateRefusal struct{ msg string }
 
 func (e *templateRefusal) Error() string { return e.msg }
 
-// renderJinja renders the template with protected messages and arguments.
-func (ct *chatTemplate) renderJinja(msgs []engine.ChatMessage, kwargs map[string]any, vf *vocabFacts, p *protector) (out string, err error) {
+// Limits on rendering a model's chat template. A chat template is a
+// program from the model file, and github.com/ardanlabs/jinja (v1.8.0)
+// runs it with no limit of its own: no context, no step count, no output
+// cap. A real template renders a chat in well under a millisecond; a
+// hostile one can loop over huge ranges, repeat strings into gigabytes or
+// recurse without end. So a render runs in a goroutine of its own, watched:
+//   - range() may make at most templateRangeItems items in one render (all
+//     calls together, so nested loops count), else it fails at once;
+//   - the render may take templateTime, and the process's Go heap and
+//     goroutine stacks may grow by templateGrowth while it runs (sampled
+//     every templateSample);
+//   - the rendered prompt may be templateOutput bytes at most.
+//
+// The first and the last fail the job cleanly. Past time or memory, the job
+// fails too, but the goroutine cannot be stopped from outside: the error
+// then wraps engine.ErrProcessTainted, and the engine-host child that runs
+// this engine in production reports it and exits (engine/host), which
+// frees the core and the memory. All of them fail the job as the job's
+// fault (*engine.JobError, not retryable): the model's template is broken
+// or hostile, and another worker would fare no better.
+var (
+	templateTime       = 2 * time.Second
+	templateGrowth     = uint64(256 << 20)
+	templateOutput     = 32 << 20
+	templateRangeItems = int64(1 << 20)
+	templateSample     = 10 * time.Millisecond
+)
+
+// templateLimit is a chat template that went past one of the limits.
+type templateLimit struct{ what string }
+
+func (e *templateLimit) Error() string { return e.what }
+
+// limitError is the job's error for a template past a limit; tainted says
+// its render is still running.
+func limitError(what string, tainted bool) error {
+	je := &engine.JobError{Field: "model", Reason: "the model's chat template (tokenizer.chat_template) " + what +
+		"; it is broken or hostile, so this model cannot be used for chat"}
+	if tainted {
+		je.Err = engine.ErrProcessTainted
+	}
+	return je
+}
+
+// goMemory is the Go heap's live and unswept objects plus goroutine
+// stacks, in bytes: what a runaway render grows.
+func goMemory() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(s)
+	var n uint64
+	for _, x := range s {
+		if x.Value.Kind() == metrics.KindUint64 {
+			n += x.Value.Uint64()
+		}
+	}
+	return n
+}
+
+// boundedRange is Jinja's range() drawing on budget, the items that all
+// range() calls of one render may still make.
+func boundedRange(budget *atomic.Int64) jinja.Value {
+	return jinja.NewCallable("range", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+		if len(args) < 1 || len(args) > 3 {
+			return jinja.Undefined(), fmt.Errorf("range: expected 1-3 arguments, got %d", len(args))
+		}
+		// Whole numbers, as the library's own range() takes them (its **
+		// makes floats: range(10**12) must meet the limit, not slip past).
+		n64 := make([]int64, len(args))
+		for i, a := range args {
+			switch {
+			case a.IsInt():
+				n64[i] = a.AsInt()
+			case a.IsFloat() && a.AsFloat() >= math.MinInt64 && a.AsFloat() < math.MaxInt64:
+				n64[i] = int64(a.AsFloat())
+			default:
+				return jinja.Undefined(), fmt.Errorf("range: argument %d is not a whole number", i+1)
+			}
+		}
+		var start, stop, step int64 = 0, 0, 1
+		switch len(args) {
+		case 1:
+			stop = n64[0]
+		case 2:
+			start, stop = n64[0], n64[1]
+		case 3:
+			start, stop, step = n64[0], n64[1], n64[2]
+		}
+		if step == 0 {
+			return jinja.Undefined(), errors.New("range: step must not be zero")
+		}
+		var n uint64 // the item count, in unsigned arithmetic so that no difference overflows
+		switch {
+		case step > 0 && stop > start:
+			n = (uint64(stop)-uint64(start)-1)/uint64(step) + 1
+		case step < 0 && stop < start:
+			n = (uint64(start)-uint64(stop)-1)/(-uint64(step)) + 1
+		}
+		if n > uint64(templateRangeItems) || budget.Add(-int64(n)) < 0 {
+			return jinja.Undefined(), &templateLimit{fmt.Sprintf("asked range() for more than %d items in all", templateRangeItems)}
+		}
+		items := make([]jinja.Value, n)
+		for i := range items {
+			items[i] = jinja.NewInt(start + int64(i)*step)
+		}
+		return jinja.NewList(items), nil
+	})
+}
+
+// renderJinja renders the template with protected messages and arguments,
+// within the limits above.
+func (ct *chatTemplate) renderJinja(msgs []engine.ChatMessage, kwargs map[string]any, vf *vocabFacts, p *protector) (string, error) {
 	list := make([]any, len(msgs))
 	for i, m := range msgs {
 		list[i] = map[string]any{"role": p.protect(m.Role), "content": p.protect(m.Content)}
 	}
-	data := make(map[string]jinja.Value, len(kwargs)+5)
+	data := make(map[string]jinja.Value, len(kwargs)+6)
 	for k, v := range kwargs {
 		data[k] = jinja.FromGoValue(p.protectValue(v))
 	}
@@ -373,12 +486,48 @@ func (ct *chatTemplate) renderJinja(msgs []engine.ChatMessage, kwargs map[string
 		}
 		return jinja.Undefined(), &templateRefusal{msg: msg}
 	})
-	defer func() {
-		if r := recover(); r != nil {
-			out, err = "", fmt.Errorf("the Jinja renderer failed: %v", r)
-		}
+	budget := &atomic.Int64{}
+	budget.Store(templateRangeItems)
+	data["range"] = boundedRange(budget) // the caller's scope shadows the builtin
+
+	type rendered struct {
+		out string
+		err error
+	}
+	done := make(chan rendered, 1)
+	base := goMemory()
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- rendered{"", fmt.Errorf("the Jinja renderer failed: %v", r)}
+			}
+		}()
+		out, err := ct.jinja.RenderValues(data)
+		done <- rendered{out, err}
 	}()
-	return ct.jinja.RenderValues(data)
+	deadline := time.NewTimer(templateTime)
+	defer deadline.Stop()
+	sample := time.NewTicker(templateSample)
+	defer sample.Stop()
+	for {
+		select {
+		case r := <-done:
+			var lim *templateLimit
+			switch {
+			case errors.As(r.err, &lim):
+				return "", limitError(lim.what, false)
+			case r.err == nil && len(r.out) > templateOutput:
+				return "", limitError(fmt.Sprintf("wrote a prompt of more than %d MiB", templateOutput>>20), false)
+			}
+			return r.out, r.err
+		case <-deadline.C:
+			return "", limitError(fmt.Sprintf("ran for more than %s", templateTime), true)
+		case <-sample.C:
+			if m := goMemory(); m > base+templateGrowth {
+				return "", limitError(fmt.Sprintf("took more than %d MiB of memory", templateGrowth>>20), true)
+			}
+		}
+	}
 }
 
 // renderBuiltin applies llama.cpp's built-in template that its heuristics
@@ -419,7 +568,10 @@ func (e *Engine) formatChat(r *resident, msgs []engine.ChatMessage, kwargs map[s
 	if ct.jinja != nil {
 		out, err := ct.renderJinja(msgs, kwargs, r.facts, p)
 		var refusal *templateRefusal
+		var limit *engine.JobError
 		switch {
+		case errors.As(err, &limit):
+			return chatPrompt{}, err
 		case errors.As(err, &refusal):
 			return chatPrompt{}, engine.Invalid("messages", "the model's chat template refuses these messages: %s", refusal.msg)
 		case err != nil:

@@ -202,3 +202,71 @@ func TestDevicesFromTheChild(t *testing.T) {
 		t.Errorf("without a child: %v", err)
 	}
 }
+
+// TestHostileChatTemplates runs chat templates that would pin a core or
+// eat the memory (github.com/ardanlabs/jinja has no limits of its own)
+// through a real llama.cpp child. Each fails its job as the job's fault,
+// naming the chat template and the limit, instead of running for minutes.
+// A render past the time or memory limit cannot be stopped inside the
+// process, so the child exits after answering; the next job runs in a
+// fresh child.
+func TestHostileChatTemplates(t *testing.T) {
+	c := llamaClient(t)
+	good := model(t, gguf.Tiny())
+	cases := []struct {
+		name, template, says string
+		exits                bool
+	}{
+		{"range", "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ messages[0].content }}",
+			"asked range() for more than", false},
+		{"huge-range", "{% for i in range(10**12) %}x{% endfor %}", "asked range() for more than", false},
+		{"memory", "{% set ns = namespace(s='ab') %}{% for c in 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+			"took more than", true},
+		// One allocation larger than the machine: Go ends the process at
+		// once ("fatal error: runtime: out of memory"), which no Go code
+		// can catch. The crash stays in the child and says so.
+		{"repeat-tb", "{{ 'x' * 1000000000000 }}", "out of memory", true},
+		{"time", "{% for c in ('a' * 20000) %}{% for d in ('a' * 20000) %}{% endfor %}{% endfor %}{{ messages[0].content }}",
+			"ran for more than", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := gguf.Tiny()
+			s.Name, s.ChatTemplate = "tiny-hostile-template-"+tc.name, tc.template
+			path := model(t, s)
+			pid := c.PID()
+			if pid == 0 {
+				if _, err := c.Run(context.Background(), chat(good, "warm up", 1), nil); err != nil {
+					t.Fatal(err)
+				}
+				pid = c.PID()
+			}
+			done := c.Done()
+			start := time.Now()
+			_, err := c.Run(context.Background(), chat(path, "hi", 4), nil)
+			took := time.Since(start)
+			var je *engine.JobError
+			var ce *engine.CrashError
+			switch {
+			case tc.name == "repeat-tb":
+				if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.says) {
+					t.Fatalf("want a crash saying %q, got %#v", tc.says, err)
+				}
+			case !errors.As(err, &je) || engine.IsRetryable(err) || !strings.Contains(err.Error(), "chat template") || !strings.Contains(err.Error(), tc.says):
+				t.Fatalf("want a job error naming the chat template and %q, got %#v", tc.says, err)
+			}
+			t.Logf("%s: %v (%s)", tc.name, err, took.Round(time.Millisecond))
+			if tc.exits {
+				<-done // the child ends itself after answering
+			} else if c.PID() != pid {
+				t.Errorf("the child was replaced (pid %d then %d) after a limit that stops the render itself", pid, c.PID())
+			}
+			if res, err := c.Run(context.Background(), chat(good, "hello", 4), nil); err != nil || len(res.JSON) == 0 {
+				t.Fatalf("the next job: %v", err)
+			}
+			if tc.exits && c.PID() == pid {
+				t.Errorf("the next job ran in the child that was left running the template (pid %d)", pid)
+			}
+		})
+	}
+}
