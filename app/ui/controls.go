@@ -85,6 +85,36 @@ func holdLines(s studio.Snapshot, now time.Time) string {
 	return strings.Join(lines, "\n")
 }
 
+// trayHoldLabel is the tray menu's hold line: the controls other than the
+// donor's pause that hold the worker, in a few steady words (no readings
+// that change every poll, so the platform menu is not rebuilt for them);
+// "" when none holds.
+func trayHoldLabel(d controls.Decision) string {
+	var parts []string
+	for _, h := range d.Holds {
+		switch h.Control {
+		case controls.ControlPause:
+			continue
+		case controls.ControlSchedule:
+			p := "outside your work hours"
+			if !d.NextChange.IsZero() && d.NextAllows {
+				p += " until " + d.NextChange.Local().Format("Mon 15:04")
+			}
+			parts = append(parts, p)
+		case controls.ControlTemperature:
+			parts = append(parts, "GPU too hot")
+		case controls.ControlPower:
+			parts = append(parts, "GPU over its power ceiling")
+		default:
+			parts = append(parts, h.Reason)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "On hold: " + strings.Join(parts, "; ")
+}
+
 // WindowTitle is the window's title: the app's name, and what holds it
 // when one of the donor's controls does ("Studio Worker — on hold: GPU
 // busy (blender)").

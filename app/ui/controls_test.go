@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/test"
 
 	"github.com/minisgg/studio-worker/assets"
@@ -177,5 +178,36 @@ func TestInvalidControlsAreMarkedEachWithItsReason(t *testing.T) {
 	test.Tap(sp.save)
 	if got := sp.FieldError(settings.FieldWorkHoursDay(time.Monday)); !strings.Contains(got, "would never take a job") {
 		t.Errorf("no hours: %q", got)
+	}
+}
+
+func TestTrayMenuSaysWhatHoldsTheWorker(t *testing.T) {
+	test.NewTempApp(t)
+	b := &fakeBackend{snap: idleSnap()}
+	host := &fakeTrayHost{}
+	tr := NewTray(host, b, func() {}, func() {}, nil)
+	first := func() *fyne.MenuItem { return tr.Menu().Items[0] }
+	if first().Label != TrayOpen {
+		t.Fatalf("first item %q with nothing holding", first().Label)
+	}
+	eve := time.Date(2026, 12, 4, 18, 0, 0, 0, time.Local) // a Friday
+	held := heldSnap(controls.Decision{Holds: []controls.Hold{
+		{Control: controls.ControlSchedule, Reason: "outside your work hours"},
+		{Control: controls.ControlTemperature, Reason: "GPU at 85 °C, above your 80 °C ceiling"},
+	}, NextChange: eve, NextAllows: true})
+	tr.Render(held)
+	if it := first(); it.Label != "On hold: outside your work hours until Fri 18:00; GPU too hot" || !it.Disabled {
+		t.Fatalf("hold line %q (disabled %v)", it.Label, it.Disabled)
+	}
+	// A new temperature reading leaves the line as it is (a new label
+	// would rebuild the platform menu).
+	held.Controls.Holds[1].Reason = "GPU at 86 °C, above your 80 °C ceiling"
+	tr.Render(held)
+	if first().Label != "On hold: outside your work hours until Fri 18:00; GPU too hot" {
+		t.Fatalf("menu changed for a reading: %q", first().Label)
+	}
+	tr.Render(idleSnap())
+	if first().Label != TrayOpen {
+		t.Fatalf("hold line stayed: %q", first().Label)
 	}
 }

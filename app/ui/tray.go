@@ -37,6 +37,9 @@ type Tray struct {
 	finish *fyne.MenuItem
 	snooze *fyne.MenuItem
 	quit   *fyne.MenuItem
+	// held is a disabled line at the top of the menu while one of the
+	// donor's controls holds the worker ("On hold: GPU busy (blender)").
+	held *fyne.MenuItem
 
 	look     assets.TrayState
 	tip      string
@@ -54,7 +57,10 @@ func NewTray(host TrayHost, b Backend, open, quit func(), setTooltip func(string
 	t.snooze = fyne.NewMenuItem(ActionSnooze, func() { t.backend.PauseFor(SnoozeFor) })
 	t.quit = fyne.NewMenuItem(TrayQuit, quit)
 	t.quit.IsQuit = true
-	t.menu = fyne.NewMenu("Studio Worker", t.open, fyne.NewMenuItemSeparator(), t.pause, t.finish, t.snooze, fyne.NewMenuItemSeparator(), t.quit)
+	t.held = fyne.NewMenuItem("", nil)
+	t.held.Disabled = true
+	t.menu = fyne.NewMenu("Studio Worker")
+	t.setItems()
 	t.Render(b.Snapshot())
 	host.SetSystemTrayMenu(t.menu)
 	return t
@@ -90,9 +96,12 @@ func (t *Tray) Render(s studio.Snapshot) {
 	}
 	label := PauseLabel(s)
 	finishOff := s.Paused || s.PauseAfterJob
-	if label != t.pause.Label || finishOff != t.finish.Disabled {
+	held := trayHoldLabel(s.Controls)
+	if label != t.pause.Label || finishOff != t.finish.Disabled || held != t.held.Label {
 		t.pause.Label = label
 		t.finish.Disabled = finishOff
+		t.held.Label = held
+		t.setItems()
 		t.menu.Refresh()
 	}
 	if t.rendered != nil {
@@ -117,4 +126,13 @@ func (t *Tray) Follow(ctx context.Context) {
 			}
 		}
 	}()
+}
+
+// setItems lays the menu out, with the hold line on top while there is one.
+func (t *Tray) setItems() {
+	items := []*fyne.MenuItem{t.open, fyne.NewMenuItemSeparator(), t.pause, t.finish, t.snooze, fyne.NewMenuItemSeparator(), t.quit}
+	if t.held.Label != "" {
+		items = append([]*fyne.MenuItem{t.held, fyne.NewMenuItemSeparator()}, items...)
+	}
+	t.menu.Items = items
 }
