@@ -102,7 +102,7 @@ func TestInstallerScript(t *testing.T) {
 	for _, want := range []string{
 		"@echo off\r\n",
 		`tasklist /FI "PID eq 4242" /NH 2>NUL | find " 4242 " >NUL` + "\r\n",
-		`"C:\Users\Ann Lee\AppData\Local\studio-worker\updates\StudioWorker-Setup-0.3.0.exe" /S /RUNTIME=vulkan` + "\r\n",
+		`start "" /wait "C:\Users\Ann Lee\AppData\Local\studio-worker\updates\StudioWorker-Setup-0.3.0.exe" /S /RUNTIME=vulkan` + "\r\n",
 		`start "" "C:\Users\Ann Lee\AppData\Local\Programs\StudioWorker\studio-worker.exe" --minimised --page 50%%` + "\r\n",
 		`del "%~f0"`,
 	} {
@@ -113,7 +113,7 @@ func TestInstallerScript(t *testing.T) {
 	if strings.Contains(strings.ReplaceAll(s, "\r\n", ""), "\n") {
 		t.Error("every line must end in CRLF")
 	}
-	if s := InstallerScript(`C:\x\setup.exe`, `C:\x\studio-worker.exe`, nil, 1, "", "0.3.0"); !strings.Contains(s, "setup.exe /S\r\n") {
+	if s := InstallerScript(`C:\x\setup.exe`, `C:\x\studio-worker.exe`, nil, 1, "", "0.3.0"); !strings.Contains(s, `start "" /wait C:\x\setup.exe /S`+"\r\n") {
 		t.Errorf("CPU install passes no /RUNTIME:\n%s", s)
 	}
 	dir := t.TempDir()

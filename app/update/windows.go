@@ -53,7 +53,10 @@ func InstallerScript(setup, exe string, args []string, pid int, rt, version stri
 	line("ping -n 2 127.0.0.1 >NUL")
 	line("goto wait")
 	line(":install")
-	inst := winQuote(setup) + " /S"
+	// start /wait: the script goes on once the installer has ended (a
+	// program named straight in a script would end the script if it
+	// were itself a script).
+	inst := `start "" /wait ` + winQuote(setup) + " /S"
 	if rt != "" {
 		inst += " /RUNTIME=" + rt
 	}
@@ -71,7 +74,7 @@ func InstallerScript(setup, exe string, args []string, pid int, rt, version stri
 // are doubled so the script does not expand them.
 func winQuote(s string) string {
 	s = strings.ReplaceAll(s, "%", "%%")
-	if s != "" && !strings.ContainsAny(s, " \t&()[]{}^=;!'+,`~\"") {
+	if s != "" && !strings.ContainsAny(s, " \t&()[]{}^=;!'+,`~\"<>|") {
 		return s
 	}
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
