@@ -99,7 +99,8 @@ var ErrNoGPUPack = errors.New("no GPU runtime pack for this computer")
 // best first, downloads it (size and sha256 checked; progress reported),
 // unpacks it atomically, and tries a GPU pack in a child process (Check).
 // A pack that fails its check is removed and remembered as refused, with
-// the reason, so that it is not fetched again; the next pack (in the end
+// the reason, so that it is not fetched again while the machine's GPU facts
+// (driver version, Vulkan loader) stay the same; the next pack (in the end
 // the CPU pack) is tried, and the record's Problem says why the better one
 // was passed over. A pack already unpacked and recorded is reused without
 // a download. Nothing half-downloaded or half-unpacked is left behind on
@@ -128,7 +129,7 @@ func (in *Installer) Ensure(ctx context.Context, runtime string, opts Options, p
 		if opts.GPUOnly && p.Backend == "cpu" {
 			continue
 		}
-		if why, ok := refused[p.SHA256]; ok {
+		if why, ok := refused[in.refusalKey(p)]; ok {
 			problems = append(problems, why)
 			continue
 		}
@@ -262,6 +263,14 @@ func (in *Installer) install(ctx context.Context, p release.Pack, progress func(
 	return dir, nil
 }
 
+// refusalKey names a pack's refusal on this machine: the pack's bytes and
+// the GPU facts it was tried with, so that a new driver or a newly
+// installed Vulkan loader gives a refused pack another try.
+func (in *Installer) refusalKey(p release.Pack) string {
+	m := in.cfg.Machine
+	return fmt.Sprintf("%s nvidia=%s vulkan=%t", p.SHA256, m.NVIDIADriver, m.VulkanLoader)
+}
+
 // refusedPath is the file that lists, per runtime, the packs (by sha256) that failed their
 // check on this computer, with the reason.
 func (in *Installer) refusedPath(runtime string) string {
@@ -278,7 +287,7 @@ func (in *Installer) readRefused(runtime string) map[string]string {
 
 func (in *Installer) refuse(runtime string, p release.Pack, why string) {
 	r := in.readRefused(runtime)
-	r[p.SHA256] = why
+	r[in.refusalKey(p)] = why
 	b, _ := json.MarshalIndent(r, "", "  ")
 	if err := os.WriteFile(in.refusedPath(runtime), b, 0o644); err != nil {
 		in.log.Warn("could not remember the refused runtime pack: "+err.Error(), "op", "packs")

@@ -194,6 +194,16 @@ func TestEnsureFallsBackToTheCPUPackWhenTheGPUPackFails(t *testing.T) {
 	if n := fs.hitsOf(strings.TrimPrefix(broken.URL, fs.srv.URL)); n != 1 {
 		t.Errorf("the broken pack was downloaded %d times, want once", n)
 	}
+	// A new driver is a new machine for the GPU pack: it is tried again.
+	newDriver := thisMachine(true)
+	newDriver.NVIDIADriver = "580.95.05"
+	retry := NewInstaller(Config{FeedURL: fs.url(), Trusted: []ed25519.PublicKey{fs.pub}, Machine: newDriver, Check: hosted.CheckPack(os.Args[0])})
+	if rec2, err := retry.Ensure(context.Background(), "llama", Options{}, nil); err != nil || rec2.Backend != "cpu" {
+		t.Fatalf("after a driver change: %+v %v", rec2, err)
+	}
+	if n := fs.hitsOf(strings.TrimPrefix(broken.URL, fs.srv.URL)); n != 2 {
+		t.Errorf("after a driver change the broken pack was downloaded %d times in all, want twice", n)
+	}
 	// GPUOnly (a CPU runtime beside the program): nothing to fetch, and why.
 	if _, err := inst.Ensure(context.Background(), "llama", Options{GPUOnly: true}, nil); !errors.Is(err, ErrNoGPUPack) || !strings.Contains(err.Error(), wantWhy) {
 		t.Errorf("GPUOnly: %v, want ErrNoGPUPack with the reason", err)
