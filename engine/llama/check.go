@@ -233,17 +233,35 @@ func chooseRuntime(ctx context.Context, found libCandidate, explicit string, che
 // ggml sees, and generates a few tokens from a tiny model with every layer
 // offloaded. Exit 0 when that worked, 1 with a last line on stderr saying
 // why when it did not, and whatever the crash gives when ggml aborts.
+//
+// With --need-gpu first (a runtime pack fetched for this computer's GPU,
+// engine/packs), a GPU build whose backend sees no GPU fails too: it would
+// only run on the CPU, which the CPU pack does with a smaller download.
 func RuntimeCheckMain(args []string, stdout, stderr io.Writer) int {
+	needGPU := len(args) > 0 && args[0] == NeedGPUFlag
+	if needGPU {
+		args = args[1:]
+	}
 	if len(args) != 1 || args[0] == "" {
-		fmt.Fprintln(stderr, failPrefix+"usage: runtime-check <llama library folder>")
+		fmt.Fprintln(stderr, failPrefix+"usage: runtime-check [--need-gpu] <llama library folder>")
 		return 2
 	}
-	if err := CheckRuntime(args[0], stdout, stderr); err != nil {
+	err := CheckRuntime(args[0], stdout, stderr)
+	if err == nil && needGPU {
+		if info := Runtime(); info.GPU() && len(info.Devices) == 0 {
+			err = fmt.Errorf("its %s backend sees no GPU on this computer, so it would run on the CPU", info.Accel)
+		}
+	}
+	if err != nil {
 		fmt.Fprintln(stderr, failPrefix+err.Error())
 		return 1
 	}
 	return 0
 }
+
+// NeedGPUFlag makes `runtime-check` fail a GPU build whose backend sees no
+// GPU (see RuntimeCheckMain).
+const NeedGPUFlag = "--need-gpu"
 
 // CheckRuntime loads the runtime in dir into this process (no search, no
 // child: it is the child) and runs a tiny model on it, all layers on the

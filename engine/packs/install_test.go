@@ -25,7 +25,7 @@ const checkChildEnv = "STUDIO_WORKER_PACKS_TEST_CHECK"
 
 func TestMain(m *testing.M) {
 	hosted.RunChildIfAsked()
-	if os.Getenv(checkChildEnv) == "1" && len(os.Args) == 3 && os.Args[1] == "runtime-check" {
+	if os.Getenv(checkChildEnv) == "1" && len(os.Args) >= 3 && os.Args[1] == "runtime-check" {
 		os.Exit(llama.RuntimeCheckMain(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -319,5 +319,57 @@ func TestEnsureKeepsTheInstalledPackWhenItsReplacementFails(t *testing.T) {
 			names = append(names, e.Name())
 		}
 		t.Errorf("beside the pack: %q, want it alone (no temporary folder or download)", names)
+	}
+}
+
+// The real llama.cpp Vulkan build as a pack (from `packaging/fetch-runtime.sh
+// linux-x64-vulkan runtime/llama`), tried in the real child with the real
+// CPU build as the fallback. Where Vulkan sees a GPU, the Vulkan pack is
+// used; where it sees none (a software Vulkan device only, as on the
+// project's build machines), the child refuses it in those words and the
+// CPU pack is used: a GPU pack that would run on the CPU is not kept.
+func TestEnsureRealVulkanPack(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the Vulkan runtime fetched here is the Linux one")
+	}
+	src := llamaRuntime(t)
+	vk := filepath.Join(filepath.Dir(src), engine.PlatformVariant()+"-vulkan")
+	if _, err := os.Stat(filepath.Join(vk, "libggml-vulkan.so")); err != nil {
+		t.Skipf("needs the llama.cpp Vulkan runtime in %s: packaging/fetch-runtime.sh %s-vulkan runtime/llama (%v)", vk, engine.PlatformVariant(), err)
+	}
+	root := dataHome(t)
+	t.Setenv(checkChildEnv, "1")
+	lean := func(dir string) []packFile {
+		var files []packFile
+		for _, f := range dirFiles(t, dir) {
+			if strings.HasPrefix(f.name, "libggml-cpu-") && f.name != "libggml-cpu-x64.so" {
+				continue
+			}
+			files = append(files, f)
+		}
+		return files
+	}
+	fs := newFeedServer(t)
+	vkPack := fs.addPack("llama", runtime.GOOS, runtime.GOARCH, "vulkan", variant("vulkan"), "v0.5.0", "zip", zipOf(t, lean(vk)))
+	cpuPack := fs.addPack("llama", runtime.GOOS, runtime.GOARCH, "cpu", variant("cpu"), "v0.5.0", "zip", zipOf(t, lean(src)))
+	fs.publish([]release.Pack{cpuPack, vkPack}, nil)
+	inst := NewInstaller(Config{FeedURL: fs.url(), Trusted: []ed25519.PublicKey{fs.pub}, Machine: thisMachine(true), Check: hosted.CheckPack(os.Args[0])})
+	rec, err := inst.Ensure(context.Background(), "llama", Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch rec.Backend {
+	case "vulkan":
+		t.Logf("Vulkan sees a GPU here: the Vulkan pack is used (%s)", rec.Dir)
+		if rec.Problem != "" || rec.Dir != filepath.Join(root, "llama", variant("vulkan"), "v0.5.0") {
+			t.Errorf("record %+v", rec)
+		}
+	case "cpu":
+		t.Logf("no Vulkan GPU here: %s", rec.Problem)
+		if !strings.Contains(rec.Problem, "did not start on this GPU: failed its check: its Vulkan backend sees no GPU on this computer, so it would run on the CPU") {
+			t.Errorf("problem %q", rec.Problem)
+		}
+	default:
+		t.Fatalf("record %+v", rec)
 	}
 }

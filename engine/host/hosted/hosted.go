@@ -66,15 +66,16 @@ func Builders() map[string]host.Builder {
 
 // CheckPack tries an unpacked runtime pack (engine/packs) in a child
 // process of exe before it is used: llama.cpp through `exe runtime-check
-// <dir>` (load, list the GPUs, decode a tiny model with every layer on
-// them; llama.ChildChecker), stable-diffusion.cpp by starting its
+// --need-gpu <dir>` (load, list the GPUs, decode a tiny model with every
+// layer on them, and fail a GPU build that sees no GPU; llama.ChildChecker), stable-diffusion.cpp by starting its
 // engine-host child on the pack's library (loaded, its release checked).
 // nil means the pack works here; the error says why not, in words.
 func CheckPack(exe string) func(ctx context.Context, runtime, dir string) error {
 	return func(ctx context.Context, runtime, dir string) error {
 		switch runtime {
 		case engine.RuntimeLlama:
-			return llama.ChildChecker(exe, "runtime-check")(ctx, dir)
+			// A GPU pack that finds no GPU is no better than the CPU one.
+			return llama.ChildChecker(exe, "runtime-check", llama.NeedGPUFlag)(ctx, dir)
 		case engine.RuntimeSD:
 			c := Client(SD, Options{Exe: exe, LibPath: dir, KeepAlive: -1})
 			defer c.Close()
