@@ -23,6 +23,7 @@ import (
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/host/hosted"
 	"github.com/minisgg/studio-worker/engine/llama"
+	"github.com/minisgg/studio-worker/engine/packs"
 	"github.com/minisgg/studio-worker/engine/sd"
 	"github.com/minisgg/studio-worker/release"
 )
@@ -150,5 +151,40 @@ func TestStackFetchesTheImageRuntimeForItsFirstJob(t *testing.T) {
 	rec, err := engine.CurrentPack("", engine.RuntimeSD)
 	if err != nil || !strings.Contains(st.Image.Hello().Runtime, rec.Dir) {
 		t.Errorf("the image engine runs %q, want the pack %+v (%v)", st.Image.Hello().Runtime, rec, err)
+	}
+}
+
+// A GPU pack joins only a CPU build installed with the program, and only
+// on a computer with a GPU a pack could use.
+func TestGPUPackWanted(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	xdg.Reload()
+	t.Cleanup(xdg.Reload)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if real, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = real
+	}
+	beside := filepath.Join(filepath.Dir(exe), "lib")
+	cpu := llama.RuntimeInfo{Accel: llama.AccelCPU}
+	vulkan := packs.Machine{OS: runtime.GOOS, Arch: runtime.GOARCH, VulkanLoader: true}
+	for _, c := range []struct {
+		name string
+		dir  string
+		info llama.RuntimeInfo
+		m    packs.Machine
+		want bool
+	}{
+		{"CPU build beside the program, Vulkan loader", beside, cpu, vulkan, true},
+		{"CPU build beside the program, NVIDIA driver", beside, cpu, packs.Machine{NVIDIADriver: "580.95.05"}, true},
+		{"CPU build beside the program, no GPU", beside, cpu, packs.Machine{}, false},
+		{"a GPU build beside the program", beside, llama.RuntimeInfo{Accel: llama.AccelVulkan}, vulkan, false},
+		{"a folder the donor chose", t.TempDir(), cpu, vulkan, false},
+	} {
+		if got := gpuPackWanted(c.dir, c.info, c.m); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }
