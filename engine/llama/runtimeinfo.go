@@ -246,9 +246,11 @@ func advise(goos string, r RuntimeInfo) string {
 		return s + ", then restart Studio Worker."
 	case "windows":
 		if r.GPU() {
-			return problem + " Update your GPU's driver, or re-run the Studio Worker installer and pick the other GPU runtime (Vulkan or CUDA), then restart Studio Worker."
+			return problem + " Update your GPU's driver, then restart Studio Worker."
 		}
-		return problem + " To use the GPU, re-run the Studio Worker installer and pick the Vulkan or CUDA runtime."
+		// The installer carries the CPU runtime alone; the GPU one comes
+		// as a runtime pack from the release feed (engine/packs).
+		return problem + " Studio Worker fetches the Vulkan or CUDA runtime for it from its release feed when one works here (the Logs page says what happened); updating the GPU's driver and restarting Studio Worker gives it another try."
 	case "darwin":
 		return problem + " The Metal runtime is built into Studio Worker for Apple silicon: reinstall Studio Worker from its .dmg."
 	}

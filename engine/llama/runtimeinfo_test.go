@@ -170,9 +170,9 @@ func TestAdvice(t *testing.T) {
 		{"linux CUDA build that sees no GPU", "linux", withGPUs(RuntimeInfo{Accel: AccelCUDA, Loaded: true}, nv),
 			[]string{"nvidia-smi", "CUDA runtime libraries"}, nil},
 		{"windows CPU build", "windows", withGPUs(cpu, nv),
-			[]string{"re-run the Studio Worker installer", "Vulkan or CUDA"}, []string{"apt"}},
+			[]string{"fetches the Vulkan or CUDA runtime for it from its release feed", "driver"}, []string{"apt", "installer"}},
 		{"windows GPU build that sees no GPU", "windows", withGPUs(RuntimeInfo{Accel: AccelCUDA, Loaded: true}, nv),
-			[]string{"driver", "installer"}, nil},
+			[]string{"driver"}, []string{"installer"}},
 		{"macOS", "darwin", withGPUs(cpu, []engine.GPUDevice{{Name: "Apple M2", TotalBytes: 16 << 30}}),
 			[]string{"Metal runtime is built into Studio Worker"}, nil},
 	}
