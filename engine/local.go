@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,7 +29,8 @@ type LocalModel struct {
 var modelExts = []string{".gguf", ".safetensors", ".ckpt"}
 
 // LocalModels lists the models in the runner's models folder that a loaded
-// engine can run: a .gguf placed in the folder (llama.cpp), and each
+// engine can run: a .gguf placed in the folder (llama.cpp) that passes the
+// GGUF structure check (Store.LooseLeftOut says why one does not), and each
 // stored model folder whose engine is known and loaded and which holds
 // exactly one finished model file (run as its "model" role). A stored
 // model of several files is left out: the folder does not record which
@@ -68,14 +71,9 @@ func (r *Runner) LocalModels() ([]LocalModel, error) {
 		}
 		add(m.ID, m.Engine, kind, filepath.Join(m.Dir, files[0].Name), files[0].Bytes)
 	}
-	entries, _ := os.ReadDir(st.Root())
-	for _, e := range entries {
-		if p, ok := st.LooseGGUF(e.Name()); ok && !strings.HasPrefix(e.Name(), ".") {
-			var size uint64
-			if fi, err := e.Info(); err == nil {
-				size = uint64(fi.Size())
-			}
-			add(e.Name(), EngineLlamaCpp, KindLLM, p, size)
+	for _, l := range st.looseGGUFs() {
+		if l.err == nil {
+			add(l.name, EngineLlamaCpp, KindLLM, l.path, l.size)
 		}
 	}
 	slices.SortFunc(out, func(a, b LocalModel) int { return strings.Compare(a.ID, b.ID) })
@@ -122,37 +120,111 @@ type localStamp struct {
 	mod  int64
 }
 
-// localChecked remembers the local files that passed their content check
-// (by path), so that each local request does not read a model's header
-// again (tens of milliseconds for a vocabulary of 50 000 tokens).
-var localChecked struct {
-	sync.Mutex
-	m map[string]localStamp
+// localCheck is a content check's outcome for one stamp of a file.
+type localCheck struct {
+	stamp localStamp
+	err   error
 }
 
-func checkLocalContent(path string, eng EngineName, role FileRole) error {
+// localChecked remembers the content checks of local files (by engine,
+// role and path), passed or failed, so that each local request or
+// heartbeat does not read a model's header again (tens of milliseconds for
+// a vocabulary of 50 000 tokens).
+var localChecked struct {
+	sync.Mutex
+	m map[string]localCheck
+}
+
+// checkLocalContent is CheckModelContent remembered by the file's stamp;
+// fresh says the file was read now (not remembered).
+func checkLocalContent(path string, eng EngineName, role FileRole) (fresh bool, err error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return err
+		return true, err
 	}
 	key := string(eng) + "\x00" + string(role) + "\x00" + path
 	stamp := localStamp{fi.Size(), fi.ModTime().UnixNano()}
 	localChecked.Lock()
-	ok := localChecked.m[key] == stamp
+	c, ok := localChecked.m[key]
 	localChecked.Unlock()
-	if ok {
-		return nil
+	if ok && c.stamp == stamp {
+		return false, c.err
 	}
-	if err := CheckModelContent(path, eng, role); err != nil {
-		return err
+	err = CheckModelContent(path, eng, role)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return true, err // the file could not be read: not the file's verdict
 	}
 	localChecked.Lock()
 	if localChecked.m == nil || len(localChecked.m) > 1000 {
-		localChecked.m = map[string]localStamp{}
+		localChecked.m = map[string]localCheck{}
 	}
-	localChecked.m[key] = stamp
+	localChecked.m[key] = localCheck{stamp, err}
 	localChecked.Unlock()
-	return nil
+	return true, err
+}
+
+// looseGGUF is a .gguf placed straight in the models folder, with the
+// outcome of its structure check.
+type looseGGUF struct {
+	name, path string
+	size       uint64
+	err        error
+}
+
+// looseGGUFs checks the .gguf files placed straight in the models folder
+// (not hidden ones), in name order. A file that fails is logged once per
+// content.
+func (s *Store) looseGGUFs() []looseGGUF {
+	entries, _ := os.ReadDir(s.root)
+	var out []looseGGUF
+	for _, e := range entries {
+		p, ok := s.LooseGGUF(e.Name())
+		if !ok || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		l := looseGGUF{name: e.Name(), path: p}
+		if fi, err := e.Info(); err == nil {
+			l.size = uint64(fi.Size())
+		}
+		var fresh bool
+		fresh, l.err = checkLocalContent(p, EngineLlamaCpp, RoleModel)
+		if l.err != nil && fresh {
+			s.log.Warn("the GGUF file "+e.Name()+" in the models folder is left out: "+leftOutReason(l.err), "op", "store", "path", p)
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// LeftOutModel is a model file in the models folder that is not offered to
+// the studio nor listed by the local API, and why.
+type LeftOutModel struct {
+	Name   string // the file's name in the models folder
+	Reason string // in words: "the GGUF file is malformed: …"
+}
+
+// LooseLeftOut lists the .gguf files placed straight in the models folder
+// that fail the GGUF structure check (engine/gguf), so that they are not
+// advertised: the donor's own files, never deleted. Sorted by name.
+func (s *Store) LooseLeftOut() []LeftOutModel {
+	var out []LeftOutModel
+	for _, l := range s.looseGGUFs() {
+		if l.err != nil {
+			out = append(out, LeftOutModel{Name: l.name, Reason: leftOutReason(l.err)})
+		}
+	}
+	return out
+}
+
+// leftOutReason is a check's error without the file name its JobError
+// puts first.
+func leftOutReason(err error) string {
+	var je *JobError
+	if errors.As(err, &je) && je.Reason != "" {
+		return je.Reason
+	}
+	return err.Error()
 }
 
 // localFiles checks the files of a job made by LocalModel.Job: each lies in
@@ -165,7 +237,7 @@ func localFiles(store *Store, eng EngineName, files map[FileRole]string) (map[Fi
 		if !strings.HasPrefix(clean, root) {
 			return nil, fmt.Errorf("the model file %s is not in the models folder %s", p, store.Root())
 		}
-		if err := checkLocalContent(clean, eng, role); err != nil {
+		if _, err := checkLocalContent(clean, eng, role); err != nil {
 			return nil, fmt.Errorf("the file %s in the models folder is not a usable model: %w", clean, err)
 		}
 		out[role] = clean

@@ -1691,7 +1691,8 @@ func (s *Store) FreeSpace() (uint64, error) {
 
 // LocalGGUF lists the GGUF models a llama engine could load without a
 // download: the ids of stored llama-cpp models, and .gguf files placed
-// directly in the models folder (by file name). Sorted.
+// directly in the models folder (by file name) that pass the GGUF
+// structure check (LooseLeftOut lists those that do not). Sorted.
 func (s *Store) LocalGGUF() []string {
 	var out []string
 	models, _ := s.List()
@@ -1706,10 +1707,9 @@ func (s *Store) LocalGGUF() []string {
 			}
 		}
 	}
-	entries, _ := os.ReadDir(s.root)
-	for _, e := range entries {
-		if e.Type().IsRegular() && strings.EqualFold(filepath.Ext(e.Name()), ".gguf") && !strings.HasPrefix(e.Name(), ".") {
-			out = append(out, e.Name())
+	for _, l := range s.looseGGUFs() {
+		if l.err == nil {
+			out = append(out, l.name)
 		}
 	}
 	sort.Strings(out)

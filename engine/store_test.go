@@ -766,19 +766,77 @@ func TestLocalGGUFIncludesLooseFiles(t *testing.T) {
 	if err := os.MkdirAll(st.Root(), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"b.gguf", "a.GGUF", "notes.txt", ".hidden.gguf"} {
-		if err := os.WriteFile(filepath.Join(st.Root(), n), []byte("x"), 0o644); err != nil {
+	good, err := os.ReadFile(tinyGGUF(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, b := range map[string][]byte{"b.gguf": good, "a.GGUF": good, "notes.txt": []byte("x"), ".hidden.gguf": good} {
+		if err := os.WriteFile(filepath.Join(st.Root(), n), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if got := st.LocalGGUF(); strings.Join(got, ",") != "a.GGUF,b.gguf" {
 		t.Fatalf("LocalGGUF = %q", got)
 	}
+	if left := st.LooseLeftOut(); len(left) != 0 {
+		t.Fatalf("LooseLeftOut = %+v", left)
+	}
 	if p, ok := st.LooseGGUF("b.gguf"); !ok || p != filepath.Join(st.Root(), "b.gguf") {
 		t.Fatalf("LooseGGUF = %q %v", p, ok)
 	}
 	if _, ok := st.LooseGGUF("../b.gguf"); ok {
 		t.Fatal("LooseGGUF must refuse paths")
+	}
+}
+
+// A .gguf the donor placed in the models folder that fails the GGUF
+// structure check (truncated, not a GGUF at all) is not advertised to the
+// studio (LocalGGUF feeds SupportedModels) and LooseLeftOut says why; once
+// the file is whole again it is back.
+func TestLooseGGUFsThatFailTheCheckAreLeftOut(t *testing.T) {
+	st := newTestStore(t, StoreOptions{})
+	if err := os.MkdirAll(st.Root(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(tinyGGUF(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		"good.gguf":      good,
+		"truncated.gguf": good[:len(good)/2],
+		"header.gguf":    good[:200],
+		"text.gguf":      []byte("this is not a model\n"),
+	}
+	for n, b := range files {
+		if err := os.WriteFile(filepath.Join(st.Root(), n), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := st.LocalGGUF(); strings.Join(got, ",") != "good.gguf" {
+		t.Fatalf("LocalGGUF = %q, want only good.gguf", got)
+	}
+	left := st.LooseLeftOut()
+	var names []string
+	for _, l := range left {
+		names = append(names, l.Name)
+		if l.Reason == "" || strings.Contains(l.Reason, l.Name) {
+			t.Errorf("%s: reason %q", l.Name, l.Reason)
+		}
+		t.Logf("%s: %s", l.Name, l.Reason)
+	}
+	if strings.Join(names, ",") != "header.gguf,text.gguf,truncated.gguf" {
+		t.Fatalf("left out %q", names)
+	}
+	if !strings.Contains(left[2].Reason, "malformed") || !strings.Contains(left[1].Reason, "not a GGUF model file") {
+		t.Errorf("reasons %+v", left)
+	}
+	// The donor copies the whole file over the truncated one.
+	if err := os.WriteFile(filepath.Join(st.Root(), "truncated.gguf"), good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.LocalGGUF(); strings.Join(got, ",") != "good.gguf,truncated.gguf" {
+		t.Fatalf("after repair LocalGGUF = %q", got)
 	}
 }
 
@@ -836,4 +894,14 @@ func TestSyncUsesAWritableHandle(t *testing.T) {
 	if b, _ := os.ReadFile(path); string(b) != "weights" {
 		t.Fatalf("syncing changed the file: %q", b)
 	}
+}
+
+// tinyGGUF is the path of the tiny generated llama GGUF (shared cache).
+func tinyGGUF(t *testing.T) string {
+	t.Helper()
+	p, err := gguf.Ensure(gguf.Tiny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -560,6 +560,29 @@ func TestBadRequests(t *testing.T) {
 	if _, err := c.Chat.Completions.New(ctx, chatParams("hi", 2)); err != nil {
 		t.Fatal(err)
 	}
+	// A truncated .gguf in the models folder is not listed nor run.
+	whole, err := os.ReadFile(filepath.Join(e.runner.Store().Root(), chatModel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.runner.Store().Root(), "cut.gguf"), whole[:len(whole)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	list, err := c.Models.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range list.Data {
+		if m.ID == "cut.gguf" {
+			t.Error("/v1/models lists a truncated GGUF")
+		}
+	}
+	p := chatParams("hi", 2)
+	p.Model = "cut.gguf"
+	var apiErr *openai.Error
+	if _, err := c.Chat.Completions.New(ctx, p); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound {
+		t.Errorf("a chat with the truncated GGUF: %v", err)
+	}
 	if n := e.worker.Snapshot().Counters; n != (studio.Counters{}) {
 		t.Errorf("counters %+v", n)
 	}

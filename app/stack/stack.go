@@ -746,6 +746,9 @@ func (m ModelFolder) FreeSpace() (uint64, error) { return m.r.Store().FreeSpace(
 // BudgetUse is what the folder's disk budget counts now.
 func (m ModelFolder) BudgetUse() (engine.BudgetUse, error) { return m.r.Store().BudgetUse() }
 
+// LooseLeftOut lists the donor's .gguf files that fail the GGUF check.
+func (m ModelFolder) LooseLeftOut() []engine.LeftOutModel { return m.r.Store().LooseLeftOut() }
+
 // diskBudgetCounts says what the models folder's disk budget counts, for
 // the log.
 const diskBudgetCounts = "only models the worker downloaded count and may be deleted (the ones used longest ago first, never one in use or loaded); files you placed in the models folder yourself are never counted or deleted"

@@ -110,7 +110,8 @@ func (m *fakeModels) DiskUsage() (uint64, error) {
 	}
 	return n, nil
 }
-func (m *fakeModels) FreeSpace() (uint64, error) { return 100 << 30, nil }
+func (m *fakeModels) FreeSpace() (uint64, error)          { return 100 << 30, nil }
+func (m *fakeModels) LooseLeftOut() []engine.LeftOutModel { return nil }
 func (m *fakeModels) BudgetUse() (engine.BudgetUse, error) {
 	u := engine.BudgetUse{BudgetBytes: m.budget}
 	for _, s := range m.models {

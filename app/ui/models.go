@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"fyne.io/fyne/v2"
@@ -26,6 +27,7 @@ type ModelsPage struct {
 	folder  *widget.Label
 	usage   *widget.Label
 	budget  *widget.Label // the disk budget and what it counts
+	leftOut *widget.Label // the donor's .gguf files not offered, and why
 	problem *widget.Label
 	empty   *widget.Label
 	rows    *fyne.Container
@@ -54,6 +56,7 @@ type modelListing struct {
 	free      uint64
 	budget    engine.BudgetUse
 	budgetErr error
+	leftOut   []engine.LeftOutModel
 	listErr   error
 	usageErr  error
 	freeErr   error
@@ -68,6 +71,10 @@ func newModelsPage(d *Deps, parent fyne.Window) *ModelsPage {
 	p.usage = widget.NewLabel("")
 	p.budget = widget.NewLabel("")
 	p.budget.Wrapping = fyne.TextWrapWord
+	p.leftOut = widget.NewLabel("")
+	p.leftOut.Wrapping = fyne.TextWrapWord
+	p.leftOut.Importance = widget.WarningImportance
+	p.leftOut.Hide()
 	p.problem = widget.NewLabel("")
 	p.problem.Wrapping = fyne.TextWrapWord
 	p.problem.Importance = widget.DangerImportance
@@ -76,7 +83,7 @@ func newModelsPage(d *Deps, parent fyne.Window) *ModelsPage {
 	p.empty.Wrapping = fyne.TextWrapWord
 	p.rows = container.NewVBox()
 	refresh := widget.NewButtonWithIcon("Refresh", theme.ViewRefreshIcon(), p.Reload)
-	head := container.NewVBox(container.NewBorder(nil, nil, nil, refresh, p.folder), p.usage, p.budget, p.problem)
+	head := container.NewVBox(container.NewBorder(nil, nil, nil, refresh, p.folder), p.usage, p.budget, p.leftOut, p.problem)
 	p.content = container.NewBorder(head, nil, nil, nil, container.NewVScroll(container.NewVBox(p.empty, p.rows)))
 	return p
 }
@@ -116,6 +123,7 @@ func (p *ModelsPage) Reload() {
 		l.used, l.usageErr = p.deps.Models.DiskUsage()
 		l.free, l.freeErr = p.deps.Models.FreeSpace()
 		l.budget, l.budgetErr = p.deps.Models.BudgetUse()
+		l.leftOut = p.deps.Models.LooseLeftOut()
 		if p.deps.ResidentModel != nil {
 			l.resident = p.deps.ResidentModel()
 		}
@@ -142,6 +150,12 @@ func (p *ModelsPage) show(l modelListing) {
 	}
 	p.usage.SetText(usage)
 	p.budget.SetText(budgetText(l.budget, l.budgetErr))
+	if t := leftOutText(l.leftOut); t != "" {
+		p.leftOut.SetText(t)
+		p.leftOut.Show()
+	} else {
+		p.leftOut.Hide()
+	}
 	if err := errors.Join(l.listErr, l.usageErr, l.freeErr); err != nil {
 		p.problem.SetText(err.Error())
 		p.problem.Show()
@@ -153,6 +167,20 @@ func (p *ModelsPage) show(l modelListing) {
 		objs = append(objs, p.modelRow(m, holds(m, l.resident)))
 	}
 	setRows(p.rows, p.empty, objs)
+}
+
+// leftOutText says which of the donor's own .gguf files are not offered to
+// the studio, and why; "" when none.
+func leftOutText(left []engine.LeftOutModel) string {
+	if len(left) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("Not offered to the studio (fix or replace the file to use it):")
+	for _, l := range left {
+		b.WriteString("\n" + l.Name + ": " + l.Reason)
+	}
+	return b.String()
 }
 
 // budgetText is the Models page's line on the models folder's disk budget.

@@ -7,6 +7,7 @@ import (
 	"image/color"
 	"image/png"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/minisgg/studio-worker/assets"
 	"github.com/minisgg/studio-worker/engine"
+	"github.com/minisgg/studio-worker/engine/gguf"
 	"github.com/minisgg/studio-worker/logging"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
@@ -641,5 +643,40 @@ func TestHeldLines(t *testing.T) {
 	}
 	if heldLines(nil) != "" {
 		t.Error("nothing held must add nothing")
+	}
+}
+
+// The donor's own .gguf files that fail the GGUF check are named on the
+// Models page with why they are not offered, read from a real models
+// folder (engine.Store); with none, the line is hidden.
+func TestModelsPageSaysWhyLooseFilesAreLeftOut(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	dir := t.TempDir()
+	good, err := gguf.Ensure(gguf.Tiny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "mine.gguf"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.main.deps.Models = engine.NewStore(dir, engine.StoreOptions{})
+	mp := h.main.Models
+	h.main.Show(PageModels)
+	mp.Reload()
+	if mp.leftOut.Visible() {
+		t.Fatalf("a whole file is listed as left out: %q", mp.leftOut.Text)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cut.gguf"), b[:len(b)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mp.Reload()
+	got := mp.leftOut.Text
+	if !mp.leftOut.Visible() || !strings.Contains(got, "Not offered to the studio") ||
+		!strings.Contains(got, "cut.gguf: the GGUF file is malformed") || strings.Contains(got, "mine.gguf") {
+		t.Errorf("left-out line %q", got)
 	}
 }

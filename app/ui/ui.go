@@ -57,6 +57,9 @@ type ModelStore interface {
 	FreeSpace() (uint64, error)
 	// BudgetUse is what the models folder's disk budget counts now.
 	BudgetUse() (engine.BudgetUse, error)
+	// LooseLeftOut lists the .gguf files placed in the folder that fail
+	// the GGUF check, so are not offered to the studio, and why.
+	LooseLeftOut() []engine.LeftOutModel
 }
 
 // SettingsController reads and saves the donor's settings. Save persists
