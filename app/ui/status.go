@@ -142,9 +142,17 @@ func (p *StatusPage) toggle() {
 	}
 }
 
+// observe follows s without drawing it: the state the reason line's
+// "since" counts from starts when the window sees it change, hidden or not.
+func (p *StatusPage) observe(s studio.Snapshot, now time.Time) {
+	p.last = s
+	if key := sinceKey(s); key != p.sinceKey {
+		p.sinceKey, p.since = key, now
+	}
+}
+
 // Render shows s. It runs on the UI goroutine.
 func (p *StatusPage) Render(s studio.Snapshot) {
-	p.last = s
 	look, _ := TrayLook(s)
 	if look != p.trayLook {
 		p.trayLook = look
@@ -153,9 +161,7 @@ func (p *StatusPage) Render(s studio.Snapshot) {
 	}
 	p.headline.SetText(Headline(s))
 	now := p.now()
-	if key := sinceKey(s); key != p.sinceKey {
-		p.sinceKey, p.since = key, now
-	}
+	p.observe(s, now)
 	p.reason.SetText(reasonLine(s, p.since, now))
 	if h := holdLines(s, now); h != "" {
 		p.holds.SetText(h)

@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"fyne.io/fyne/v2"
@@ -45,6 +46,12 @@ type Main struct {
 	tabs    *container.AppTabs
 	notices *fyne.Container
 	root    fyne.CanvasObject
+
+	// hidden is set (SetHidden, on the UI goroutine) while the window is
+	// closed to the tray; Follow's goroutines read it. Nothing is drawn
+	// then: a hidden window that redrew on every heartbeat and log line
+	// spent CPU on pixels nobody saw (issue 11: light when hidden).
+	hidden atomic.Bool
 
 	// rendered, when set, is called after each snapshot was drawn (tests).
 	rendered func(studio.Snapshot)
@@ -137,8 +144,40 @@ func (m *Main) Show(page string) {
 	}
 }
 
-// Render draws one snapshot on every page. UI goroutine only.
+// SetHidden says whether the window is closed to the tray. While it is,
+// snapshots only feed the notifications and the Status page's "since"
+// clock, and log lines and history changes draw nothing; showing it again
+// draws the worker's current snapshot, the log and the history at once, so
+// the window never opens on stale state. UI goroutine only.
+func (m *Main) SetHidden(hidden bool) {
+	if m.hidden.Swap(hidden) == hidden {
+		return
+	}
+	if hidden {
+		// The job's spinner is an animation: it would keep Fyne
+		// redrawing the hidden canvas. Render starts it again.
+		m.Status.spinner.Stop()
+		return
+	}
+	m.Render(m.deps.Backend.Snapshot())
+	m.Logs.Reload()
+	m.ReloadHistory()
+}
+
+// Hidden says whether the window is closed to the tray (SetHidden).
+func (m *Main) Hidden() bool { return m.hidden.Load() }
+
+// Render draws one snapshot on every page; while the window is hidden it
+// only notifies and keeps the Status page's clock. UI goroutine only.
 func (m *Main) Render(s studio.Snapshot) {
+	m.notifier.Observe(s)
+	if m.hidden.Load() {
+		m.Status.observe(s, m.Status.now())
+		if m.rendered != nil {
+			m.rendered(s)
+		}
+		return
+	}
 	if t := WindowTitle(s); m.win != nil && t != m.title {
 		m.title = t
 		m.win.SetTitle(t)
@@ -147,7 +186,6 @@ func (m *Main) Render(s studio.Snapshot) {
 	m.Jobs.Render(s)
 	m.Models.Render(s)
 	m.Settings.Render(s)
-	m.notifier.Observe(s)
 	if m.deps.History != nil && m.histDay != "" && m.now().Format(time.DateOnly) != m.histDay {
 		m.ReloadHistory()
 	}
@@ -204,7 +242,9 @@ func (m *Main) Follow(ctx context.Context) {
 					return
 				}
 			case <-tickC:
-				fyne.DoAndWait(m.Status.tick)
+				if !m.hidden.Load() {
+					fyne.DoAndWait(m.Status.tick)
+				}
 			}
 		}
 	}()
@@ -217,7 +257,9 @@ func (m *Main) Follow(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case <-changed:
-					m.ReloadHistory()
+					if !m.hidden.Load() { // SetHidden(false) reloads it
+						m.ReloadHistory()
+					}
 				}
 			}
 		}()
@@ -233,6 +275,9 @@ func (m *Main) Follow(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-changed:
+				if m.hidden.Load() {
+					continue // SetHidden(false) reloads it
+				}
 				fyne.DoAndWait(m.Logs.Reload)
 				if !pause(ctx, drawEvery) {
 					return
