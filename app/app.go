@@ -127,14 +127,13 @@ func Run(opts Options) int {
 	}
 	st.OnNotice(func(n string) { fyne.Do(func() { m.AddNotice(n) }) })
 
+	h := newHider(ctx, w, m)
 	quit := func() {
+		h.stop()
 		w.Hide()
 		a.Quit()
 	}
-	show := func() {
-		w.Show()
-		w.RequestFocus()
-	}
+	show := h.show
 
 	// The tray icon follows the tray host. With a session bus the tray item
 	// is always exported (fyne's systray registers it with a watcher
@@ -143,13 +142,25 @@ func Run(opts Options) int {
 	// a watcher shows the icon, and quits while none does. Without a bus no
 	// tray can ever appear, and none is started (that would start a bus).
 	desk, isDesktop := a.(desktop.App)
+	// toTray makes the window's close button hide it to the tray and a
+	// click on the icon open it, through h (Fyne's own SetSystemTrayWindow
+	// would hide and show it without telling the pages).
+	toTray := func() {
+		desk.SetSystemTrayWindow(w)
+		w.SetCloseIntercept(h.hide)
+		systray.SetOnTapped(func() {
+			h.wake()
+			fyne.Do(h.show)
+		})
+	}
 	bus, hasTray, why := false, false, "this desktop driver has no tray"
 	if isDesktop {
 		bus, hasTray, why = watchTrayHost(ctx, func(present bool) {
+			h.wake()
 			fyne.Do(func() {
 				if present {
 					st.Log.Info("a system tray appeared: the icon goes there, and closing the window now hides it there", "op", "tray")
-					desk.SetSystemTrayWindow(w)
+					toTray()
 					go func() {
 						if err := ensureTrayItemRegistered(ctx); err != nil {
 							st.Log.Warn("the system tray did not take the icon: "+err.Error(), "op", "tray")
@@ -167,7 +178,7 @@ func Run(opts Options) int {
 		ui.NewTray(desk, backend, show, quit, systray.SetTooltip).Follow(ctx)
 	}
 	if hasTray {
-		desk.SetSystemTrayWindow(w) // closing the window hides it; a click on the icon shows it
+		toTray() // closing the window hides it; a click on the icon shows it
 	} else {
 		msg := "No system tray was found on this desktop (" + why + "), so closing this window quits Studio Worker"
 		if bus {
@@ -186,6 +197,7 @@ func Run(opts Options) int {
 				return
 			case page := <-showReq:
 				st.Log.Info("another launch asked for the window", "op", "instance")
+				h.wake()
 				fyne.Do(func() {
 					if page != "" {
 						m.Show(page)
@@ -210,6 +222,7 @@ func Run(opts Options) int {
 
 	if (opts.Minimised || st.Settings.Current().StartMinimised) && hasTray {
 		st.Log.Info("started minimised to the tray", "op", "startup")
+		h.setHidden()
 		a.Run()
 	} else {
 		w.ShowAndRun()

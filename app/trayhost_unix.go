@@ -14,6 +14,11 @@ import (
 	"github.com/godbus/dbus/v5"
 )
 
+// parkHidden: the tray is StatusNotifierItem over D-Bus, served by Go
+// goroutines, so Fyne's loop can be parked while the window is hidden (see
+// hider).
+const parkHidden = true
+
 // statusNotifierWatcher is the bus name of the tray host of KDE, XFCE,
 // GNOME's AppIndicator extension and the like.
 const statusNotifierWatcher = "org.kde.StatusNotifierWatcher"
