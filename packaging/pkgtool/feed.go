@@ -330,7 +330,7 @@ func addPacks(c feedConfig, m *release.Manifest, tmp, base string) error {
 		}
 		name := fmt.Sprintf("%s-%s-%s.%s", p.Runtime, p.Variant, p.Version, p.Format)
 		dst := filepath.Join(tmp, "packs", name)
-		if err := writeArchive(staged, dst, p.Format, c.Generated); err != nil {
+		if err := writeArchive(staged, dst, p.Format, packEpoch); err != nil {
 			return fmt.Errorf("pack %s: %w", name, err)
 		}
 		a, err := describe(dst, base+"/packs/"+name)
@@ -343,6 +343,11 @@ func addPacks(c feedConfig, m *release.Manifest, tmp, base string) error {
 	}
 	return nil
 }
+
+// packEpoch is the time every file in a pack carries: a pack's bytes
+// depend on its runtime files alone, so rebuilding the feed later gives the
+// same sha256 and installed apps see nothing new to download.
+var packEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // writeArchive packs the files of dir (flat: a runtime folder) into dst,
 // in name order with fixed times and owners, so the same runtime always
