@@ -73,6 +73,7 @@ func cmdUpdate(args []string, stdout, stderr io.Writer) int {
 		return fail(fmt.Errorf("cannot find this program's path: %v", err))
 	}
 	install := update.Detect(exe, update.SystemProbe())
+	fmt.Fprintf(stdout, "this copy of Studio Worker %s: %s\n", studio.Version, install.Why)
 	u := update.New(update.Config{
 		FeedURL: feedURL,
 		Install: install,

@@ -7,6 +7,8 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -52,14 +54,19 @@ func TestUpdateTarballEndToEnd(t *testing.T) {
 	_, otherKey, _ := ed25519.GenerateKey(nil)
 	tmp := t.TempDir()
 	start := time.Now()
-	oldBin := buildRelease(t, tmp, "0.2.0", release.EncodePublicKey(pub))
-	newBin := buildRelease(t, tmp, "0.3.0", release.EncodePublicKey(pub))
+	// The two links, then the three tarballs, side by side: each step is
+	// mostly one thread.
+	var oldBin, newBin, oldTar, newTar, badTar string
+	key64 := release.EncodePublicKey(pub)
+	parallel(t, func() (err error) { oldBin, err = buildRelease(tmp, "0.2.0", key64); return },
+		func() (err error) { newBin, err = buildRelease(tmp, "0.3.0", key64); return })
 	t.Logf("two builds linked in %s", time.Since(start).Round(time.Millisecond))
-	oldTar := packTarball(t, tmp, oldBin, "0.2.0", "old")
-	newTar := packTarball(t, tmp, newBin, "0.3.0", "new")
-	// Labelled 0.3.0, holding the 0.2.0 program: its self-check says the
-	// wrong version, as a mislabelled or broken release would.
-	badTar := packTarball(t, tmp, oldBin, "0.3.0", "bad")
+	parallel(t, func() (err error) { oldTar, err = packTarball(tmp, oldBin, "0.2.0", "old"); return },
+		func() (err error) { newTar, err = packTarball(tmp, newBin, "0.3.0", "new"); return },
+		// Labelled 0.3.0, holding the 0.2.0 program: its self-check says
+		// the wrong version, as a mislabelled or broken release would.
+		func() (err error) { badTar, err = packTarball(tmp, oldBin, "0.3.0", "bad"); return })
+	t.Logf("built and packed in %s", time.Since(start).Round(time.Millisecond))
 
 	home := filepath.Join(tmp, "home")
 	env := updateEnv(home)
@@ -173,6 +180,7 @@ func TestUpdateTarballEndToEnd(t *testing.T) {
 	out, code := run("update", "--feed", feedURL)
 	t.Logf("studio-worker update (exit %d):\n%s", code, out)
 	for _, w := range []string{
+		"this copy of Studio Worker 0.2.0: installed for this user by install.sh in " + app,
 		"Studio Worker 0.3.0 is available (this is 0.2.0).",
 		"downloading Studio Worker 0.3.0: 100%",
 		"Studio Worker 0.3.0 is installed in " + app,
@@ -313,52 +321,74 @@ func runUntil(t *testing.T, env []string, exe string, args []string, want string
 	return out
 }
 
-// buildRelease links this program as version v, trusting the test key.
-func buildRelease(t *testing.T, dir, v, testKey string) string {
+// parallel runs each step on its own goroutine, waits for all, and fails
+// the test with their errors.
+func parallel(t *testing.T, steps ...func() error) {
 	t.Helper()
+	errs := make([]error, len(steps))
+	var wg sync.WaitGroup
+	for i, f := range steps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// buildRelease links this program as version v, trusting the test key.
+func buildRelease(dir, v, testKey string) (string, error) {
 	out := filepath.Join(dir, "build-"+v, "studio-worker")
 	ldflags := "-s -w -X github.com/minisgg/studio-worker/studio.Version=" + v +
 		" -X github.com/minisgg/studio-worker/release.testKey=" + testKey
 	cmd := exec.Command("go", "build", "-ldflags", ldflags, "-o", out, ".")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", v, err, b)
+		return "", fmt.Errorf("go build %s: %v\n%s", v, err, b)
 	}
-	return out
+	return out, nil
 }
 
 // packTarball makes the .tar.xz packaging/linux/build.sh makes (the folder
 // studio-worker-<version>/ with the program, lib/, the menu entry and
 // install.sh; the runtime libraries left out to keep it small) with its
 // tarball step (tar with root ownership, xz on one thread).
-func packTarball(t *testing.T, dir, bin, version, name string) string {
-	t.Helper()
+func packTarball(dir, bin, version, name string) (string, error) {
 	work := filepath.Join(dir, "pack-"+name)
 	tree := filepath.Join(work, "studio-worker-"+version)
 	for _, d := range []string{"lib", "share/applications"} {
 		if err := os.MkdirAll(filepath.Join(tree, d), 0o755); err != nil {
-			t.Fatal(err)
+			return "", err
 		}
 	}
-	copyFile(t, bin, filepath.Join(tree, "studio-worker"), 0o755)
-	copyFile(t, "packaging/linux/install.sh", filepath.Join(tree, "install.sh"), 0o755)
-	copyFile(t, "packaging/linux/studio-worker.desktop", filepath.Join(tree, "share/applications/studio-worker.desktop"), 0o644)
+	for _, c := range []struct {
+		src, dst string
+		mode     os.FileMode
+	}{
+		{bin, "studio-worker", 0o755},
+		{"packaging/linux/install.sh", "install.sh", 0o755},
+		{"packaging/linux/studio-worker.desktop", "share/applications/studio-worker.desktop", 0o644},
+	} {
+		b, err := os.ReadFile(c.src)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(tree, c.dst), b, c.mode); err != nil {
+			return "", err
+		}
+	}
 	if err := os.WriteFile(filepath.Join(tree, "lib", "README"), []byte("the runtime libraries (left out of this test's tarball)\n"), 0o644); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	out := filepath.Join(dir, name+".tar.xz")
-	mustRun(t, nil, "bash", "-c", "set -o pipefail; tar -C "+work+" --owner=0 --group=0 --numeric-owner -cf - studio-worker-"+version+" | xz -T1 -0 >"+out)
-	return out
-}
-
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
+	cmd := exec.Command("bash", "-c", "set -o pipefail; tar -C "+work+" --owner=0 --group=0 --numeric-owner -cf - studio-worker-"+version+" | xz -T1 -0 >"+out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("packing %s: %v\n%s", name, err, b)
 	}
-	if err := os.WriteFile(dst, b, mode); err != nil {
-		t.Fatal(err)
-	}
+	return out, nil
 }
 
 func mustRun(t *testing.T, env []string, name string, args ...string) {

@@ -70,6 +70,13 @@ apt-get install -y -qq "$deb" >/dev/null || fail "apt-get install $deb failed"
 [ "$(readlink -f /usr/bin/studio-worker)" = /opt/studio-worker/studio-worker ] || fail "/usr/bin/studio-worker does not lead to /opt/studio-worker/studio-worker"
 out="$(LANG=C.UTF-8 /usr/bin/studio-worker version 2>&1)" || fail "studio-worker version failed: $out"
 grep -qF "studio-worker $version" <<<"$out" || fail "studio-worker version printed '$out', not $version"
+# The updater reads this copy as the package's (dpkg owns it), so an update
+# is downloaded and the donor told the apt command; nothing is replaced.
+# The feed address answers nothing: only the first line matters here.
+out="$(LANG=C.UTF-8 /usr/bin/studio-worker update --check --feed http://127.0.0.1:9/feed.json 2>&1 || true)"
+grep -qF "installed by the .deb package (dpkg owns /opt/studio-worker/studio-worker)" <<<"$out" ||
+  fail "the updater does not see the .deb install as one: $out"
+ok "the updater reads the .deb install as dpkg's: it would say the apt command, never replace files"
 ok "installed /usr/bin/studio-worker version: $(tail -1 <<<"$out")"
 [ -f /usr/share/applications/studio-worker.desktop ] || fail "no menu entry"
 if command -v desktop-file-validate >/dev/null; then
@@ -124,6 +131,9 @@ tdir="$work/studio-worker-$version"
 HOME="$th" XDG_DATA_HOME= "$tdir/install.sh" >/dev/null
 out="$(HOME="$th" LANG=C.UTF-8 "$th/.local/bin/studio-worker" version 2>&1)" || fail "tarball install: version failed: $out"
 grep -qF "studio-worker $version" <<<"$out" || fail "tarball install: version printed '$out'"
+out="$(HOME="$th" XDG_DATA_HOME= LANG=C.UTF-8 "$th/.local/bin/studio-worker" update --check --feed http://127.0.0.1:9/feed.json 2>&1 || true)"
+grep -qF "installed for this user by install.sh in $th/.local/share/studio-worker" <<<"$out" ||
+  fail "tarball install: the updater does not see it as install.sh's: $out"
 grep -q "^Exec=\"$th/.local/share/studio-worker/studio-worker\"" "$th/.local/share/applications/studio-worker.desktop" ||
   fail "tarball install: the menu entry does not point at the program"
 [ -f "$th/.local/share/icons/hicolor/48x48/apps/studio-worker.png" ] || fail "tarball install: no icon"

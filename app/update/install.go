@@ -76,9 +76,10 @@ type Probe struct {
 	// DataHome is install.sh's per-user data folder: $XDG_DATA_HOME, or
 	// ~/.local/share.
 	DataHome string
-	// DpkgList is dpkg's file list of the studio-worker package
-	// (/var/lib/dpkg/info/studio-worker.list).
-	DpkgList string
+	// DpkgLists are dpkg's file lists of the studio-worker package, as
+	// glob patterns (/var/lib/dpkg/info/studio-worker.list, or
+	// studio-worker:amd64.list where dpkg qualifies the name).
+	DpkgLists []string
 	// RPMOwns says whether rpm's database owns a path; nil: no rpm.
 	RPMOwns func(path string) bool
 	// Writable says whether this user may replace a folder.
@@ -88,9 +89,9 @@ type Probe struct {
 // SystemProbe reads this machine.
 func SystemProbe() Probe {
 	p := Probe{
-		GOOS:     runtime.GOOS,
-		DpkgList: "/var/lib/dpkg/info/studio-worker.list",
-		Writable: writable,
+		GOOS:      runtime.GOOS,
+		DpkgLists: []string{"/var/lib/dpkg/info/studio-worker.list", "/var/lib/dpkg/info/studio-worker:*.list"},
+		Writable:  writable,
 	}
 	p.DataHome = os.Getenv("XDG_DATA_HOME")
 	if p.DataHome == "" || !filepath.IsAbs(p.DataHome) {
@@ -125,7 +126,7 @@ func Detect(exe string, p Probe) Install {
 			return in
 		}
 	case "linux":
-		if listsPath(p.DpkgList, exe) {
+		if dpkgOwns(p.DpkgLists, exe) {
 			in.Kind, in.Why = KindDeb, "installed by the .deb package (dpkg owns "+exe+")"
 			return in
 		}
@@ -148,6 +149,20 @@ func Detect(exe string, p Probe) Install {
 	}
 	in.Why = "a program run from " + dir + " (not an installed copy)"
 	return in
+}
+
+// dpkgOwns says whether one of the dpkg file lists matching patterns
+// names path.
+func dpkgOwns(patterns []string, path string) bool {
+	for _, pat := range patterns {
+		lists, _ := filepath.Glob(pat)
+		for _, l := range lists {
+			if listsPath(l, path) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // listsPath says whether a dpkg file list names path.

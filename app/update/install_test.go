@@ -41,7 +41,7 @@ func TestDetectInstallKinds(t *testing.T) {
 	built := mkProgram(t, filepath.Join(root, "src", "bin"), false)
 	unpacked := mkProgram(t, filepath.Join(root, "Downloads", "studio-worker-0.2.0"), true)
 	debExe := mkProgram(t, filepath.Join(root, "opt", "studio-worker"), true)
-	list := filepath.Join(root, "studio-worker.list")
+	list := filepath.Join(root, "studio-worker:amd64.list")
 	if err := os.WriteFile(list, []byte("/.\n/opt\n"+debExe+"\n/usr/bin/studio-worker\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestDetectInstallKinds(t *testing.T) {
 	}
 	yes := func(string) bool { return true }
 	no := func(string) bool { return false }
-	linux := Probe{GOOS: "linux", DataHome: data, DpkgList: filepath.Join(root, "none.list"), Writable: yes}
+	linux := Probe{GOOS: "linux", DataHome: data, DpkgLists: []string{filepath.Join(root, "none.list")}, Writable: yes}
 	for _, c := range []struct {
 		name  string
 		exe   string
@@ -64,7 +64,10 @@ func TestDetectInstallKinds(t *testing.T) {
 		{"per-user tarball folder not writable", user, func(p Probe) Probe { p.Writable = no; return p }, KindSource, ""},
 		{"make build", built, nil, KindSource, ""},
 		{"an unpacked tarball never installed", unpacked, nil, KindSource, ""},
-		{"dpkg owns the program", debExe, func(p Probe) Probe { p.DpkgList = list; return p }, KindDeb, ""},
+		{"dpkg owns the program", debExe, func(p Probe) Probe {
+			p.DpkgLists = []string{filepath.Join(root, "studio-worker.list"), filepath.Join(root, "studio-worker:*.list")}
+			return p
+		}, KindDeb, ""},
 		{"rpm owns the program", debExe, func(p Probe) Probe { p.RPMOwns = func(string) bool { return true }; return p }, KindRPM, ""},
 		{"the Windows installer's folder", winExe, func(p Probe) Probe { p.GOOS = "windows"; return p }, KindWindows, ""},
 		{"uninstall.exe means nothing on Linux", winExe, nil, KindSource, ""},
