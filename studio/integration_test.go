@@ -927,3 +927,67 @@ func TestIntegrationInternalErrorReconnects(t *testing.T) {
 	default:
 	}
 }
+
+// TestIntegrationLateResultIsAViolationAndTheWorkerCopes: the studio
+// restarts while a job runs and releases it; the worker finishes the job
+// with no session to send it on, keeps the result in its journal and sends
+// it on the next session. Like the hosted studio, the dev studio answers
+// that late frame with protocol_violation and close 4002. The worker is
+// not stopped by it: it reconnects, the studio offers the job again, the
+// worker answers from the result it made (the job does not run twice),
+// and its journal ends empty.
+func TestIntegrationLateResultIsAViolationAndTheWorkerCopes(t *testing.T) {
+	data := t.TempDir()
+	ls := startStudio(t, data, "", true)
+	runner := newStubRunner()
+	hold := make(chan struct{})
+	runner.setHold(hold)
+	journal, err := studio.OpenJournal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw, workerID := connectedWorker(t, ls, runner, func(c *studio.WorkerConfig) { c.Journal = journal })
+	id := enqueue(t, ls, llmSpec("outlive a restart"))
+	<-runner.started
+	ls.stop()
+	waitSnap(t, tw.w, "retrying", func(s studio.Snapshot) bool { return s.Session == studio.SessionRetrying })
+	ls2 := startStudio(t, data, ls.addr, true)
+	waitSnap(t, tw.w, "reconnected while still working", func(s studio.Snapshot) bool {
+		return s.Session == studio.SessionConnected && s.State == studio.StateWorking
+	})
+	runner.setHold(nil)
+	close(hold)
+
+	st := waitJob(t, ls2, id, devstudio.JobDone)
+	if !strings.Contains(string(st.Result), "chars heard") {
+		t.Fatalf("job %+v", st)
+	}
+	// The late frame closed a session with 4002; the worker said so in
+	// its log (shipped to the studio on the next session).
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if _, err := ls2.srv.WaitLogs(ctx, workerID, func(ls []devstudio.WorkerLog) bool {
+		for _, l := range ls {
+			if strings.Contains(l.Message, "protocol_violation: completeJson for unknown jobId "+id) {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatalf("no protocol violation for the late result in the worker's log: %v", err)
+	}
+	snap := waitSnap(t, tw.w, "connected and idle", func(s studio.Snapshot) bool {
+		return s.Session == studio.SessionConnected && s.State == studio.StateIdle
+	})
+	if snap.State == studio.StateStopped || len(tw.runErr) != 0 {
+		t.Fatalf("the worker stopped: %+v", snap)
+	}
+	select {
+	case again := <-runner.started:
+		t.Fatalf("job %s ran a second time", again)
+	default:
+	}
+	if e := journal.Entries(); len(e) != 0 {
+		t.Errorf("journal still holds %+v", e)
+	}
+}

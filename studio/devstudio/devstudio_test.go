@@ -440,6 +440,43 @@ func TestDisconnectReleasesClaim(t *testing.T) {
 	cl2.expectOffer(jobID)
 }
 
+// A final frame for a job the studio released meanwhile (the worker's
+// session dropped while it ran) is answered as the hosted studio answers
+// it: error protocol_violation and close 4002 (studio-protocol.md §3.1
+// rule 8). The report is kept in LateReports; the job stays queued for
+// another try and its state does not change.
+func TestLateFinalFramesAreViolations(t *testing.T) {
+	for name, send := range map[string]func(*client, string){
+		"fail": func(c *client, id string) {
+			c.send(studio.Fail{JobID: id, Error: "the worker stopped while running this job", Retryable: true})
+		},
+		"completeJson": func(c *client, id string) {
+			c.send(studio.CompleteJSON{JobID: id, Result: json.RawMessage(`{"late":true}`)})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			cp := caps([]engine.TaskKind{engine.KindImage}, 8)
+			cl := h.idleWorker(cp)
+			jobID := h.enqueue(imageSpec(2))
+			cl.accept(jobID)
+			h.waitJob(jobID, JobRunning)
+			_ = cl.c.Close(websocket.StatusNormalClosure, "bye")
+			h.waitJob(jobID, JobQueued)
+			if _, err := h.srv.WaitWorker(ctxT(t), func(w WorkerStatus) bool { return w.ID == cl.id && w.State == "offline" }); err != nil {
+				t.Fatal(err)
+			}
+			cl2 := h.connect(cl.id, cl.tok, cp)
+			send(cl2, jobID)
+			cl2.expectClose(studio.ErrCodeProtocolViolation, studio.CloseProtocolViolation)
+			st := h.job(jobID)
+			if st.State != JobQueued || st.Result != nil || len(st.LateReports) != 1 {
+				t.Errorf("after the late %s: %+v", name, st)
+			}
+		})
+	}
+}
+
 func multipartBody(t testing.TB, prompt, ext string, data []byte) (io.Reader, string) {
 	t.Helper()
 	var buf bytes.Buffer

@@ -395,22 +395,14 @@ func (s *Server) handleFrame(sess *session, data []byte) {
 	case *studio.CompleteJSON:
 		j := s.heldLocked(wk, f.JobID)
 		if j == nil {
-			lj := s.lateLocked(wk, f.JobID)
-			switch {
-			case lj == nil:
-				s.violationLocked(sess, fmt.Sprintf("completeJson for unknown jobId %s", f.JobID))
-				return
-			case lj.State != JobQueued:
-				// Run elsewhere meanwhile, or given up: the result comes too late.
+			// As the hosted studio (studio-protocol.md §3.1 rule 8): a
+			// final frame for a job this worker does not hold now, a late
+			// one included, is a protocol violation and closes with 4002.
+			if lj := s.lateLocked(wk, f.JobID); lj != nil {
 				lj.LateReports = append(lj.LateReports, "a result, too late")
-				s.log.Info("late result ignored", "job", lj.ID, "worker", wk.ID, "state", lj.State)
-				s.sendLocked(sess, studio.CompleteAck{JobID: lj.ID})
-				s.changedLocked()
-				return
 			}
-			// Still waiting for a worker: the kept result does.
-			lj.LateReports = append(lj.LateReports, "a kept result")
-			j = lj
+			s.violationLocked(sess, fmt.Sprintf("completeJson for unknown jobId %s", f.JobID))
+			return
 		}
 		if len(f.Result) == 0 || string(f.Result) == "null" {
 			s.violationLocked(sess, fmt.Sprintf("completeJson for %s without a result", f.JobID))
@@ -441,17 +433,12 @@ func (s *Server) handleFrame(sess *session, data []byte) {
 	case *studio.Fail:
 		j := s.heldLocked(wk, f.JobID)
 		if j == nil {
-			lj := s.lateLocked(wk, f.JobID)
-			if lj == nil {
-				s.violationLocked(sess, fmt.Sprintf("fail for unknown jobId %s", f.JobID))
-				return
+			// A late report is kept for the dev API; the answer is the
+			// hosted studio's (see completeJson above).
+			if lj := s.lateLocked(wk, f.JobID); lj != nil {
+				lj.LateReports = append(lj.LateReports, f.Error)
 			}
-			// Released already (and requeued, or failed for good): the
-			// report is recorded, nothing else changes.
-			lj.LateReports = append(lj.LateReports, f.Error)
-			s.log.Info("late failure report", "job", lj.ID, "worker", wk.ID, "retryable", f.Retryable, "err", f.Error)
-			s.sendLocked(sess, studio.FailAck{JobID: lj.ID})
-			s.changedLocked()
+			s.violationLocked(sess, fmt.Sprintf("fail for unknown jobId %s", f.JobID))
 			return
 		}
 		s.log.Info("job failed by worker", "job", j.ID, "worker", wk.ID, "retryable", f.Retryable, "err", f.Error)

@@ -580,7 +580,8 @@ func (s *Server) heldLocked(w *worker, jobID string) *job {
 // lateLocked is a job w held last and no longer holds: the studio released
 // it (w's session dropped) before w's final frame for it came. A worker
 // that kept the job in its journal across a restart or an outage reports
-// it then, which is no protocol violation.
+// it then; like the hosted studio, this one answers that frame as a
+// protocol violation (close 4002) and only notes it in LateReports.
 func (s *Server) lateLocked(w *worker, jobID string) *job {
 	j := s.jobs[jobID]
 	if w == nil || j == nil || j.LastWorkerID != w.ID || j.WorkerID == w.ID {
