@@ -189,6 +189,7 @@ type Gate struct {
 	}
 	presence   Presence
 	presenceAt time.Time // when presence last changed
+	awayOnAt   time.Time // when Decide first saw only-when-away on (zero while off)
 	idleErr    string    // the failure logged last ("" while it works)
 
 	gpu      hysteresis
@@ -225,6 +226,9 @@ func (g *Gate) SetConfig(cfg Config) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.cfg = cfg
+	if !cfg.OnlyWhenIdle {
+		g.awayOnAt = time.Time{}
+	}
 	if !cfg.PauseWhenGPUBusy {
 		g.gpu = hysteresis{}
 	}
@@ -323,7 +327,9 @@ func (g *Gate) ObserveGPU(now time.Time, s GPUSample, err error) {
 		}
 	}
 	if g.cfg.PauseWhenGPUBusy {
-		if g.gpu.observe(now, len(others) > 0, g.cfg.busyAfter(), g.cfg.freeAfter()) || len(others) > 0 {
+		// The names stay while the hold waits out the free time, so that
+		// it can say what it waits after.
+		if held := g.gpu.observe(now, len(others) > 0, g.cfg.busyAfter(), g.cfg.freeAfter()); len(others) > 0 || !held {
 			g.gpuNames = others
 		}
 	}
@@ -353,7 +359,7 @@ func (g *Gate) ObservePrograms(now time.Time, running []string, err error) {
 	if len(g.cfg.Programs) == 0 {
 		return
 	}
-	if g.progs.observe(now, len(running) > 0, g.cfg.busyAfter(), g.cfg.freeAfter()) || len(running) > 0 {
+	if held := g.progs.observe(now, len(running) > 0, g.cfg.busyAfter(), g.cfg.freeAfter()); len(running) > 0 || !held {
 		g.progNames = slices.Clone(running)
 	}
 }
@@ -391,18 +397,41 @@ func (g *Gate) Decide(now time.Time) Decision {
 			add(ControlSchedule, "outside your work hours", ReasonSchedule, g.schedSince, d.NextChange)
 		}
 	}
+	if cfg.OnlyWhenIdle && g.awayOnAt.IsZero() {
+		g.awayOnAt = now
+	}
 	if cfg.OnlyWhenIdle && g.presence != PresenceIdle {
 		reason := "you are using this computer"
 		if g.presence == PresenceUnknown {
 			reason = "only when you are away, and that cannot be told on this computer"
 		}
-		add(ControlAway, reason, ReasonNotIdle, g.presenceAt, time.Time{})
+		// Since the later of: the person came back, the setting went on.
+		since := g.presenceAt
+		if g.awayOnAt.After(since) {
+			since = g.awayOnAt
+		}
+		add(ControlAway, reason, ReasonNotIdle, since, time.Time{})
 	}
+	// While a GPU or program hold waits out its free time, the reason
+	// says so: what it was, and how long it waits.
+	wait := fmt.Sprintf(" (waiting %d s)", int(cfg.freeAfter()/time.Second))
 	if cfg.PauseWhenGPUBusy && g.gpu.held {
-		add(ControlGPU, "GPU busy"+names(g.gpuNames), "the GPU is busy with another program"+names(g.gpuNames), g.gpu.since, time.Time{})
+		reason := "GPU busy" + names(g.gpuNames)
+		if !g.gpu.busy {
+			reason = "GPU free again" + wait
+			if len(g.gpuNames) > 0 {
+				reason = "GPU free again after " + strings.Join(g.gpuNames, ", ") + wait
+			}
+		}
+		add(ControlGPU, reason, "the GPU is busy with another program"+names(g.gpuNames), g.gpu.since, time.Time{})
 	}
 	if len(cfg.Programs) > 0 && g.progs.held {
-		add(ControlPrograms, strings.Join(g.progNames, ", ")+" running", "one of the donor's programs is running ("+strings.Join(g.progNames, ", ")+")", g.progs.since, time.Time{})
+		progs := strings.Join(g.progNames, ", ")
+		reason := progs + " running"
+		if !g.progs.busy {
+			reason = progs + " just closed" + wait
+		}
+		add(ControlPrograms, reason, "one of the donor's programs is running ("+progs+")", g.progs.since, time.Time{})
 	}
 	if cfg.MaxTemperatureC > 0 && g.temp.held {
 		add(ControlTemperature, fmt.Sprintf("GPU at %.0f °C, above your %.0f °C ceiling", g.temp.value, cfg.MaxTemperatureC),

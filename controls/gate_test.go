@@ -107,6 +107,41 @@ func TestOnlyWhenIdleEdges(t *testing.T) {
 	}
 }
 
+// A person at the keyboard since 14:00 who turns "only when I'm away" on
+// at 14:05 has held the worker since 14:05, not since 14:00.
+func TestOnlyWhenIdleHoldBeginsWhenTurnedOn(t *testing.T) {
+	g := NewGate(Config{}, time.UTC, nil, nil)
+	g.ObserveIdle(t0, 0, nil)
+	g.ObserveIdle(t0.Add(time.Minute), 0, nil)
+	if d := g.Decide(t0.Add(time.Minute)); !d.MayWork {
+		t.Fatalf("setting off: %+v", d)
+	}
+	on := t0.Add(5 * time.Minute)
+	g.SetConfig(Config{OnlyWhenIdle: true})
+	if d := g.Decide(on); d.MayWork || d.Holds[0].Since != on {
+		t.Fatalf("turned on at %v: %+v", on, d.Holds)
+	}
+	// Saving other settings keeps the time; away and back moves it on.
+	g.SetConfig(Config{OnlyWhenIdle: true, MaxPowerW: 300})
+	if d := g.Decide(on.Add(time.Minute)); d.Holds[0].Since != on {
+		t.Fatalf("after another save: %+v", d.Holds)
+	}
+	g.ObserveIdle(on.Add(3*time.Minute), 3*time.Minute, nil)
+	back := on.Add(4 * time.Minute)
+	g.ObserveIdle(back, time.Second, nil)
+	if d := g.Decide(back); d.Holds[0].Since != back {
+		t.Fatalf("back at the keyboard: %+v", d.Holds)
+	}
+	// Off and on again: the hold begins anew.
+	g.SetConfig(Config{})
+	g.Decide(back.Add(time.Minute))
+	again := back.Add(2 * time.Minute)
+	g.SetConfig(Config{OnlyWhenIdle: true})
+	if d := g.Decide(again); d.Holds[0].Since != again {
+		t.Fatalf("turned on again: %+v", d.Holds)
+	}
+}
+
 func TestProbeFailureLoggedOnceAndRecovery(t *testing.T) {
 	l := &logs{}
 	g := NewGate(Config{OnlyWhenIdle: true}, time.UTC, nil, l.log)
@@ -165,8 +200,8 @@ func TestGPUBusyHysteresisEdges(t *testing.T) {
 	// Free for 59 s: still held; a busy blip restarts the free run.
 	g.ObserveGPU(at(11), busy(), nil)
 	g.ObserveGPU(at(70), busy(), nil)
-	if g.Decide(at(70)).MayWork {
-		t.Fatal("released after 59 s free; the threshold is 60 s")
+	if d := g.Decide(at(70)); d.MayWork || d.Holds[0].Reason != "GPU free again after blender (waiting 60 s)" || d.Holds[0].Since != at(10) {
+		t.Fatalf("released after 59 s free, or a reason that is no longer true; the threshold is 60 s: %+v", d)
 	}
 	g.ObserveGPU(at(71), busy("blender"), nil)
 	g.ObserveGPU(at(72), busy(), nil)
@@ -270,8 +305,8 @@ func TestProgramsHysteresis(t *testing.T) {
 	}
 	g.ObservePrograms(at(11), nil, errors.New("cannot read /proc"))
 	g.ObservePrograms(at(70), nil, errors.New("cannot read /proc"))
-	if g.Decide(at(70)).MayWork {
-		t.Fatal("released at 59 s free")
+	if d := g.Decide(at(70)); d.MayWork || d.Holds[0].Reason != "blender just closed (waiting 60 s)" || d.OfferReason() != "one of the donor's programs is running (blender)" {
+		t.Fatalf("at 59 s free, the hold must stay and name what it waits after: %+v", d)
 	}
 	g.ObservePrograms(at(71), nil, nil)
 	if !g.Decide(at(71)).MayWork {
