@@ -50,7 +50,7 @@ func get(ctx context.Context, c *http.Client, url string) (*http.Response, error
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
-		return nil, fmt.Errorf("%s answered %s", url, resp.Status)
+		return nil, &StatusError{URL: url, Status: resp.Status}
 	}
 	return resp, nil
 }

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unicode"
 
+	"github.com/minisgg/studio-worker/release"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
 )
@@ -229,9 +231,30 @@ func (s *Service) runOnce(ctx context.Context, to string) {
 }
 
 func (s *Service) fail(err error, checked time.Time) {
-	line := err.Error()
 	if !errors.Is(err, context.Canceled) {
-		s.cfg.Log.Warn(line, "op", "update")
+		s.cfg.Log.Warn(err.Error(), "op", "update")
 	}
-	s.set(Status{State: StateFailed, Line: line, Checked: checked})
+	s.set(Status{State: StateFailed, Line: FailureLine(err), Checked: checked})
+}
+
+// FailureLine is a failed check or download in a donor's words for the
+// Settings page: a server that cannot be reached is named with what went
+// wrong ("Could not check for a new version: the name studio.minis.gg is
+// not known (is this computer online?). Nothing was installed."), without
+// Go's error chain, which the log keeps; any other error is its own text,
+// which already says what is wrong and that nothing was installed.
+func FailureLine(err error) string {
+	if why, ok := release.Explain(err); ok {
+		var fe *FeedError
+		if errors.As(err, &fe) {
+			return "Could not check for a new version: " + why + ". Nothing was installed."
+		}
+		return "The new version could not be downloaded: " + why + ". Nothing was installed; the next check tries again."
+	}
+	line := err.Error()
+	if r := []rune(line); len(r) > 0 && unicode.IsLower(r[0]) {
+		r[0] = unicode.ToUpper(r[0])
+		line = string(r)
+	}
+	return line
 }

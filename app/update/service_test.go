@@ -1,8 +1,11 @@
 package update
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -154,4 +157,61 @@ func TestServiceWaitsForTheGate(t *testing.T) {
 	if b, err := readFile(exe); err != nil || b != "program" {
 		t.Errorf("the installed program changed: %q, %v", b, err)
 	}
+}
+
+// Check now with no feed server to reach: the Settings page's line names
+// the server and what went wrong in words; the log keeps Go's error.
+func TestServiceCheckNowUnreachableFeed(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed := "http://" + l.Addr().String() + "/feed.json"
+	l.Close() // nothing listens there now
+	var logged bytes.Buffer
+	var logMu sync.Mutex
+	svc := NewService(ServiceConfig{
+		Settings: settings.Default,
+		Updater: func(settings.Settings) *Updater {
+			return New(Config{FeedURL: feed, Trusted: []ed25519.PublicKey{pub}, Current: "0.2.0",
+				Install: Install{Kind: KindTarball}, GOOS: "linux", GOARCH: "amd64", WorkDir: t.TempDir()})
+		},
+		Gate:   func(context.Context, string) (func(), error) { t.Error("nothing to install"); return func() {}, nil },
+		Manual: true,
+		Clock:  studio.NewFakeClock(time.Now()),
+		Log:    slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logged}, nil)),
+	})
+	log := &statusLog{ch: make(chan Status, 64)}
+	svc.OnStatus(log.add)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go svc.Run(ctx)
+	svc.CheckNow()
+	st := log.until(t, StateFailed)
+	want := "Could not check for a new version: 127.0.0.1 refused the connection. Nothing was installed."
+	if st.Line != want {
+		t.Fatalf("line %q, want %q", st.Line, want)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if !strings.Contains(logged.String(), "connection refused") {
+		t.Fatalf("the log lost the technical error: %s", logged.String())
+	}
+	// Errors that are not about reaching a server keep their own words,
+	// with a capital first letter.
+	if got := FailureLine(&DowngradeError{Offered: "0.1.0", Current: "0.2.0"}); !strings.HasPrefix(got, "The update feed offers 0.1.0, older than this 0.2.0") {
+		t.Fatalf("downgrade line %q", got)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
