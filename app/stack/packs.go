@@ -67,6 +67,8 @@ func (st *Stack) startPacks(ctx context.Context) {
 	if st.packs == nil {
 		return
 	}
+	var off []string // "text", "image": missing, and no pack to fetch
+	var offErr error
 	for _, od := range []*packs.OnDemand{st.textPack, st.imagePack} {
 		if !od.Missing() {
 			continue
@@ -76,9 +78,20 @@ func (st *Stack) startPacks(ctx context.Context) {
 		cancel()
 		if err != nil {
 			st.Log.Warn(fmt.Sprintf("%s engine is off, and no runtime pack can be fetched for it: %v", od.Name(), err), "op", "packs")
+			if ctx.Err() == nil {
+				kind := "image"
+				if od == st.textPack {
+					kind = "text"
+				}
+				off, offErr = append(off, kind), err
+			}
 		} else {
 			st.Log.Info(fmt.Sprintf("%s engine's runtime is not installed; it will be fetched from the release feed for the first job that needs it", od.Name()), "op", "packs")
 		}
+	}
+	if len(off) > 0 {
+		// The first-run notice promised a fetch that cannot happen now.
+		st.lateNotice(packsOffNotice(off, offErr))
 	}
 	// The kinds offered reach the studio with the next heartbeat.
 	close(st.packsProbed)
@@ -108,6 +121,23 @@ func (st *Stack) startPacks(ctx context.Context) {
 		return
 	}
 	st.Log.Info("text jobs now run on "+rec.Describe()+": "+st.Llama.Hello().Runtime, "op", "packs")
+}
+
+// packsOffNotice says, in a donor's words, that the kinds of job in off
+// ("text", "image") stay off because err kept their runtime packs from
+// being found in the release feed.
+func packsOffNotice(off []string, err error) string {
+	jobs := "Text jobs"
+	switch {
+	case len(off) == 2:
+		jobs = "Text and image jobs"
+	case off[0] == "image":
+		jobs = "Image jobs"
+	}
+	if why, ok := release.Explain(err); ok {
+		return jobs + " stay off: what they need cannot be fetched, because the release feed cannot be reached: " + why + ". Studio Worker looks again when it next starts."
+	}
+	return jobs + " stay off: the release feed has nothing they need for this computer (" + err.Error() + "). The Logs page has the details."
 }
 
 // gpuPackWanted says whether a GPU pack should join the llama.cpp runtime

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -185,6 +186,58 @@ func TestGPUPackWanted(t *testing.T) {
 	} {
 		if got := gpuPackWanted(c.dir, c.info, c.m); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// With a runtime missing and no release feed to reach, the worker says in
+// a notice that those jobs stay off and why, in words (the first-run
+// notice had said the first job would fetch what is missing).
+func TestStackSaysWhenTheFeedCannotBeReached(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	xdg.Reload()
+	t.Cleanup(xdg.Reload)
+	t.Setenv(sd.EnvLib, "")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed := "http://" + l.Addr().String() + "/feed.json"
+	l.Close() // nothing listens there now
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+
+	opts := testOptions(t)
+	opts.Engines = nil
+	opts.EngineExe = os.Args[0]
+	opts.FeedURL, opts.FeedKeys = feed, []ed25519.PublicKey{pub}
+	st, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.imagePack.Missing() {
+		t.Skip("a stable-diffusion.cpp runtime was found without " + sd.EnvLib + "; this test needs one missing")
+	}
+	notices := make(chan string, 8)
+	st.OnNotice(func(n string) { notices <- n })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		cancel()
+		st.Shutdown(10 * time.Second)
+	})
+	st.Start(ctx)
+	<-st.packsProbed
+	for {
+		select {
+		case n := <-notices:
+			if !strings.Contains(n, "stay off") {
+				continue
+			}
+			if !strings.Contains(n, "mage jobs stay off") || !strings.Contains(n, "the release feed cannot be reached: 127.0.0.1 refused the connection.") || strings.Contains(n, "dial tcp") {
+				t.Fatalf("notice %q", n)
+			}
+			return
+		default:
+			t.Fatalf("no notice says the missing runtime cannot be fetched; start notices: %q", st.Notices)
 		}
 	}
 }
