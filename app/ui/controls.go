@@ -169,9 +169,9 @@ func newControlsForm(changed func()) *controlsForm {
 		e.OnChanged = func(string) { hideErr(l); changed() }
 		return e, l
 	}
-	f.onlyIdle = widget.NewCheck("Only when I'm away from this computer (no keyboard or mouse input)", nil)
+	f.onlyIdle = widget.NewCheck("Only when I'm away from this computer (no keyboard or mouse input)", func(bool) { changed() })
 	f.idleAfter, f.idleErr = number(fmt.Sprintf("%d", int(controls.DefaultIdleAfter/time.Second)))
-	f.gpuBusy = widget.NewCheck("Pause while another program uses the GPU", nil)
+	f.gpuBusy = widget.NewCheck("Pause while another program uses the GPU", func(bool) { changed() })
 	f.busyFor, f.busyErr = number(fmt.Sprintf("%d", int(controls.DefaultBusyAfter/time.Second)))
 	f.freeFor, f.freeErr = number(fmt.Sprintf("%d", int(controls.DefaultFreeAfter/time.Second)))
 	f.programs, f.progErr = number("e.g. blender, steam, game.exe")
@@ -183,9 +183,9 @@ func newControlsForm(changed func()) *controlsForm {
 	}
 	f.maxTemp, f.tempErr = number("0 = no ceiling")
 	f.maxPower, f.powerErr = number("0 = no ceiling")
-	f.stopJob = widget.NewRadioGroup([]string{choiceFinish, choiceStop}, nil)
+	f.stopJob = widget.NewRadioGroup([]string{choiceFinish, choiceStop}, func(string) { changed() })
 	f.stopJob.Required = true
-	f.hoursOn = widget.NewCheck("Only during these hours (this computer's time)", nil)
+	f.hoursOn = widget.NewCheck("Only during these hours (this computer's time)", func(bool) { changed() })
 	for _, d := range weekOrder {
 		f.hours[d], f.hoursErr[d] = number("e.g. 18:00-23:00, or all day; empty = no work this day")
 		f.hours[d].Validator = func(s string) error {

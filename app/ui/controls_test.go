@@ -211,3 +211,28 @@ func TestTrayMenuSaysWhatHoldsTheWorker(t *testing.T) {
 		t.Fatalf("hold line stayed: %q", first().Label)
 	}
 }
+
+// "Saved. The changes are in effect." goes once the form is edited again:
+// an entry typed in, a box ticked, a choice changed.
+func TestSavedLineGoesOnTheNextEdit(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	sp := h.main.Settings
+	c := sp.controls
+	for name, edit := range map[string]func(){
+		"hours entry":    func() { test.Type(c.hours[time.Monday], "9") },
+		"away box":       func() { test.Tap(c.onlyIdle) },
+		"stop-job radio": func() { c.stopJob.SetSelected(choiceStop) },
+		"updates box":    func() { test.Tap(sp.autoUpdate) },
+		"notify box":     func() { test.Tap(sp.notify[2]) },
+	} {
+		sp.Load()
+		test.Tap(sp.save)
+		if !strings.HasPrefix(sp.result.Text, "Saved.") {
+			t.Fatalf("%s: after Save %q", name, sp.result.Text)
+		}
+		edit()
+		if sp.result.Text != "" {
+			t.Errorf("%s: %q still shows after an edit", name, sp.result.Text)
+		}
+	}
+}

@@ -221,15 +221,20 @@ func newSettingsPage(d *Deps, parent fyne.Window) *SettingsPage {
 	p.threads.OnChanged = func(string) { hideErr(p.threadsErr); p.staleResult() }
 	p.days.OnChanged = func(string) { hideErr(p.daysErr); p.staleResult() }
 	p.updateHours.OnChanged = func(string) { hideErr(p.updateErr); p.staleResult() }
+	for _, c := range append([]*widget.Check{p.login, p.minimised, p.localAPI, p.autoUpdate}, p.notify[:]...) {
+		c.OnChanged = func(bool) { p.staleResult() }
+	}
 
 	p.configureBudget()
 	p.Load()
 	return p
 }
 
-// staleResult clears "Not saved" once the donor edits the form again.
+// staleResult clears what the last Save said ("Not saved: …", or
+// "Saved. The changes are in effect.", no longer true of an edited form)
+// once the donor edits the form again.
 func (p *SettingsPage) staleResult() {
-	if strings.HasPrefix(p.result.Text, "Not saved") {
+	if p.result.Text != "" {
 		p.result.SetText("")
 	}
 }
@@ -496,7 +501,7 @@ func (p *SettingsPage) Save() {
 		p.result.SetText("Not saved: " + err.Error())
 		return
 	}
-	p.deps.log().Info("settings saved", "op", "settings")
+	// The settings store logs "settings saved and applied" itself.
 	msg := "Saved. The changes are in effect."
 	if note != "" {
 		msg = "Saved. " + note
