@@ -91,7 +91,14 @@ func readFeed(src string, trusted []ed25519.PublicKey) (*release.Manifest, strin
 		if err != nil {
 			return nil, "", err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		// Redirects must pass the same URL rule as the first address.
+		client := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			return release.CheckURL(r.URL.String())
+		}}
+		resp, err := client.Do(req)
 		if err != nil {
 			return nil, "", fmt.Errorf("fetching %s: %w", src, err)
 		}

@@ -91,6 +91,15 @@ func TestFeedVerifyRefuses(t *testing.T) {
 			t.Errorf("feed %v = %d, stderr %q; want %d saying %q", c.args, code, errb.String(), c.code, c.line)
 		}
 	}
+	// A loopback address that redirects to plain http elsewhere is refused
+	// before anything is fetched from there.
+	redir := httptest.NewServer(http.RedirectHandler("http://example.org/feed.json", http.StatusFound))
+	defer redir.Close()
+	var rout, rerr bytes.Buffer
+	if code := cli([]string{"feed", "verify", redir.URL + "/feed.json"}, &rout, &rerr); code != 1 || !strings.Contains(rerr.String(), "not loopback") {
+		t.Errorf("redirect to plain http: %d, %q", code, rerr.String())
+	}
+
 	// Without FILE|URL it reads update_feed_url from the settings folder.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("not a feed")) }))
 	defer srv.Close()
