@@ -62,8 +62,10 @@ type chatRequest struct {
 	Stream              bool            `json:"stream"`
 }
 
-// llmTask builds the engine task; the error is the request's fault.
-func (c chatRequest) llmTask() (engine.Task, error) {
+func (c chatRequest) modelName() string { return c.Model }
+
+// task builds the engine task; the error is the request's fault.
+func (c chatRequest) task() (engine.Task, error) {
 	if c.N != nil && *c.N != 1 {
 		return engine.Task{}, errors.New("n: only 1 choice is made per request")
 	}
@@ -114,6 +116,27 @@ func (c chatRequest) llmTask() (engine.Task, error) {
 		return engine.Task{}, err
 	}
 	return t, nil
+}
+
+// localRequest is a request body that names a model and makes a task.
+type localRequest interface {
+	modelName() string
+	task() (engine.Task, error)
+}
+
+// readJob reads the body into req (a pointer), makes its task and the job
+// for the model it names; false when it answered the error itself (400 for
+// the body or the task, 404 for the model).
+func (s *Server) readJob(w http.ResponseWriter, r *http.Request, req localRequest) (engine.Job, bool) {
+	if !decodeBody(w, r, req) {
+		return engine.Job{}, false
+	}
+	task, err := req.task()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
+		return engine.Job{}, false
+	}
+	return s.localJob(w, req.modelName(), task)
 }
 
 // localJob resolves the named model and makes the job, answering the
@@ -179,15 +202,7 @@ type completionDoc struct {
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	var req chatRequest
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	task, err := req.llmTask()
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
-		return
-	}
-	job, ok := s.localJob(w, req.Model, task)
+	job, ok := s.readJob(w, r, &req)
 	if !ok {
 		return
 	}
@@ -369,7 +384,10 @@ type imageRequest struct {
 
 var sizeRE = regexp.MustCompile(`^([0-9]{1,5})x([0-9]{1,5})$`)
 
-func (q imageRequest) imageTask() (engine.Task, error) {
+func (q imageRequest) modelName() string { return q.Model }
+
+// task builds the engine task; the error is the request's fault.
+func (q imageRequest) task() (engine.Task, error) {
 	if q.N != nil && *q.N != 1 {
 		return engine.Task{}, errors.New("n: only 1 image is made per request")
 	}
@@ -422,15 +440,7 @@ var imageMIME = map[string]string{"png": "png", "webp": "webp", "jpeg": "jpeg", 
 
 func (s *Server) handleImages(w http.ResponseWriter, r *http.Request) {
 	var req imageRequest
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	task, err := req.imageTask()
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
-		return
-	}
-	job, ok := s.localJob(w, req.Model, task)
+	job, ok := s.readJob(w, r, &req)
 	if !ok {
 		return
 	}
