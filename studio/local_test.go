@@ -77,9 +77,21 @@ func TestLocalJobsShareTheGateAndNeverPreempt(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	snap := h.w.Snapshot()
-	if len(snap.Recent) != 2 || !snap.Recent[0].Local || snap.Recent[0].ID != "local-b" || snap.Recent[1].Local {
-		t.Fatalf("recent %+v", snap.Recent)
+	// The studio job gave the gate back before its result went out, so the
+	// local job can end before j1's finish is recorded: wait for both, in
+	// either order.
+	snaps, unsub := h.w.Subscribe()
+	defer unsub()
+	snap := waitSnap(t, snaps, func(s Snapshot) bool { return len(s.Recent) == 2 })
+	local := map[string]bool{}
+	for _, r := range snap.Recent {
+		local[r.ID] = r.Local
+	}
+	if l, ok := local["local-b"]; !ok || !l {
+		t.Fatalf("recent %+v: local-b missing or not marked local", snap.Recent)
+	}
+	if l, ok := local["j1"]; !ok || l {
+		t.Fatalf("recent %+v: j1 missing or marked local", snap.Recent)
 	}
 	if c := snap.Counters; c.Done != 1 || c.Failed != 0 || c.Accepted != 1 || c.Offered != 2 || c.Rejected != 1 {
 		t.Errorf("counters %+v: only the studio's jobs count", c)

@@ -91,10 +91,13 @@ func (r *fakeRunner) Admit(a engine.Admission) error {
 }
 
 func (r *fakeRunner) Run(ctx context.Context, job engine.Job, p engine.ProgressFunc) (engine.Result, error) {
-	r.started <- job
+	// Take runFn before saying the job started: a test that swaps runFn
+	// for the next job once it sees this one start must not change what
+	// this one runs.
 	r.mu.Lock()
 	fn := r.runFn
 	r.mu.Unlock()
+	r.started <- job
 	return fn(ctx, job, p)
 }
 
