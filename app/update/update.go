@@ -116,7 +116,8 @@ func (o Offer) Line() string {
 	case o.Release == nil:
 		return "Studio Worker " + o.Current + " is the newest version."
 	case o.Install.Kind == KindSource:
-		return fmt.Sprintf("Studio Worker %s is out (this is %s); this copy is not replaced: install the new one from its package.", o.Release.Version, o.Current+", "+o.Install.Why)
+		return fmt.Sprintf("Studio Worker %s is out (this is %s, run from %s, not an installed copy): nothing is replaced here; install the new version from its package.",
+			o.Release.Version, o.Current, o.Install.Dir)
 	case o.Downgrade:
 		return fmt.Sprintf("Studio Worker %s (older than %s, as asked) is available.", o.Release.Version, o.Current)
 	}

@@ -121,7 +121,7 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("--to latest: %v", err)
 	}
 	o, err = up("0.2.0", KindSource).Check(ctx, "")
-	if err != nil || o.Release == nil || !strings.Contains(o.Line(), "not replaced") {
+	if err != nil || o.Release == nil || !strings.Contains(o.Line(), "nothing is replaced here") {
 		t.Fatalf("a source build only hears of it: %+v %q, %v", o, o.Line(), err)
 	}
 
