@@ -26,6 +26,7 @@ import (
 	"github.com/minisgg/studio-worker/engine/host/hosted"
 	"github.com/minisgg/studio-worker/engine/llama"
 	"github.com/minisgg/studio-worker/engine/sd"
+	"github.com/minisgg/studio-worker/internal/benchratio"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
 )
@@ -33,7 +34,7 @@ import (
 func TestMain(m *testing.M) {
 	hosted.RunChildIfAsked() // the test binary stands in for `studio-worker engine-host`
 	code := m.Run()
-	printRatios()
+	benchratio.Print()
 	os.Exit(code)
 }
 

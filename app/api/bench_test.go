@@ -2,86 +2,15 @@ package api_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
-	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/openai/openai-go/v3"
 
 	"github.com/minisgg/studio-worker/engine"
-	"github.com/minisgg/studio-worker/engine/gguf"
-	"github.com/minisgg/studio-worker/engine/llama"
+	"github.com/minisgg/studio-worker/internal/benchmodel"
+	"github.com/minisgg/studio-worker/internal/benchratio"
 )
-
-// Ratios measured by the benchmarks, printed as `ratio NAME VALUE` lines
-// after them (make bench collects them).
-var ratios struct {
-	sync.Mutex
-	m map[string]float64
-}
-
-func recordRatio(name string, v float64) {
-	ratios.Lock()
-	defer ratios.Unlock()
-	if ratios.m == nil {
-		ratios.m = map[string]float64{}
-	}
-	ratios.m[name] = v
-}
-
-func printRatios() {
-	ratios.Lock()
-	defer ratios.Unlock()
-	names := make([]string, 0, len(ratios.m))
-	for n := range ratios.m {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		fmt.Printf("ratio %s %.3f\n", n, ratios.m[n])
-	}
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-// benchModel is the SmolLM2-135M-shaped model quantised to Q4_K_M, as the
-// llama and engine-host benchmarks use it (shared through the cache).
-func benchModel(b *testing.B) string {
-	b.Helper()
-	if _, err := llama.FindLibDir(""); err != nil {
-		b.Skipf("needs the llama.cpp libraries: run `make runtime` (%v)", err)
-	}
-	spec := gguf.SmolLM2Shaped()
-	dir, err := gguf.CacheDir()
-	if err != nil {
-		b.Fatal(err)
-	}
-	dst := filepath.Join(dir, strings.TrimSuffix(spec.FileName(), ".gguf")+"-q4_k_m.gguf")
-	if _, err := os.Stat(dst); err == nil {
-		return dst
-	}
-	src, err := gguf.EnsureIn(dir, spec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := llama.LoadRuntime("", nil); err != nil {
-		b.Fatal(err)
-	}
-	if err := llama.QuantizeQ4KM(src, dst, 1); err != nil {
-		b.Fatal(err)
-	}
-	os.Remove(src)
-	return dst
-}
 
 const (
 	benchRounds = 3
@@ -96,7 +25,7 @@ const (
 // last piece of text, against the engine's own figure). Same model, same
 // 1 thread, warm, alternating which goes first, median of the rounds.
 func BenchmarkAPIStream(b *testing.B) {
-	e := newEnv(b, envOptions{chat: benchModel(b)})
+	e := newEnv(b, envOptions{chat: benchmodel.SmolQ4(b)})
 	c := e.client(e.srv.Token())
 	ctx := context.Background()
 	params := chatParams("Tell me a story about the cat and the dog", benchTokens)
@@ -174,10 +103,10 @@ func BenchmarkAPIStream(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	b.ReportMetric(median(ttftAPI), "api_first_token_ms")
-	b.ReportMetric(median(ttftEng), "engine_first_token_ms")
-	b.ReportMetric(median(tpsAPI), "api_tok/s")
-	b.ReportMetric(median(tpsEng), "engine_tok/s")
-	recordRatio("api_first_token_engine_vs_api", median(ttftEng)/median(ttftAPI))
-	recordRatio("api_stream_tokens_per_s_vs_engine", median(tpsAPI)/median(tpsEng))
+	b.ReportMetric(benchratio.Median(ttftAPI), "api_first_token_ms")
+	b.ReportMetric(benchratio.Median(ttftEng), "engine_first_token_ms")
+	b.ReportMetric(benchratio.Median(tpsAPI), "api_tok/s")
+	b.ReportMetric(benchratio.Median(tpsEng), "engine_tok/s")
+	benchratio.Record("api_first_token_engine_vs_api", benchratio.Median(ttftEng)/benchratio.Median(ttftAPI))
+	benchratio.Record("api_stream_tokens_per_s_vs_engine", benchratio.Median(tpsAPI)/benchratio.Median(tpsEng))
 }

@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,73 +16,28 @@ import (
 
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/gguf"
+	"github.com/minisgg/studio-worker/internal/benchratio"
 )
-
-// Benchmarks print `ratio <name> <value>` lines (after all benchmarks ran,
-// from TestMain), each against a baseline measured in the same run.
-var ratios struct {
-	sync.Mutex
-	m map[string]float64
-}
-
-func recordRatio(name string, v float64) {
-	ratios.Lock()
-	defer ratios.Unlock()
-	if ratios.m == nil {
-		ratios.m = map[string]float64{}
-	}
-	ratios.m[name] = v
-}
-
-func printRatios() {
-	ratios.Lock()
-	defer ratios.Unlock()
-	names := make([]string, 0, len(ratios.m))
-	for n := range ratios.m {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Printf("ratio %s %.3f\n", n, ratios.m[n])
-	}
-}
 
 // benchThreads: one thread, as in tests — on a shared 2-core machine more
 // threads than free cores makes llama.cpp collapse (see design.md).
 const benchThreads = 1
 
 // smolQ4 returns the SmolLM2-135M-shaped model quantised to Q4_K_M by
-// llama.cpp, making it on first use (the F16 source is removed afterwards).
+// llama.cpp, making it on first use (EnsureQ4KM).
 func smolQ4(b *testing.B) string {
 	b.Helper()
 	needLibs(b)
-	spec := gguf.SmolLM2Shaped()
-	dir, err := gguf.CacheDir()
-	if err != nil {
-		b.Fatal(err)
-	}
-	dst := filepath.Join(dir, strings.TrimSuffix(spec.FileName(), ".gguf")+"-q4_k_m.gguf")
-	if _, err := os.Stat(dst); err == nil {
-		return dst
-	}
 	t0 := time.Now()
-	src, err := gguf.EnsureIn(dir, spec)
+	p, made, err := EnsureQ4KM(gguf.SmolLM2Shaped(), benchThreads)
 	if err != nil {
 		b.Fatal(err)
 	}
-	srcSt, _ := os.Stat(src)
-	t1 := time.Now()
-	if _, err := LoadRuntime("", nil); err != nil {
-		b.Fatal(err)
+	if made {
+		st, _ := os.Stat(p)
+		b.Logf("generated and quantised %s (%d bytes) in %v", filepath.Base(p), st.Size(), time.Since(t0).Round(time.Millisecond))
 	}
-	if err := QuantizeQ4KM(src, dst, benchThreads); err != nil {
-		b.Fatal(err)
-	}
-	dstSt, _ := os.Stat(dst)
-	b.Logf("generated %s (%d bytes, %v), quantised to Q4_K_M (%d bytes, %v)",
-		filepath.Base(src), srcSt.Size(), t1.Sub(t0).Round(time.Millisecond), dstSt.Size(), time.Since(t1).Round(time.Millisecond))
-	os.Remove(src)
-	return dst
+	return p
 }
 
 const benchTokens = 64
@@ -135,7 +89,7 @@ func BenchmarkLLMTokensPerSecond(b *testing.B) {
 	bareTPS := float64(bareTok) / bareTime.Seconds()
 	b.ReportMetric(eng, "tok/s")
 	b.ReportMetric(bareTPS, "bare_tok/s")
-	recordRatio("llm_tokens_per_s_engine_vs_bare", eng/bareTPS)
+	benchratio.Record("llm_tokens_per_s_engine_vs_bare", eng/bareTPS)
 }
 
 // bareLoop is the plain llama.cpp generation loop on the engine's resident
@@ -233,7 +187,7 @@ func BenchmarkLLMColdVsWarm(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(cold.Milliseconds())/float64(b.N), "cold_ms")
 	b.ReportMetric(float64(warm.Milliseconds())/float64(b.N), "warm_ms")
-	recordRatio("llm_warm_vs_cold_job_time", warm.Seconds()/cold.Seconds())
+	benchratio.Record("llm_warm_vs_cold_job_time", warm.Seconds()/cold.Seconds())
 }
 
 // BenchmarkTinyChat is the whole engine path on the tiny test model.
@@ -333,5 +287,5 @@ func BenchmarkPromptBuild(b *testing.B) {
 	}
 	b.StopTimer()
 	sort.Float64s(rs)
-	recordRatio("llm_prompt_build_jinja_vs_builtin_time", rs[len(rs)/2])
+	benchratio.Record("llm_prompt_build_jinja_vs_builtin_time", rs[len(rs)/2])
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/minisgg/studio-worker/engine"
 	"github.com/minisgg/studio-worker/engine/gguf"
+	"github.com/minisgg/studio-worker/internal/benchratio"
 )
 
 // needLibs skips a test when the llama.cpp libraries are absent.
@@ -149,6 +150,6 @@ func TestMain(m *testing.M) {
 		os.Exit(runAsChild(mode, os.Args[2]))
 	}
 	code := m.Run()
-	printRatios()
+	benchratio.Print()
 	os.Exit(code)
 }

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	yz "github.com/hybridgroup/yzma/pkg/llama"
+
+	"github.com/minisgg/studio-worker/engine/gguf"
 )
 
 // QuantizeQ4KM quantises a GGUF model to Q4_K_M with llama.cpp's own
@@ -32,4 +35,30 @@ func QuantizeQ4KM(src, dst string, threads int) error {
 		return fmt.Errorf("quantise: %w", err)
 	}
 	return nil
+}
+
+// EnsureQ4KM returns the path of the generated model spec quantised to
+// Q4_K_M in the test-model cache (gguf.CacheDir), as the benchmarks use
+// it: "<spec's file name>-q4_k_m.gguf". When absent it is made: spec is
+// written (gguf.EnsureIn), quantised on threads threads (QuantizeQ4KM,
+// which needs the libraries) and the unquantised file removed. made says
+// it was made now (minutes for a model of SmolLM2's size).
+func EnsureQ4KM(spec gguf.Spec, threads int) (path string, made bool, err error) {
+	dir, err := gguf.CacheDir()
+	if err != nil {
+		return "", false, err
+	}
+	dst := filepath.Join(dir, strings.TrimSuffix(spec.FileName(), ".gguf")+"-q4_k_m.gguf")
+	if _, err := os.Stat(dst); err == nil {
+		return dst, false, nil
+	}
+	src, err := gguf.EnsureIn(dir, spec)
+	if err != nil {
+		return "", false, err
+	}
+	if err := QuantizeQ4KM(src, dst, threads); err != nil {
+		return "", false, err
+	}
+	os.Remove(src)
+	return dst, true, nil
 }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,46 +12,35 @@ import (
 	"github.com/minisgg/studio-worker/engine/host/hosted"
 	"github.com/minisgg/studio-worker/engine/llama"
 	"github.com/minisgg/studio-worker/engine/sd"
+	"github.com/minisgg/studio-worker/internal/benchmodel"
+	"github.com/minisgg/studio-worker/internal/benchratio"
 )
 
 // benchRounds: each figure is the median of this many rounds, the child
 // and the in-process engine taking turns to go first.
 const benchRounds = 3
 
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-// benchModel is the SmolLM2-135M-shaped model quantised to Q4_K_M, as the
-// llama benchmarks use it (made on first use, shared through the cache).
-func benchModel(b *testing.B) string {
-	b.Helper()
-	if _, err := llama.FindLibDir(""); err != nil {
-		b.Skipf("needs the llama.cpp libraries: run `make runtime` (%v)", err)
+// rounds runs job once on each engine to load it (outside the timing),
+// then benchRounds rounds per b.N, the child and the in-process engine
+// taking turns to go first, passing each run to got (inChild says which
+// engine ran it).
+func rounds(b *testing.B, child, inproc engine.Engine, job engine.Job, got func(inChild bool, res engine.Result, d time.Duration)) {
+	timed(b, child, job)
+	timed(b, inproc, job)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for r := 0; r < benchRounds; r++ {
+			order := []engine.Engine{child, inproc}
+			if r%2 == 1 {
+				order = []engine.Engine{inproc, child}
+			}
+			for _, e := range order {
+				res, d := timed(b, e, job)
+				got(e == child, res, d)
+			}
+		}
 	}
-	spec := gguf.SmolLM2Shaped()
-	dir, err := gguf.CacheDir()
-	if err != nil {
-		b.Fatal(err)
-	}
-	dst := filepath.Join(dir, strings.TrimSuffix(spec.FileName(), ".gguf")+"-q4_k_m.gguf")
-	if _, err := os.Stat(dst); err == nil {
-		return dst
-	}
-	src, err := gguf.EnsureIn(dir, spec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := llama.LoadRuntime("", nil); err != nil {
-		b.Fatal(err)
-	}
-	if err := llama.QuantizeQ4KM(src, dst, 1); err != nil {
-		b.Fatal(err)
-	}
-	os.Remove(src)
-	return dst
+	b.StopTimer()
 }
 
 // timed runs one job and returns its result and wall time as the caller
@@ -73,7 +59,7 @@ func timed(b *testing.B, e engine.Engine, job engine.Job) (engine.Result, time.D
 // thread: the engine's own tokens per second (generation inside the
 // engine) and the whole warm job as the caller sees it.
 func BenchmarkHostChat(b *testing.B) {
-	path := benchModel(b)
+	path := benchmodel.SmolQ4(b)
 	child := hosted.Client(hosted.Llama, hosted.Options{Exe: os.Args[0], Threads: 1, Log: slog.New(slog.DiscardHandler), KeepAlive: -1})
 	defer child.Close()
 	if err := child.LoadError(); err != nil {
@@ -84,44 +70,23 @@ func BenchmarkHostChat(b *testing.B) {
 	job := chat(path, "Tell me a story about the cat and the dog", 64)
 	seed := uint64(1)
 	job.Task.LLM.Seed = &seed
-	timed(b, child, job) // loads, outside the timing
-	timed(b, inproc, job)
 	var tpsChild, tpsIn, wallChild, wallIn []float64
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for r := 0; r < benchRounds; r++ {
-			order := []engine.Engine{child, inproc}
-			if r%2 == 1 {
-				order = []engine.Engine{inproc, child}
-			}
-			for _, e := range order {
-				res, d := timed(b, e, job)
-				if e == engine.Engine(child) {
-					tpsChild, wallChild = append(tpsChild, res.Stats.TokensPerSecond), append(wallChild, d.Seconds())
-				} else {
-					tpsIn, wallIn = append(tpsIn, res.Stats.TokensPerSecond), append(wallIn, d.Seconds())
-				}
-			}
+	rounds(b, child, inproc, job, func(inChild bool, res engine.Result, d time.Duration) {
+		if inChild {
+			tpsChild, wallChild = append(tpsChild, res.Stats.TokensPerSecond), append(wallChild, d.Seconds())
+		} else {
+			tpsIn, wallIn = append(tpsIn, res.Stats.TokensPerSecond), append(wallIn, d.Seconds())
 		}
-	}
-	b.StopTimer()
-	b.ReportMetric(median(tpsChild), "child_tok/s")
-	b.ReportMetric(median(tpsIn), "inprocess_tok/s")
-	b.ReportMetric(median(wallChild)*1000, "child_warm_job_ms")
-	b.ReportMetric(median(wallIn)*1000, "inprocess_warm_job_ms")
-	b.ReportMetric(median(tpsChild)/median(tpsIn), "ratio")
+	})
+	b.ReportMetric(benchratio.Median(tpsChild), "child_tok/s")
+	b.ReportMetric(benchratio.Median(tpsIn), "inprocess_tok/s")
+	b.ReportMetric(benchratio.Median(wallChild)*1000, "child_warm_job_ms")
+	b.ReportMetric(benchratio.Median(wallIn)*1000, "inprocess_warm_job_ms")
+	b.ReportMetric(benchratio.Median(tpsChild)/benchratio.Median(tpsIn), "ratio")
 	// A second figure: the warm job's speed, child against in-process.
-	b.Logf("warm job: child %.1f ms, in-process %.1f ms", median(wallChild)*1000, median(wallIn)*1000)
-	recordWarm(b, median(wallIn)/median(wallChild))
+	b.Logf("warm job: child %.1f ms, in-process %.1f ms", benchratio.Median(wallChild)*1000, benchratio.Median(wallIn)*1000)
+	benchratio.Record("HostWarmJob", benchratio.Median(wallIn)/benchratio.Median(wallChild))
 }
-
-// recordWarm prints the warm-job ratio as its own ratio line.
-func recordWarm(b *testing.B, v float64) {
-	b.Helper()
-	warmRatio = v
-}
-
-var warmRatio float64
 
 // BenchmarkHostColdStart is the time from starting a llama.cpp child to its
 // hello (library loaded, kinds known), median of three starts.
@@ -144,7 +109,7 @@ func BenchmarkHostColdStart(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	b.ReportMetric(median(ms), "cold_start_ms")
+	b.ReportMetric(benchratio.Median(ms), "cold_start_ms")
 }
 
 // BenchmarkHostImage compares a 64x64 one-step image job through the
@@ -170,28 +135,15 @@ func BenchmarkHostImage(b *testing.B) {
 	}
 	defer inproc.Release()
 	job := imageJob("bench", model)
-	timed(b, child, job)
-	timed(b, inproc, job)
 	var inChild, inProc []float64
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for r := 0; r < benchRounds; r++ {
-			order := []engine.Engine{child, inproc}
-			if r%2 == 1 {
-				order = []engine.Engine{inproc, child}
-			}
-			for _, e := range order {
-				_, d := timed(b, e, job)
-				if e == engine.Engine(child) {
-					inChild = append(inChild, d.Seconds())
-				} else {
-					inProc = append(inProc, d.Seconds())
-				}
-			}
+	rounds(b, child, inproc, job, func(c bool, _ engine.Result, d time.Duration) {
+		if c {
+			inChild = append(inChild, d.Seconds())
+		} else {
+			inProc = append(inProc, d.Seconds())
 		}
-	}
-	b.StopTimer()
-	b.ReportMetric(median(inChild)*1000, "child_ms")
-	b.ReportMetric(median(inProc)*1000, "inprocess_ms")
-	b.ReportMetric(median(inProc)/median(inChild), "ratio")
+	})
+	b.ReportMetric(benchratio.Median(inChild)*1000, "child_ms")
+	b.ReportMetric(benchratio.Median(inProc)*1000, "inprocess_ms")
+	b.ReportMetric(benchratio.Median(inProc)/benchratio.Median(inChild), "ratio")
 }

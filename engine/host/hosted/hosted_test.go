@@ -15,14 +15,13 @@ import (
 	"github.com/minisgg/studio-worker/engine/host"
 	"github.com/minisgg/studio-worker/engine/host/hosted"
 	"github.com/minisgg/studio-worker/engine/llama"
+	"github.com/minisgg/studio-worker/internal/benchratio"
 )
 
 func TestMain(m *testing.M) {
 	hosted.RunChildIfAsked() // the test binary stands in for `studio-worker engine-host`
 	code := m.Run()
-	if warmRatio > 0 {
-		fmt.Printf("ratio HostWarmJob %.3f\n", warmRatio)
-	}
+	benchratio.Print()
 	os.Exit(code)
 }
 
