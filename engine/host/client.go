@@ -332,6 +332,17 @@ func (c *Client) Run(ctx context.Context, job engine.Job, progress engine.Progre
 				if f.h.Err == nil {
 					return engine.Result{}, fmt.Errorf("%s failed without saying why", c.cfg.What)
 				}
+				if f.h.Err.Tainted {
+					// The child is left running what it could not stop
+					// and exits; end it here, so that the next job never
+					// meets it on its way out.
+					c.log.Warn(fmt.Sprintf("%s (process %d) is left running work it could not stop; ending it", c.cfg.What, ch.pid),
+						"op", "engine-host", "job", job.ID)
+					ch.stopping.Store(true)
+					ch.kill()
+					<-ch.done
+					c.forget(ch)
+				}
 				return engine.Result{}, f.h.Err.decode()
 			}
 		case <-ch.done:

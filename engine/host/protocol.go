@@ -189,6 +189,9 @@ type wireError struct {
 	Engine   string          `json:"engine,omitempty"`
 	TaskKind engine.TaskKind `json:"taskKind,omitempty"`
 	Why      string          `json:"why,omitempty"`
+	// Tainted says the child is left running work it cannot stop
+	// (engine.ErrProcessTainted) and exits after this answer.
+	Tainted bool `json:"tainted,omitempty"`
 }
 
 // errCanceled is the parent's view of a run the child stopped on request.
@@ -212,6 +215,7 @@ func encodeError(err error) *wireError {
 	case errors.Is(err, errCanceled):
 		w.Kind = "canceled"
 	}
+	w.Tainted = errors.Is(err, engine.ErrProcessTainted)
 	return w
 }
 

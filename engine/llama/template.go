@@ -361,8 +361,9 @@ func (e *templateRefusal) Error() string { return e.msg }
 //   - range() may make at most templateRangeItems items in one render (all
 //     calls together, so nested loops count), else it fails at once;
 //   - the render may take templateTime, and the process's Go heap and
-//     goroutine stacks may grow by templateGrowth while it runs (sampled
-//     every templateSample);
+//     goroutine stacks may grow by templateGrowth (or by what they held
+//     before, when that is more) while it runs, sampled every
+//     templateSample;
 //   - the rendered prompt may be templateOutput bytes at most.
 //
 // The first and the last fail the job cleanly. Past time or memory, the job
@@ -495,7 +496,11 @@ func (ct *chatTemplate) renderJinja(msgs []engine.ChatMessage, kwargs map[string
 		err error
 	}
 	done := make(chan rendered, 1)
+	// The sample counts garbage not yet collected too, and the collector
+	// lets the heap reach about twice what is live before it runs: a
+	// process with a large heap may grow by that much without any help.
 	base := goMemory()
+	growth := max(templateGrowth, base)
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
@@ -523,8 +528,8 @@ func (ct *chatTemplate) renderJinja(msgs []engine.ChatMessage, kwargs map[string
 		case <-deadline.C:
 			return "", limitError(fmt.Sprintf("ran for more than %s", templateTime), true)
 		case <-sample.C:
-			if m := goMemory(); m > base+templateGrowth {
-				return "", limitError(fmt.Sprintf("took more than %d MiB of memory", templateGrowth>>20), true)
+			if m := goMemory(); m > base+growth {
+				return "", limitError(fmt.Sprintf("took more than %d MiB of memory", growth>>20), true)
 			}
 		}
 	}
