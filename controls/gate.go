@@ -128,6 +128,11 @@ type Decision struct {
 	// StopJob is Config.StopJob: a hold other than the donor's pause
 	// that begins while a job runs stops it.
 	StopJob bool
+	// GPUUnknown says why nothing on this computer reads the GPU ("no GPU
+	// can be read: no NVIDIA driver …"), while a control that needs it
+	// (GPU busy, a ceiling) is on; "" otherwise. Such a control then never
+	// holds, and the Settings page says so.
+	GPUUnknown string
 }
 
 // Machine reports whether a hold other than the donor's own pause is in
@@ -192,11 +197,12 @@ type Gate struct {
 	awayOnAt   time.Time // when Decide first saw only-when-away on (zero while off)
 	idleErr    string    // the failure logged last ("" while it works)
 
-	gpu      hysteresis
-	gpuNames []string
-	gpuErr   string
-	temp     ceiling
-	power    ceiling
+	gpu        hysteresis
+	gpuNames   []string
+	gpuErr     string
+	gpuUnknown string // why no source reads the GPU here (an ErrUnknown), "" otherwise
+	temp       ceiling
+	power      ceiling
 
 	progs     hysteresis
 	progNames []string
@@ -297,7 +303,11 @@ func (g *Gate) ObserveIdle(now time.Time, idle time.Duration, err error) {
 func (g *Gate) ObserveGPU(now time.Time, s GPUSample, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.gpuUnknown = ""
 	if err != nil {
+		if errors.Is(err, ErrUnknown) {
+			g.gpuUnknown = strings.TrimSuffix(strings.TrimPrefix(err.Error(), ErrUnknown.Error()+": "), ": "+ErrUnknown.Error())
+		}
 		if msg := err.Error(); msg != g.gpuErr {
 			g.gpuErr = msg
 			if errors.Is(err, ErrUnknown) {
@@ -371,6 +381,9 @@ func (g *Gate) Decide(now time.Time) Decision {
 	defer g.mu.Unlock()
 	cfg := g.cfg
 	d := Decision{OnlyWhenIdle: cfg.OnlyWhenIdle, Presence: g.presence, StopJob: cfg.StopJob}
+	if cfg.PauseWhenGPUBusy || cfg.MaxTemperatureC > 0 || cfg.MaxPowerW > 0 {
+		d.GPUUnknown = g.gpuUnknown
+	}
 	add := func(c Control, reason, offer string, since, until time.Time) {
 		if offer == "" {
 			offer = reason

@@ -287,6 +287,23 @@ func TestGPUProbeFailureCountsAsFree(t *testing.T) {
 	if n := l.count("info: GPU use cannot be read here"); n != 1 {
 		t.Fatalf("unknown logged %d times: %q", n, l.lines)
 	}
+	// The Settings page is told why, while a control needs the GPU.
+	if d := g.Decide(at(85)); d.GPUUnknown != "no NVIDIA driver" {
+		t.Fatalf("GPUUnknown %q", d.GPUUnknown)
+	}
+	g.ObserveGPU(at(90), GPUSample{}, fmt.Errorf("%w: no GPU can be read: nvidia-smi is not installed", ErrUnknown))
+	if d := g.Decide(at(90)); d.GPUUnknown != "no GPU can be read: nvidia-smi is not installed" {
+		t.Fatalf("GPUUnknown %q", d.GPUUnknown)
+	}
+	g.SetConfig(Config{Programs: []string{"blender"}})
+	if d := g.Decide(at(90)); d.GPUUnknown != "" {
+		t.Fatalf("GPUUnknown %q with no control that needs the GPU", d.GPUUnknown)
+	}
+	g.SetConfig(Config{MaxTemperatureC: 80})
+	g.ObserveGPU(at(95), GPUSample{Source: "fake", TemperatureKnown: true, TemperatureC: 50}, nil)
+	if d := g.Decide(at(95)); d.GPUUnknown != "" {
+		t.Fatalf("GPUUnknown %q after a good reading", d.GPUUnknown)
+	}
 }
 
 func TestProgramsHysteresis(t *testing.T) {

@@ -132,7 +132,10 @@ type controlsForm struct {
 	idleAfter *widget.Entry
 	idleErr   *widget.Label
 
-	gpuBusy  *widget.Check
+	gpuBusy *widget.Check
+	// gpuNote says that nothing reads this computer's GPU, while a
+	// control that needs it is on (Decision.GPUUnknown).
+	gpuNote  *widget.Label
 	busyFor  *widget.Entry
 	busyErr  *widget.Label
 	freeFor  *widget.Entry
@@ -172,6 +175,10 @@ func newControlsForm(changed func()) *controlsForm {
 	f.onlyIdle = widget.NewCheck("Only when I'm away from this computer (no keyboard or mouse input)", func(bool) { changed() })
 	f.idleAfter, f.idleErr = number(fmt.Sprintf("%d", int(controls.DefaultIdleAfter/time.Second)))
 	f.gpuBusy = widget.NewCheck("Pause while another program uses the GPU", func(bool) { changed() })
+	f.gpuNote = widget.NewLabel("")
+	f.gpuNote.Wrapping = fyne.TextWrapWord
+	f.gpuNote.Importance = widget.WarningImportance
+	f.gpuNote.Hide()
 	f.busyFor, f.busyErr = number(fmt.Sprintf("%d", int(controls.DefaultBusyAfter/time.Second)))
 	f.freeFor, f.freeErr = number(fmt.Sprintf("%d", int(controls.DefaultFreeAfter/time.Second)))
 	f.programs, f.progErr = number("e.g. blender, steam, game.exe")
@@ -212,7 +219,7 @@ func (f *controlsForm) content() fyne.CanvasObject {
 		bold("When Studio Worker may work"),
 		f.onlyIdle,
 		row("Away after (seconds)", f.idleAfter), f.idleErr,
-		f.gpuBusy,
+		f.gpuBusy, f.gpuNote,
 		row("Busy for (seconds) before pausing", f.busyFor), f.busyErr,
 		row("Free for (seconds) before resuming", f.freeFor), f.freeErr,
 		row("Also pause while these programs run", f.programs), f.progErr,
@@ -223,6 +230,24 @@ func (f *controlsForm) content() fyne.CanvasObject {
 		f.hoursOn,
 		days,
 	)
+}
+
+// render follows what the controls can read on this computer.
+func (f *controlsForm) render(d controls.Decision) {
+	if d.GPUUnknown == "" {
+		if f.gpuNote.Visible() {
+			f.gpuNote.Hide()
+		}
+		return
+	}
+	text := "Studio Worker cannot read this computer's GPU (" + strings.TrimPrefix(d.GPUUnknown, "no GPU can be read: ") +
+		"), so pausing while another program uses it and the GPU ceilings have no effect here. The program list still works."
+	if f.gpuNote.Text != text {
+		f.gpuNote.SetText(text)
+	}
+	if !f.gpuNote.Visible() {
+		f.gpuNote.Show()
+	}
 }
 
 func secondsText(n int) string {

@@ -236,3 +236,24 @@ func TestSavedLineGoesOnTheNextEdit(t *testing.T) {
 		}
 	}
 }
+
+// With the GPU busy control on and nothing on this computer that reads the
+// GPU, the Settings page says so under the box; a reading makes it go.
+func TestSettingsSaysWhenTheGPUCannotBeRead(t *testing.T) {
+	h := newHarness(t, idleSnap())
+	note := h.main.Settings.controls.gpuNote
+	if note.Visible() {
+		t.Fatalf("note shown with nothing to say: %q", note.Text)
+	}
+	s := idleSnap()
+	s.Controls.GPUUnknown = "no GPU can be read: no NVIDIA driver (libnvidia-ml.so.1 is not installed); nvidia-smi is not installed"
+	h.main.Render(s)
+	want := "Studio Worker cannot read this computer's GPU (no NVIDIA driver (libnvidia-ml.so.1 is not installed); nvidia-smi is not installed), so pausing while another program uses it and the GPU ceilings have no effect here. The program list still works."
+	if !note.Visible() || note.Text != want {
+		t.Fatalf("note %q (visible %v)\nwant %q", note.Text, note.Visible(), want)
+	}
+	h.main.Render(idleSnap())
+	if note.Visible() {
+		t.Fatal("the note stayed once the GPU could be read")
+	}
+}

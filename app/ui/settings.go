@@ -273,6 +273,7 @@ func (p *SettingsPage) Load() {
 
 // Render follows the detected graphics memory and the account.
 func (p *SettingsPage) Render(s studio.Snapshot) {
+	p.controls.render(s.Controls)
 	if !p.vramShown || s.VRAM.Known != p.vram.Known || s.VRAM.TotalBytes != p.vram.TotalBytes {
 		p.vram = s.VRAM
 		p.vramShown = true
