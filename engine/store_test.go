@@ -763,18 +763,8 @@ func TestDeleteRefusedWhileInUse(t *testing.T) {
 
 func TestLocalGGUFIncludesLooseFiles(t *testing.T) {
 	st := newTestStore(t, StoreOptions{})
-	if err := os.MkdirAll(st.Root(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	good, err := os.ReadFile(tinyGGUF(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for n, b := range map[string][]byte{"b.gguf": good, "a.GGUF": good, "notes.txt": []byte("x"), ".hidden.gguf": good} {
-		if err := os.WriteFile(filepath.Join(st.Root(), n), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	good := tinyGGUF(t)
+	placeFiles(t, st, map[string][]byte{"b.gguf": good, "a.GGUF": good, "notes.txt": []byte("x"), ".hidden.gguf": good})
 	if got := st.LocalGGUF(); strings.Join(got, ",") != "a.GGUF,b.gguf" {
 		t.Fatalf("LocalGGUF = %q", got)
 	}
@@ -795,24 +785,13 @@ func TestLocalGGUFIncludesLooseFiles(t *testing.T) {
 // the file is whole again it is back.
 func TestLooseGGUFsThatFailTheCheckAreLeftOut(t *testing.T) {
 	st := newTestStore(t, StoreOptions{})
-	if err := os.MkdirAll(st.Root(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	good, err := os.ReadFile(tinyGGUF(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{
+	good := tinyGGUF(t)
+	placeFiles(t, st, map[string][]byte{
 		"good.gguf":      good,
 		"truncated.gguf": good[:len(good)/2],
 		"header.gguf":    good[:200],
 		"text.gguf":      []byte("this is not a model\n"),
-	}
-	for n, b := range files {
-		if err := os.WriteFile(filepath.Join(st.Root(), n), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	if got := st.LocalGGUF(); strings.Join(got, ",") != "good.gguf" {
 		t.Fatalf("LocalGGUF = %q, want only good.gguf", got)
 	}
@@ -832,9 +811,7 @@ func TestLooseGGUFsThatFailTheCheckAreLeftOut(t *testing.T) {
 		t.Errorf("reasons %+v", left)
 	}
 	// The donor copies the whole file over the truncated one.
-	if err := os.WriteFile(filepath.Join(st.Root(), "truncated.gguf"), good, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	placeFiles(t, st, map[string][]byte{"truncated.gguf": good})
 	if got := st.LocalGGUF(); strings.Join(got, ",") != "good.gguf,truncated.gguf" {
 		t.Fatalf("after repair LocalGGUF = %q", got)
 	}
@@ -896,12 +873,30 @@ func TestSyncUsesAWritableHandle(t *testing.T) {
 	}
 }
 
-// tinyGGUF is the path of the tiny generated llama GGUF (shared cache).
-func tinyGGUF(t *testing.T) string {
+// tinyGGUF is the tiny generated llama GGUF (shared cache), as bytes.
+func tinyGGUF(t *testing.T) []byte {
 	t.Helper()
 	p, err := gguf.Ensure(gguf.Tiny())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// placeFiles writes files (name: content) straight into the models
+// folder, as a donor placing their own files there.
+func placeFiles(t *testing.T, st *Store, files map[string][]byte) {
+	t.Helper()
+	if err := os.MkdirAll(st.Root(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for n, b := range files {
+		if err := os.WriteFile(filepath.Join(st.Root(), n), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

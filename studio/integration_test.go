@@ -465,6 +465,21 @@ func TestIntegrationPauseStopsOffersAndResumeBringsThemBack(t *testing.T) {
 	}
 }
 
+// restartMidJob restarts the studio (same data, same address) while tw
+// works on a job, and returns the new studio once tw is connected to it
+// again, still working.
+func restartMidJob(t *testing.T, ls *liveStudio, tw *testWorker) *liveStudio {
+	t.Helper()
+	waitSnap(t, tw.w, "working", func(s studio.Snapshot) bool { return s.State == studio.StateWorking })
+	ls.stop()
+	waitSnap(t, tw.w, "retrying", func(s studio.Snapshot) bool { return s.Session == studio.SessionRetrying })
+	ls2 := startStudio(t, ls.data, ls.addr, true)
+	waitSnap(t, tw.w, "reconnected while still working", func(s studio.Snapshot) bool {
+		return s.Session == studio.SessionConnected && s.State == studio.StateWorking
+	})
+	return ls2
+}
+
 func TestIntegrationStudioRestartMidJob(t *testing.T) {
 	data := t.TempDir()
 	ls := startStudio(t, data, "", true)
@@ -474,14 +489,7 @@ func TestIntegrationStudioRestartMidJob(t *testing.T) {
 	tw, _ := connectedWorker(t, ls, runner)
 	id := enqueue(t, ls, llmSpec("survive a restart"))
 	<-runner.started
-	waitSnap(t, tw.w, "working", func(s studio.Snapshot) bool { return s.State == studio.StateWorking })
-
-	ls.stop()
-	waitSnap(t, tw.w, "retrying", func(s studio.Snapshot) bool { return s.Session == studio.SessionRetrying })
-	ls2 := startStudio(t, data, ls.addr, true)
-	waitSnap(t, tw.w, "reconnected while still working", func(s studio.Snapshot) bool {
-		return s.Session == studio.SessionConnected && s.State == studio.StateWorking
-	})
+	ls2 := restartMidJob(t, ls, tw)
 	// The job finishes after its session is gone: its result can only go on
 	// the old socket, so it is lost, and the restarted studio, which
 	// released the claim, offers the job again.
@@ -949,12 +957,7 @@ func TestIntegrationLateResultIsAViolationAndTheWorkerCopes(t *testing.T) {
 	tw, workerID := connectedWorker(t, ls, runner, func(c *studio.WorkerConfig) { c.Journal = journal })
 	id := enqueue(t, ls, llmSpec("outlive a restart"))
 	<-runner.started
-	ls.stop()
-	waitSnap(t, tw.w, "retrying", func(s studio.Snapshot) bool { return s.Session == studio.SessionRetrying })
-	ls2 := startStudio(t, data, ls.addr, true)
-	waitSnap(t, tw.w, "reconnected while still working", func(s studio.Snapshot) bool {
-		return s.Session == studio.SessionConnected && s.State == studio.StateWorking
-	})
+	ls2 := restartMidJob(t, ls, tw)
 	runner.setHold(nil)
 	close(hold)
 

@@ -419,20 +419,30 @@ func TestHeartbeatNamingUnknownJobMeansBusy(t *testing.T) {
 	cl.expectOffer(jobID)
 }
 
-func TestDisconnectReleasesClaim(t *testing.T) {
-	h := newHarness(t, nil)
-	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
+// droppedMidJob: an idle worker of capabilities cp accepts an image job,
+// then its session drops; it returns once the studio has requeued the job
+// and counts the worker offline.
+func (h *harness) droppedMidJob(cp studio.Capabilities) (*client, JobStatus) {
+	h.t.Helper()
 	cl := h.idleWorker(cp)
 	jobID := h.enqueue(imageSpec(2))
 	cl.accept(jobID)
 	h.waitJob(jobID, JobRunning)
 	_ = cl.c.Close(websocket.StatusNormalClosure, "bye")
 	st := h.waitJob(jobID, JobQueued)
+	if _, err := h.srv.WaitWorker(ctxT(h.t), func(w WorkerStatus) bool { return w.ID == cl.id && w.State == "offline" }); err != nil {
+		h.t.Fatal(err)
+	}
+	return cl, st
+}
+
+func TestDisconnectReleasesClaim(t *testing.T) {
+	h := newHarness(t, nil)
+	cp := caps([]engine.TaskKind{engine.KindImage}, 8)
+	cl, st := h.droppedMidJob(cp)
+	jobID := st.ID
 	if st.Attempts != 1 || st.WorkerID != "" {
 		t.Fatalf("after drop: %+v", st)
-	}
-	if _, err := h.srv.WaitWorker(ctxT(t), func(w WorkerStatus) bool { return w.ID == cl.id && w.State == "offline" }); err != nil {
-		t.Fatal(err)
 	}
 	// Reconnected, it gets the job again.
 	cl2 := h.connect(cl.id, cl.tok, cp)
@@ -457,19 +467,12 @@ func TestLateFinalFramesAreViolations(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t, nil)
 			cp := caps([]engine.TaskKind{engine.KindImage}, 8)
-			cl := h.idleWorker(cp)
-			jobID := h.enqueue(imageSpec(2))
-			cl.accept(jobID)
-			h.waitJob(jobID, JobRunning)
-			_ = cl.c.Close(websocket.StatusNormalClosure, "bye")
-			h.waitJob(jobID, JobQueued)
-			if _, err := h.srv.WaitWorker(ctxT(t), func(w WorkerStatus) bool { return w.ID == cl.id && w.State == "offline" }); err != nil {
-				t.Fatal(err)
-			}
+			cl, st := h.droppedMidJob(cp)
+			jobID := st.ID
 			cl2 := h.connect(cl.id, cl.tok, cp)
 			send(cl2, jobID)
 			cl2.expectClose(studio.ErrCodeProtocolViolation, studio.CloseProtocolViolation)
-			st := h.job(jobID)
+			st = h.job(jobID)
 			if st.State != JobQueued || st.Result != nil || len(st.LateReports) != 1 {
 				t.Errorf("after the late %s: %+v", name, st)
 			}
