@@ -442,14 +442,19 @@ else
   ok "reinstall with /RUNTIME=vulkan /AUTOSTART on the CPU-only installer: lib\\ is the CPU runtime (loads, one ggml; the app fetches the Vulkan one), HKCU Run set"
 fi
 
+# Runtime packs the app fetched (engine/packs: %LOCALAPPDATA%\studio-worker\runtimes)
+# are the program's, not the donor's: the uninstaller removes them.
+mkdir -p "$lad/studio-worker/runtimes/llama/win-x64-vulkan/v0.4.0"
+echo 'a fetched pack' >"$lad/studio-worker/runtimes/llama/win-x64-vulkan/v0.4.0/ggml-vulkan.dll"
 "$WINE" "$inst/uninstall.exe" /S; wineserver -w
+[ ! -e "$lad/studio-worker/runtimes" ] || fail "the uninstaller left the fetched runtime packs in $lad_w\\studio-worker\\runtimes"
 [ ! -e "$inst" ] || fail "the uninstaller left $inst: $(ls -A "$inst")"
 [ ! -e "$lnk" ] || fail "the uninstaller left the shortcut"
 "$WINE" reg query "$ukey" >/dev/null 2>&1 && fail "the uninstaller left the Apps & features entry"
 "$WINE" reg query "$runkey" /v "Studio Worker" >/dev/null 2>&1 && fail "the uninstaller left the start-at-login entry"
 [ -f "$lad/studio-worker/settings.toml" ] && [ -f "$ad/studio-worker/note.txt" ] && [ -f "$up/models/tiny/model.gguf" ] ||
   fail "the uninstaller removed the donor's settings or models"
-ok "silent uninstall: program, shortcut, uninstall entry and login start gone; settings and models kept"
+ok "silent uninstall: program, shortcut, uninstall entry, login start and fetched runtime packs gone; settings and models kept"
 wineserver -k 2>/dev/null || true
 rm -rf "$work/wineprefix"
 }

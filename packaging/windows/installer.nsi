@@ -17,7 +17,9 @@
 ; app fetches the GPU one.
 ;
 ; Settings (%LOCALAPPDATA%\studio-worker, %APPDATA%\studio-worker) and models
-; are the donor's: neither the installer nor the uninstaller touches them.
+; are the donor's: neither the installer nor the uninstaller touches them;
+; the uninstaller removes only the runtime packs the app fetched
+; (%LOCALAPPDATA%\studio-worker\runtimes).
 ;
 ; Defines from build.sh: VERSION, VIVERSION (a.b.c.d), EXE, ICON, OUTFILE, SD_DLL, RT_CPU, and RT_VULKAN /
 ; RT_CUDA when those runtimes are included (folders of staged runtime files).
@@ -237,6 +239,9 @@ Section "Uninstall"
   !insertmacro EnsureNotRunning
   Delete "$INSTDIR\studio-worker.ico"
   RMDir /r "$INSTDIR\lib"
+  ; Runtime packs the app fetched for this PC's GPU (engine/packs) are the
+  ; program's own files, not the donor's.
+  RMDir /r "$LOCALAPPDATA\studio-worker\runtimes"
   Delete "$INSTDIR\uninstall.exe"
   RMDir "$INSTDIR"
   Delete "$SMPROGRAMS\${APPNAME}.lnk"
