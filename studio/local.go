@@ -31,6 +31,13 @@ var ErrShuttingDown = errors.New(reasonShuttingDown)
 // paused worker still takes local requests once the engines have stopped.
 var ErrPausedNow = errors.New(msgPausedNow)
 
+// errShutdownMidJob ends a local job that the worker's shutdown stopped;
+// errors.Is finds ErrShuttingDown in it.
+type errShutdownMidJob struct{}
+
+func (errShutdownMidJob) Error() string        { return msgShutdownFail }
+func (errShutdownMidJob) Is(target error) bool { return target == ErrShuttingDown }
+
 // localSeq numbers local jobs.
 var localSeq atomic.Uint64
 
@@ -70,7 +77,7 @@ func (w *Worker) RunLocal(ctx context.Context, wait time.Duration, job engine.Jo
 	})
 	switch {
 	case err != nil && jr.shutdown.Load():
-		err = errors.New(msgShutdownFail)
+		err = errShutdownMidJob{}
 	case err != nil && jr.stopped.Load():
 		err = ErrPausedNow
 	}

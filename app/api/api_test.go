@@ -649,3 +649,41 @@ func TestPauseNowAnswersPausedNotServerError(t *testing.T) {
 		t.Errorf("paused %t, history %+v", snap.Paused, snap.Recent)
 	}
 }
+
+// A local job that the worker's shutdown stops is answered 503 with
+// Retry-After, as a request that comes while the worker stops, not 500.
+func TestShutdownMidJobAnswersUnavailable(t *testing.T) {
+	started := make(chan struct{})
+	e := newEnv(t, envOptions{runner: func(r studio.JobRunner) studio.JobRunner {
+		return untilCancelled{JobRunner: r, started: started}
+	}})
+	ctx := ctxT(t)
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		var resp *http.Response
+		c := e.client(e.srv.Token(), option.WithResponseInto(&resp))
+		_, err := c.Chat.Completions.New(ctx, chatParams("hi", 4))
+		got <- answer{resp, err}
+	}()
+	select {
+	case <-started:
+	case a := <-got:
+		t.Fatalf("the request ended before its job started: %v", a.err)
+	}
+	now, cancel := context.WithCancel(context.Background())
+	cancel() // no grace: the running job is stopped at once
+	go func() { _ = e.worker.Shutdown(now) }()
+	a := <-got
+	var apiErr *openai.Error
+	if !errors.As(a.err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable ||
+		!strings.Contains(apiErr.Message, "shut down before the job finished") {
+		t.Fatalf("want 503 saying the worker shut down, got %v", a.err)
+	}
+	if ra := a.resp.Header.Get("Retry-After"); ra == "" {
+		t.Error("no Retry-After")
+	}
+}
