@@ -146,6 +146,11 @@ func (in *Installer) Ensure(ctx context.Context, runtime string, opts Options, p
 					return engine.PackRecord{}, ctx.Err()
 				}
 				why := fmt.Sprintf("the %s runtime (%s %s) did not start on this GPU: %v", engine.BackendName(p.Backend), p.Variant, p.Version, cerr)
+				if msg := cerr.Error(); strings.Contains(msg, "sees no GPU") {
+					// It started, and found nothing to run on (runtime-check
+					// --need-gpu).
+					why = fmt.Sprintf("the %s runtime (%s %s) found no GPU to run on: %s", engine.BackendName(p.Backend), p.Variant, p.Version, strings.TrimPrefix(msg, "failed its check: "))
+				}
 				in.log.Warn(why, "op", "packs", "runtime", runtime)
 				problems = append(problems, why)
 				in.refuse(runtime, p, why)

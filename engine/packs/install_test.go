@@ -366,7 +366,7 @@ func TestEnsureRealVulkanPack(t *testing.T) {
 		}
 	case "cpu":
 		t.Logf("no Vulkan GPU here: %s", rec.Problem)
-		if !strings.Contains(rec.Problem, "did not start on this GPU: failed its check: its Vulkan backend sees no GPU on this computer, so it would run on the CPU") {
+		if !strings.Contains(rec.Problem, "the Vulkan runtime ("+variant("vulkan")+" v0.5.0) found no GPU to run on: its Vulkan backend sees no GPU on this computer, so it would run on the CPU; using the CPU runtime") {
 			t.Errorf("problem %q", rec.Problem)
 		}
 	default:
