@@ -135,12 +135,11 @@ var localChecked struct {
 	m map[string]localCheck
 }
 
-// checkLocalContent is CheckModelContent remembered by the file's stamp;
-// fresh says the file was read now (not remembered).
-func checkLocalContent(path string, eng EngineName, role FileRole) (fresh bool, err error) {
+// checkLocalContent is CheckModelContent remembered by the file's stamp.
+func checkLocalContent(path string, eng EngineName, role FileRole) error {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return true, err
+		return err
 	}
 	key := string(eng) + "\x00" + string(role) + "\x00" + path
 	stamp := localStamp{fi.Size(), fi.ModTime().UnixNano()}
@@ -148,12 +147,12 @@ func checkLocalContent(path string, eng EngineName, role FileRole) (fresh bool, 
 	c, ok := localChecked.m[key]
 	localChecked.Unlock()
 	if ok && c.stamp == stamp {
-		return false, c.err
+		return c.err
 	}
 	err = CheckModelContent(path, eng, role)
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
-		return true, err // the file could not be read: not the file's verdict
+		return err // the file could not be read: not the file's verdict
 	}
 	localChecked.Lock()
 	if localChecked.m == nil || len(localChecked.m) > 1000 {
@@ -161,7 +160,7 @@ func checkLocalContent(path string, eng EngineName, role FileRole) (fresh bool, 
 	}
 	localChecked.m[key] = localCheck{stamp, err}
 	localChecked.Unlock()
-	return true, err
+	return err
 }
 
 // looseGGUF is a .gguf placed straight in the models folder, with the
@@ -172,9 +171,13 @@ type looseGGUF struct {
 	err        error
 }
 
+// looseWarned holds the paths of loose .gguf files whose failed check was
+// logged.
+var looseWarned sync.Map
+
 // looseGGUFs checks the .gguf files placed straight in the models folder
-// (not hidden ones), in name order. A file that fails is logged once per
-// content.
+// (not hidden ones), in name order. A file that fails is logged once, and
+// again when it passes.
 func (s *Store) looseGGUFs() []looseGGUF {
 	entries, _ := os.ReadDir(s.root)
 	var out []looseGGUF
@@ -187,10 +190,17 @@ func (s *Store) looseGGUFs() []looseGGUF {
 		if fi, err := e.Info(); err == nil {
 			l.size = uint64(fi.Size())
 		}
-		var fresh bool
-		fresh, l.err = checkLocalContent(p, EngineLlamaCpp, RoleModel)
-		if l.err != nil && fresh {
+		l.err = checkLocalContent(p, EngineLlamaCpp, RoleModel)
+		_, warned := looseWarned.Load(p)
+		switch {
+		case l.err != nil && !warned:
+			// Once per file, not per content: a file being copied in
+			// changes at every look.
+			looseWarned.Store(p, struct{}{})
 			s.log.Warn("the GGUF file "+e.Name()+" in the models folder is left out: "+leftOutReason(l.err), "op", "store", "path", p)
+		case l.err == nil && warned:
+			looseWarned.Delete(p)
+			s.log.Info("the GGUF file "+e.Name()+" in the models folder passes its check now and is offered", "op", "store", "path", p)
 		}
 		out = append(out, l)
 	}
@@ -237,7 +247,7 @@ func localFiles(store *Store, eng EngineName, files map[FileRole]string) (map[Fi
 		if !strings.HasPrefix(clean, root) {
 			return nil, fmt.Errorf("the model file %s is not in the models folder %s", p, store.Root())
 		}
-		if _, err := checkLocalContent(clean, eng, role); err != nil {
+		if err := checkLocalContent(clean, eng, role); err != nil {
 			return nil, fmt.Errorf("the file %s in the models folder is not a usable model: %w", clean, err)
 		}
 		out[role] = clean

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -784,7 +785,8 @@ func TestLocalGGUFIncludesLooseFiles(t *testing.T) {
 // studio (LocalGGUF feeds SupportedModels) and LooseLeftOut says why; once
 // the file is whole again it is back.
 func TestLooseGGUFsThatFailTheCheckAreLeftOut(t *testing.T) {
-	st := newTestStore(t, StoreOptions{})
+	var logged bytes.Buffer
+	st := newTestStore(t, StoreOptions{Log: slog.New(slog.NewTextHandler(&logged, nil))})
 	good := tinyGGUF(t)
 	placeFiles(t, st, map[string][]byte{
 		"good.gguf":      good,
@@ -810,10 +812,19 @@ func TestLooseGGUFsThatFailTheCheckAreLeftOut(t *testing.T) {
 	if !strings.Contains(left[2].Reason, "malformed") || !strings.Contains(left[1].Reason, "not a GGUF model file") {
 		t.Errorf("reasons %+v", left)
 	}
-	// The donor copies the whole file over the truncated one.
+	// The donor copies the whole file over the truncated one: each look
+	// while it is still short logs nothing new; once whole, it is back.
+	placeFiles(t, st, map[string][]byte{"truncated.gguf": good[:len(good)*3/4]})
+	st.LocalGGUF()
+	if n := strings.Count(logged.String(), "is left out"); n != 3 {
+		t.Errorf("%d left-out lines, want one per file:\n%s", n, logged.String())
+	}
 	placeFiles(t, st, map[string][]byte{"truncated.gguf": good})
 	if got := st.LocalGGUF(); strings.Join(got, ",") != "good.gguf,truncated.gguf" {
 		t.Fatalf("after repair LocalGGUF = %q", got)
+	}
+	if !strings.Contains(logged.String(), "truncated.gguf in the models folder passes its check now") {
+		t.Errorf("the repair is not logged:\n%s", logged.String())
 	}
 }
 
