@@ -75,7 +75,7 @@ func TestUpdateTarballEndToEnd(t *testing.T) {
 	mustRun(t, env, "bash", filepath.Join(unpacked, "studio-worker-0.2.0", "install.sh"))
 	link := filepath.Join(home, ".local", "bin", "studio-worker")
 	share := filepath.Join(home, ".local", "share")
-	app := filepath.Join(share, "studio-worker")
+	app := filepath.Join(share, "studio-worker", "app")
 	oldSum := fileSHA(t, oldBin)
 
 	srv := newUpdateFeed(t)
@@ -116,7 +116,7 @@ func TestUpdateTarballEndToEnd(t *testing.T) {
 		if out, code := run("version"); code != 0 || out != "studio-worker 0.2.0\n" {
 			t.Fatalf("the installed program says %q (exit %d)", out, code)
 		}
-		entries, err := os.ReadDir(share)
+		entries, err := os.ReadDir(filepath.Dir(app))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,6 +175,16 @@ func TestUpdateTarballEndToEnd(t *testing.T) {
 		})
 	}
 
+	// What the app keeps beside its program folder (the runtime packs it
+	// fetched) must not go with the folder the update replaces.
+	kept := filepath.Join(filepath.Dir(app), "runtimes", "llama", "current.json")
+	if err := os.MkdirAll(filepath.Dir(kept), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kept, []byte(`{"kept":true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	// The real update, then the restarted 0.3.0 checks again.
 	srv.sign(t, key, linux("0.2.0", "old.tar.xz"), linux("0.3.0", "new.tar.xz"))
 	out, code := run("update", "--feed", feedURL)
@@ -197,8 +207,11 @@ func TestUpdateTarballEndToEnd(t *testing.T) {
 	if got := fileSHA(t, filepath.Join(app, "studio-worker")); got != fileSHA(t, newBin) {
 		t.Error("the installed program is not the 0.3.0 build")
 	}
-	if got := fileSHA(t, filepath.Join(share, ".studio-worker-previous", "studio-worker")); got != oldSum {
+	if got := fileSHA(t, filepath.Join(filepath.Dir(app), ".studio-worker-previous", "studio-worker")); got != oldSum {
 		t.Error("the previous version is not kept beside it")
+	}
+	if b, err := os.ReadFile(kept); err != nil || string(b) != `{"kept":true}` {
+		t.Errorf("the runtime packs beside the program did not survive the update: %q %v", b, err)
 	}
 	if out, code := run("version", "--verbose"); code != 0 || !strings.HasPrefix(out, "studio-worker 0.3.0\n") {
 		t.Errorf("after the update the installed program says %q (exit %d)", out, code)
@@ -249,8 +262,8 @@ func TestUpdateTarballEndToEnd(t *testing.T) {
 	// leaves the updater's marker behind (written just before the exec,
 	// removed by the new version once it runs). The next start puts the
 	// previous version back and runs it instead.
-	marker := filepath.Join(share, ".studio-worker-update-pending")
-	pending := `{"from":"0.2.0","to":"0.3.0","app":"` + app + `","backup":"` + filepath.Join(share, ".studio-worker-previous") + `"}`
+	marker := filepath.Join(filepath.Dir(app), ".studio-worker-update-pending")
+	pending := `{"from":"0.2.0","to":"0.3.0","app":"` + app + `","backup":"` + filepath.Join(filepath.Dir(app), ".studio-worker-previous") + `"}`
 	if err := os.WriteFile(marker, []byte(pending), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -132,9 +132,9 @@ HOME="$th" XDG_DATA_HOME= "$tdir/install.sh" >/dev/null
 out="$(HOME="$th" LANG=C.UTF-8 "$th/.local/bin/studio-worker" version 2>&1)" || fail "tarball install: version failed: $out"
 grep -qF "studio-worker $version" <<<"$out" || fail "tarball install: version printed '$out'"
 out="$(HOME="$th" XDG_DATA_HOME= LANG=C.UTF-8 "$th/.local/bin/studio-worker" update --check --feed http://127.0.0.1:9/feed.json 2>&1 || true)"
-grep -qF "installed for this user by install.sh in $th/.local/share/studio-worker" <<<"$out" ||
+grep -qF "installed for this user by install.sh in $th/.local/share/studio-worker/app" <<<"$out" ||
   fail "tarball install: the updater does not see it as install.sh's: $out"
-grep -q "^Exec=\"$th/.local/share/studio-worker/studio-worker\"" "$th/.local/share/applications/studio-worker.desktop" ||
+grep -q "^Exec=\"$th/.local/share/studio-worker/app/studio-worker\"" "$th/.local/share/applications/studio-worker.desktop" ||
   fail "tarball install: the menu entry does not point at the program"
 [ -f "$th/.local/share/icons/hicolor/48x48/apps/studio-worker.png" ] || fail "tarball install: no icon"
 mkdir -p "$th/.config/studio-worker"; echo 'studio_url = "x"' >"$th/.config/studio-worker/settings.toml"

@@ -25,8 +25,10 @@ type Kind string
 
 const (
 	// KindTarball is the per-user install of the .tar.xz by its install.sh:
-	// $XDG_DATA_HOME/studio-worker (~/.local/share/studio-worker) holding
-	// studio-worker and lib/, linked from ~/.local/bin. Replaced in place.
+	// $XDG_DATA_HOME/studio-worker/app (~/.local/share/studio-worker/app)
+	// holding studio-worker and lib/, linked from ~/.local/bin. Replaced
+	// as a whole: it is the program's own folder, so the runtime packs and
+	// other data the app keeps in $XDG_DATA_HOME/studio-worker stay put.
 	KindTarball Kind = "tar.xz"
 	// KindSystemTarball is `sudo ./install.sh --system` (/opt/studio-worker,
 	// owned by root): the donor is told how to install the new one.
@@ -135,7 +137,7 @@ func Detect(exe string, p Probe) Install {
 			return in
 		}
 		if filepath.Base(exe) == "studio-worker" && dirExists(filepath.Join(dir, "lib")) {
-			if p.DataHome != "" && dir == filepath.Join(filepath.Clean(p.DataHome), "studio-worker") {
+			if p.DataHome != "" && dir == filepath.Join(filepath.Clean(p.DataHome), "studio-worker", "app") {
 				if p.Writable != nil && p.Writable(filepath.Dir(dir)) && p.Writable(dir) {
 					in.Kind, in.Why = KindTarball, "installed for this user by install.sh in "+dir
 					return in

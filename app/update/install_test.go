@@ -28,7 +28,7 @@ func mkProgram(t *testing.T, dir string, lib bool) string {
 func TestDetectInstallKinds(t *testing.T) {
 	root := t.TempDir()
 	data := filepath.Join(root, "home", ".local", "share")
-	user := mkProgram(t, filepath.Join(data, "studio-worker"), true)
+	user := mkProgram(t, filepath.Join(data, "studio-worker", "app"), true)
 	// ~/.local/bin/studio-worker -> the program, as install.sh links it.
 	bin := filepath.Join(root, "home", ".local", "bin")
 	if err := os.MkdirAll(bin, 0o755); err != nil {

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs Studio Worker from this unpacked tarball.
 #
-#   ./install.sh              for you only: ~/.local/share/studio-worker,
+#   ./install.sh              for you only: ~/.local/share/studio-worker/app,
 #                             ~/.local/bin/studio-worker, menu entry and icons
 #                             in ~/.local/share
 #   sudo ./install.sh --system  for everyone: /opt/studio-worker, /usr/local
 #   ./install.sh --uninstall [--system]  removes the program again
 #
 # Your settings (~/.config/studio-worker) and downloaded models are never
-# touched, not even by --uninstall.
+# touched, not even by --uninstall. The per-user program has a folder of its
+# own (app/) inside the app's data folder: an update replaces that folder as
+# a whole, and must not carry away what the app keeps beside it (runtime
+# packs it fetched, the dev studio's data, models when there is no home).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -26,7 +29,9 @@ if [ "$mode" = system ]; then
   app=/opt/studio-worker bindir=/usr/local/bin share=/usr/local/share
 else
   data="${XDG_DATA_HOME:-$HOME/.local/share}"
-  app="$data/studio-worker" bindir="$HOME/.local/bin" share="$data"
+  app="$data/studio-worker/app" bindir="$HOME/.local/bin" share="$data"
+  # Before 0.2 the program lay in the data folder itself.
+  legacy="$data/studio-worker"
 fi
 icons=(16 32 48 64 128 256 512)
 
@@ -35,8 +40,22 @@ refresh_menus() {
   command -v gtk-update-icon-cache >/dev/null && gtk-update-icon-cache -q -t "$share/icons/hicolor" 2>/dev/null || true
 }
 
+# remove_legacy removes the program files an install before 0.2 put straight
+# into the data folder (never anything else that lives there).
+remove_legacy() {
+  [ -n "${legacy:-}" ] || return 0
+  rm -f "$legacy/studio-worker"
+  rm -rf "$legacy/lib" "$legacy/lib.new"
+}
+
 if [ "$action" = uninstall ]; then
   rm -rf "$app"
+  remove_legacy
+  if [ -n "${legacy:-}" ]; then
+    # The runtimes the app fetched for this computer belong to the program.
+    rm -rf "$legacy/runtimes"
+    rmdir "$legacy" 2>/dev/null || true # only when nothing else is kept there
+  fi
   rm -f "$bindir/studio-worker" "$share/applications/studio-worker.desktop"
   for s in "${icons[@]}"; do rm -f "$share/icons/hicolor/${s}x${s}/apps/studio-worker.png"; done
   refresh_menus
@@ -52,6 +71,7 @@ install -m 0755 "$here/studio-worker" "$app/studio-worker"
 rm -rf "$app/lib"
 mv "$app/lib.new" "$app/lib"
 ln -sfn "$app/studio-worker" "$bindir/studio-worker"
+remove_legacy
 # The menu may not have ~/.local/bin on its PATH: point at the program itself.
 sed "s|^Exec=.*|Exec=\"$app/studio-worker\"|" "$here/share/applications/studio-worker.desktop" \
   >"$share/applications/studio-worker.desktop"
