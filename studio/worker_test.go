@@ -1341,7 +1341,11 @@ func TestWorkerPauseNowFailsTheJobAndStopsTheEngines(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the engines were not stopped")
 	}
-	snap := h.w.Snapshot()
+	// The fail goes out before the job is recorded (the gate is given
+	// back first): wait for the record.
+	snaps, unsub := h.w.Subscribe()
+	defer unsub()
+	snap := waitSnap(t, snaps, func(s Snapshot) bool { return len(s.Recent) == 1 && s.Current == nil })
 	if !snap.Paused || snap.State != StatePaused {
 		t.Errorf("snapshot paused %t state %s", snap.Paused, snap.State)
 	}
