@@ -31,7 +31,7 @@ import (
 //     hide it is given back at once (debug.FreeOSMemory; about 15 MiB).
 //
 // Together, in `make gui-check GUI_IDLE=60`: 1.8 % of one core and 208 MiB
-// before, 0.27 % and 187 MiB after (Dec 1, median of 5). Most of the rest of
+// before, 0.28 % and 189 MiB after (Dec 1, median of 6). Most of the rest of
 // the RSS is not the app's to give back: see README, Measured figures.
 //
 // parkFor bounds how late a tray menu click is answered while hidden (the
