@@ -85,17 +85,23 @@ func (h *holder) RunLocal(ctx context.Context, wait time.Duration, job engine.Jo
 	h.mu.Unlock()
 	var once sync.Once
 	return h.Worker.RunLocal(ctx, wait, job, func(p engine.Progress) {
-		if progress != nil {
-			progress(p)
-		}
+		// reached is closed before the first text goes on to the client,
+		// which may read it at once; the hold comes after it went.
+		hold := false
 		if gate != nil && p.Text != "" {
 			once.Do(func() {
 				close(reached)
-				select {
-				case <-gate:
-				case <-ctx.Done():
-				}
+				hold = true
 			})
+		}
+		if progress != nil {
+			progress(p)
+		}
+		if hold {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+			}
 		}
 	})
 }
