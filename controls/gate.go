@@ -397,9 +397,14 @@ func (g *Gate) Decide(now time.Time) Decision {
 		local := now.In(g.loc)
 		allows := cfg.Schedule.Allows(local)
 		if g.schedWas == nil || *g.schedWas != allows {
+			// A change seen while watching dates from when the hours
+			// ended, not when we looked; the first look (the app just
+			// started, or the hours were just turned on) dates from now:
+			// the worker was not held by them before.
+			seen := g.schedWas != nil
 			g.schedWas, g.schedSince = &allows, now
-			if at, ok := cfg.Schedule.LastChange(local); ok {
-				g.schedSince = at // when the hours ended, not when we looked
+			if at, ok := cfg.Schedule.LastChange(local); ok && seen {
+				g.schedSince = at
 			}
 		}
 		at, next, ok := cfg.Schedule.NextChange(local)

@@ -176,6 +176,10 @@ func TestGateScheduleHold(t *testing.T) {
 	g := NewGate(Config{Schedule: &s}, berlin, nil, nil)
 	noon := time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC)     // 12:00 in Berlin
 	endedAt := time.Date(2026, 5, 31, 21, 0, 0, 0, time.UTC) // 23:00 the night before
+	// Watched while the hours ran out: the hold dates from their end.
+	if d := g.Decide(endedAt.Add(-time.Minute)); !d.MayWork {
+		t.Fatalf("22:59: %+v", d)
+	}
 	d := g.Decide(noon)
 	if d.MayWork || d.Holds[0].Control != ControlSchedule || !d.NextAllows || d.NextChange.In(berlin).Hour() != 18 ||
 		d.Holds[0].Until != d.NextChange || d.OfferReason() != ReasonSchedule || !d.Holds[0].Since.Equal(endedAt) {
@@ -193,6 +197,16 @@ func TestGateScheduleHold(t *testing.T) {
 	g.SetConfig(Config{})
 	if d := g.Decide(noon); !d.MayWork || !d.NextChange.IsZero() {
 		t.Fatalf("schedule off: %+v", d)
+	}
+	// First looked at outside the hours (the app just started, or the
+	// hours were just turned on): held since then, not since 23:00, when
+	// nothing held it.
+	g.SetConfig(Config{Schedule: &s})
+	if d := g.Decide(noon); d.MayWork || !d.Holds[0].Since.Equal(noon) {
+		t.Fatalf("turned on at noon: %+v", d)
+	}
+	if d := NewGate(Config{Schedule: &s}, berlin, nil, nil).Decide(noon); d.MayWork || !d.Holds[0].Since.Equal(noon) {
+		t.Fatalf("started at noon: %+v", d)
 	}
 }
 

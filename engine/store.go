@@ -1107,7 +1107,7 @@ func (s *Store) checkSpace(final string, f ModelFile, need uint64, what string) 
 	}
 	msg := fmt.Sprintf("not enough disk space for %s: %s, but only %s is free in %s", f.Filename, what, FormatGB(free), filepath.Dir(final))
 	if reserve > 0 {
-		msg += fmt.Sprintf(" and %s is kept free (disk_reserve_gb)", FormatGB(reserve))
+		msg += fmt.Sprintf(" and %s is kept free for the rest of this computer", FormatGB(reserve))
 	}
 	return &spaceError{msg: msg}
 }

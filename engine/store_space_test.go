@@ -94,7 +94,7 @@ func TestEnsureUnannouncedSizeStopsAtTheReserve(t *testing.T) {
 	url := streamRandom(t, 64*mib, -1, &sent)
 	_, err := st.Ensure(context.Background(), "m", []ModelFile{{Role: RoleModel, URL: url + "/m.gguf", Filename: "m.gguf"}}, nil)
 	var se *spaceError
-	if !errors.As(err, &se) || !IsRetryable(err) || !strings.Contains(err.Error(), "kept free (disk_reserve_gb)") || !strings.Contains(err.Error(), "deleted") {
+	if !errors.As(err, &se) || !IsRetryable(err) || !strings.Contains(err.Error(), "kept free for the rest of this computer") || !strings.Contains(err.Error(), "deleted") {
 		t.Fatalf("got %v", err)
 	}
 	dir, _ := st.ModelDir("m")
