@@ -17,7 +17,8 @@ import (
 )
 
 // clockAt is "18:00" today, "Mon 18:00" within a week, else "Jan 2 18:00",
-// in local time.
+// in local time: the one way the Status page and the tray menu give a
+// time of day.
 func clockAt(t, now time.Time) string {
 	t, now = t.Local(), now.Local()
 	y, m, d := t.Date()
@@ -88,8 +89,9 @@ func holdLines(s studio.Snapshot, now time.Time) string {
 // trayHoldLabel is the tray menu's hold line: the controls other than the
 // donor's pause that hold the worker, in a few steady words (no readings
 // that change every poll, so the platform menu is not rebuilt for them);
-// "" when none holds.
-func trayHoldLabel(d controls.Decision) string {
+// "" when none holds. Times read as on the Status page (clockAt): "until
+// 18:00" today, "until Wed 18:00" on another day.
+func trayHoldLabel(d controls.Decision, now time.Time) string {
 	var parts []string
 	for _, h := range d.Holds {
 		switch h.Control {
@@ -98,7 +100,7 @@ func trayHoldLabel(d controls.Decision) string {
 		case controls.ControlSchedule:
 			p := "outside your work hours"
 			if !d.NextChange.IsZero() && d.NextAllows {
-				p += " until " + d.NextChange.Local().Format("Mon 15:04")
+				p += " until " + clockAt(d.NextChange, now)
 			}
 			parts = append(parts, p)
 		case controls.ControlTemperature:

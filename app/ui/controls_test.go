@@ -190,21 +190,37 @@ func TestTrayMenuSaysWhatHoldsTheWorker(t *testing.T) {
 	if first().Label != TrayOpen {
 		t.Fatalf("first item %q with nothing holding", first().Label)
 	}
-	eve := time.Date(2026, 12, 4, 18, 0, 0, 0, time.Local) // a Friday
-	held := heldSnap(controls.Decision{Holds: []controls.Hold{
-		{Control: controls.ControlSchedule, Reason: "outside your work hours"},
-		{Control: controls.ControlTemperature, Reason: "GPU at 85 °C, above your 80 °C ceiling"},
-	}, NextChange: eve, NextAllows: true})
+	// The tray's own clock: the work hours end later today, or tomorrow.
+	now := time.Now()
+	tr.now = func() time.Time { return now }
+	today := time.Date(now.Year(), now.Month(), now.Day(), 18, 0, 0, 0, time.Local)
+	tomorrow := today.AddDate(0, 0, 1)
+	holds := func(next time.Time) studio.Snapshot {
+		return heldSnap(controls.Decision{Holds: []controls.Hold{
+			{Control: controls.ControlSchedule, Reason: "outside your work hours"},
+			{Control: controls.ControlTemperature, Reason: "GPU at 85 °C, above your 80 °C ceiling"},
+		}, NextChange: next, NextAllows: true})
+	}
+	held := holds(today)
 	tr.Render(held)
-	if it := first(); it.Label != "On hold: outside your work hours until Fri 18:00; GPU too hot" || !it.Disabled {
+	if it := first(); it.Label != "On hold: outside your work hours until 18:00; GPU too hot" || !it.Disabled {
 		t.Fatalf("hold line %q (disabled %v)", it.Label, it.Disabled)
 	}
 	// A new temperature reading leaves the line as it is (a new label
 	// would rebuild the platform menu).
 	held.Controls.Holds[1].Reason = "GPU at 86 °C, above your 80 °C ceiling"
 	tr.Render(held)
-	if first().Label != "On hold: outside your work hours until Fri 18:00; GPU too hot" {
+	if first().Label != "On hold: outside your work hours until 18:00; GPU too hot" {
 		t.Fatalf("menu changed for a reading: %q", first().Label)
+	}
+	// Another day: its weekday, as the Status page says it.
+	tr.Render(holds(tomorrow))
+	want := "On hold: outside your work hours until " + tomorrow.Format("Mon") + " 18:00; GPU too hot"
+	if first().Label != want {
+		t.Fatalf("hold line %q, want %q", first().Label, want)
+	}
+	if got := holdLines(holds(tomorrow), now); !strings.Contains(got, "Works again at "+tomorrow.Format("Mon")+" 18:00") {
+		t.Errorf("the Status page says %q", got)
 	}
 	tr.Render(idleSnap())
 	if first().Label != TrayOpen {

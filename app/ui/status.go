@@ -274,10 +274,7 @@ func reasonLine(s studio.Snapshot, since, now time.Time) string {
 		if t.IsZero() {
 			return ""
 		}
-		if y, m, d := t.Date(); y == now.Year() && m == now.Month() && d == now.Day() {
-			return t.Local().Format("15:04")
-		}
-		return t.Local().Format("Jan 2 15:04")
+		return clockAt(t, now)
 	}
 	reg := s.Registration
 	switch {

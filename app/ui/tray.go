@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"time"
 
 	"fyne.io/fyne/v2"
 
@@ -43,14 +44,15 @@ type Tray struct {
 
 	look     assets.TrayState
 	tip      string
-	rendered func() // tests
+	now      func() time.Time // the hold line's clock; tests set it
+	rendered func()           // tests
 }
 
 // NewTray installs the menu and icon. open shows the window, quit ends the
 // app; setTooltip sets the tray's hover text where the platform has one
 // (nil: none). Call it on the UI goroutine.
 func NewTray(host TrayHost, b Backend, open, quit func(), setTooltip func(string)) *Tray {
-	t := &Tray{host: host, backend: b, tooltip: setTooltip}
+	t := &Tray{host: host, backend: b, tooltip: setTooltip, now: time.Now}
 	t.open = fyne.NewMenuItem(TrayOpen, open)
 	t.pause = fyne.NewMenuItem(trayPauseDefault, t.togglePause)
 	t.finish = fyne.NewMenuItem(TrayFinishJob, func() { t.backend.PauseAfterCurrent() })
@@ -96,7 +98,7 @@ func (t *Tray) Render(s studio.Snapshot) {
 	}
 	label := PauseLabel(s)
 	finishOff := s.Paused || s.PauseAfterJob
-	held := trayHoldLabel(s.Controls)
+	held := trayHoldLabel(s.Controls, t.now())
 	if label != t.pause.Label || finishOff != t.finish.Disabled || held != t.held.Label {
 		t.pause.Label = label
 		t.finish.Disabled = finishOff
