@@ -182,6 +182,13 @@ func (u *Updater) Check(ctx context.Context, to string) (Offer, error) {
 	if err != nil {
 		return offer, &FeedError{URL: u.cfg.FeedURL, Err: err}
 	}
+	if u.cfg.WorkDir != "" {
+		// An old, validly signed feed served again must not hide a newer
+		// release (release.ErrStaleFeed says why).
+		if err := (release.Watermark{Path: filepath.Join(u.cfg.WorkDir, "feed-seen.json")}).Check(u.cfg.FeedURL, m); err != nil {
+			return offer, &FeedError{URL: u.cfg.FeedURL, Err: err}
+		}
+	}
 	format := u.cfg.Install.Kind.Format()
 	var best *release.Release
 	var bestV *semver.Version

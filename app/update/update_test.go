@@ -151,6 +151,38 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// An old, validly signed feed served after a newer one was seen is
+// refused: it could hide a release that fixes something.
+func TestCheckRefusesAnOlderFeedThanSeen(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(nil)
+	fs := newFeedServer(t)
+	a := fs.file("x.tar.xz", []byte("not really a tarball"))
+	work := t.TempDir()
+	up := New(Config{FeedURL: fs.URL + "/feed.json", Trusted: []ed25519.PublicKey{pub}, Current: "0.2.0",
+		Install: Install{Kind: KindTarball}, GOOS: "linux", GOARCH: "amd64", WorkDir: work})
+	serve := func(at time.Time, v string) {
+		env, err := release.Sign(&release.Manifest{Schema: release.SchemaVersion, Generated: at, Releases: []release.Release{rel(v, "linux", "amd64", "tar.xz", a)}}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs.mu.Lock()
+		fs.feed = env
+		fs.mu.Unlock()
+	}
+	ctx := context.Background()
+	serve(time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC), "0.3.1")
+	if o, err := up.Check(ctx, ""); err != nil || o.Release == nil || o.Release.Version != "0.3.1" {
+		t.Fatalf("the current feed: %+v, %v", o, err)
+	}
+	serve(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), "0.3.0")
+	var fe *FeedError
+	_, err := up.Check(ctx, "")
+	if !errors.As(err, &fe) || !errors.Is(err, release.ErrStaleFeed) || !strings.Contains(err.Error(), "an old copy is being served") || !strings.Contains(err.Error(), "nothing was installed") {
+		t.Fatalf("an older feed after a newer one: %v", err)
+	}
+	t.Log(err)
+}
+
 // Download refuses a wrong sha256 and a truncated body, leaving nothing.
 func TestDownloadRefusals(t *testing.T) {
 	fs := newFeedServer(t)
