@@ -128,6 +128,7 @@ func Run(opts Options) int {
 	st.OnNotice(func(n string) { fyne.Do(func() { m.AddNotice(n) }) })
 
 	h := newHider(ctx, w, m)
+	h.freeMemory = releaseMemory(st.Log)
 	quit := func() {
 		h.stop()
 		w.Hide()

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"log/slog"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -112,6 +113,20 @@ func (h *hider) show() {
 	h.pages.SetHidden(false)
 	h.w.Show()
 	h.w.RequestFocus()
+}
+
+// releaseMemory gives back, after a hide, the Go heap the window grew to
+// (debug.FreeOSMemory) and then the resident pages of the program's and
+// the libraries' code (trimCode); it logs at debug level the first time
+// trimming fails (a kernel before 5.4) and goes on without it.
+func releaseMemory(log *slog.Logger) func() {
+	var warned atomic.Bool
+	return func() {
+		debug.FreeOSMemory()
+		if _, err := trimCode(); err != nil && log != nil && !warned.Swap(true) {
+			log.Debug("could not give back the code's memory while hidden: "+err.Error(), "op", "tray")
+		}
+	}
 }
 
 // stop ends the parking for good (quit). UI goroutine.
