@@ -33,12 +33,18 @@ func clockAt(t, now time.Time) string {
 }
 
 // heldLine is the why-line of a worker held by a control other than the
-// donor's pause: "On hold since 14:02: GPU busy (blender). Jobs are taken
-// again by themselves when that is over."
+// donor's pause. The "Held by" lines under it (holdLines) name each such
+// control, so this line only counts them: "On hold since 14:02 by the
+// control below. Jobs are taken again by themselves when that is over."
 func heldLine(d controls.Decision, now time.Time) string {
 	since := time.Time{}
+	n := 0
 	for _, h := range d.Holds {
-		if h.Control != controls.ControlPause && (since.IsZero() || h.Since.Before(since)) {
+		if h.Control == controls.ControlPause {
+			continue
+		}
+		n++
+		if !h.Since.IsZero() && (since.IsZero() || h.Since.Before(since)) {
 			since = h.Since
 		}
 	}
@@ -46,11 +52,13 @@ func heldLine(d controls.Decision, now time.Time) string {
 	if !since.IsZero() {
 		line += " since " + clockAt(since, now)
 	}
-	line += ": " + d.Line() + "."
-	if len(d.Holds) == 1 && d.Holds[0].Control == controls.ControlSchedule && !d.NextChange.IsZero() {
-		return line + " Works again at " + clockAt(d.NextChange, now) + "."
+	switch n {
+	case 0: // no Held-by line to point at
+		return line + ": " + d.Line() + "."
+	case 1:
+		return line + " by the control below. Jobs are taken again by themselves when that is over."
 	}
-	return line + " Jobs are taken again by themselves when that is over."
+	return line + fmt.Sprintf(" by %d of your controls, below. Jobs are taken again by themselves when all are over.", n)
 }
 
 // holdLines is the Status page's "Held by" line under the why-line: each

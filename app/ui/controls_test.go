@@ -31,7 +31,7 @@ func TestStatusPageSaysWhichControlHoldsTheWorker(t *testing.T) {
 	if st.headline.Text != "On hold" {
 		t.Errorf("headline %q", st.headline.Text)
 	}
-	if want := "On hold since 00:02: GPU busy (blender). Jobs are taken again by themselves when that is over."; st.reason.Text != want {
+	if want := "On hold since 00:02 by the control below. Jobs are taken again by themselves when that is over."; st.reason.Text != want {
 		t.Errorf("why-line %q\nwant %q", st.reason.Text, want)
 	}
 	if !st.holds.Visible() || st.holds.Text != "Held by: GPU busy (blender) since 00:02." {
@@ -59,11 +59,29 @@ func TestStatusPageSaysWhichControlHoldsTheWorker(t *testing.T) {
 	sched := heldSnap(controls.Decision{Holds: []controls.Hold{{Control: controls.ControlSchedule, Reason: "outside your work hours", Since: since, Until: eve}},
 		NextChange: eve, NextAllows: true})
 	h.main.Render(sched)
-	if want := "On hold since 00:02: outside your work hours. Works again at 23:59."; st.reason.Text != want {
+	if want := "On hold since 00:02 by the control below. Jobs are taken again by themselves when that is over."; st.reason.Text != want {
 		t.Errorf("why-line %q", st.reason.Text)
 	}
 	if st.holds.Text != "Held by: outside your work hours since 00:02.\nWorks again at 23:59 (your work hours)." {
 		t.Errorf("hold lines %q", st.holds.Text)
+	}
+	// Two controls: the why-line counts them and the Held-by lines name
+	// them, each once.
+	two := heldSnap(controls.Decision{Holds: []controls.Hold{
+		{Control: controls.ControlSchedule, Reason: "outside your work hours", Since: since},
+		{Control: controls.ControlGPU, Reason: "GPU busy (blender)", Since: since.Add(time.Minute)},
+	}, NextChange: eve, NextAllows: true})
+	h.main.Render(two)
+	if want := "On hold since 00:02 by 2 of your controls, below. Jobs are taken again by themselves when all are over."; st.reason.Text != want {
+		t.Errorf("why-line %q", st.reason.Text)
+	}
+	if want := "Held by: outside your work hours since 00:02.\nHeld by: GPU busy (blender) since 00:03.\nWorks again at 23:59 (your work hours)."; st.holds.Text != want {
+		t.Errorf("hold lines %q", st.holds.Text)
+	}
+	for _, reason := range []string{"outside your work hours", "GPU busy (blender)"} {
+		if n := strings.Count(st.reason.Text+"\n"+st.holds.Text, reason); n != 1 {
+			t.Errorf("%q said %d times", reason, n)
+		}
 	}
 	// Inside them: when they end; nothing holds.
 	inside := idleSnap()
