@@ -60,11 +60,11 @@ usage:
                                      check a release feed's signature and list what it
                                      offers (default: the update_feed_url setting, else
                                      the built-in feed)
-  studio-worker update [--check] [--to VERSION] [--feed URL] [--config DIR]
+  studio-worker update [--check] [--to VERSION] [--feed URL] [--config DIR] [--verbose]
                                      install a newer version from the signed release
                                      feed the way this copy was installed (--check:
                                      only say what is out; --to: exactly VERSION,
-                                     even an older one)
+                                     even an older one; --verbose: a failure's Go error too)
 `
 
 // Timings of the headless worker's shutdown: the worker gives a running job

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,5 +134,30 @@ func TestCLIDemo(t *testing.T) {
 	}
 	if strings.Count(out, "tokens/s)") != 2 {
 		t.Errorf("each job should print its completion and speed:\n%s", out)
+	}
+}
+
+// `update --check` with a feed server that refuses the connection: one
+// line in a donor's words (release.Explain), Go's error only with
+// --verbose.
+func TestCLIUpdateCheckUnreachableFeed(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed := "http://" + l.Addr().String() + "/feed.json"
+	l.Close() // nothing listens there now
+	dir := t.TempDir()
+	code, _, stderr := runCLI(t, "update", "--check", "--feed", feed, "--config", dir)
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	oneLine(t, stderr, "studio-worker update: Could not check for a new version: 127.0.0.1 refused the connection. Nothing was installed.")
+	if strings.Contains(stderr, "dial tcp") {
+		t.Errorf("Go's error in the donor's line: %q", stderr)
+	}
+	code, _, stderr = runCLI(t, "update", "--check", "--verbose", "--feed", feed, "--config", dir)
+	if code != 1 || !strings.Contains(stderr, "refused the connection") || !strings.Contains(stderr, "details: ") || !strings.Contains(stderr, "connection refused") {
+		t.Errorf("--verbose: exit %d, %q", code, stderr)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/minisgg/studio-worker/app/api"
 	"github.com/minisgg/studio-worker/app/update"
+	"github.com/minisgg/studio-worker/release"
 	"github.com/minisgg/studio-worker/settings"
 	"github.com/minisgg/studio-worker/studio"
 )
@@ -34,11 +35,21 @@ func cmdUpdate(args []string, stdout, stderr io.Writer) int {
 	to := fs.String("to", "", "install exactly this version (e.g. 0.1.0), even an older one")
 	feed := fs.String("feed", "", "address of the release feed (default: the setting, else the built-in one)")
 	configDir := fs.String("config", "", "settings folder (default: the user's config folder)")
+	verbose := fs.Bool("verbose", false, "with a feed or download that fails, also print Go's own error")
 	if code, done := parseCommand(fs, args, stdout, stderr); done {
 		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "studio-worker update: "+err.Error())
+		return 1
+	}
+	// failNet is a failed check or download: the donor's line
+	// (update.FailureLine), and the technical error with --verbose.
+	failNet := func(err error) int {
+		fmt.Fprintln(stderr, "studio-worker update: "+update.FailureLine(err))
+		if _, ok := release.Explain(err); ok && *verbose {
+			fmt.Fprintln(stderr, "studio-worker update: details: "+err.Error())
+		}
 		return 1
 	}
 	if from := update.TakeUpdatedFrom(); from != "" {
@@ -83,7 +94,7 @@ func cmdUpdate(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	offer, err := u.Check(ctx, *to)
 	if err != nil {
-		return fail(err)
+		return failNet(err)
 	}
 	fmt.Fprintln(stdout, offer.Line())
 	if offer.Release == nil || *checkOnly || install.Kind == update.KindSource {
@@ -100,7 +111,7 @@ func cmdUpdate(args []string, stdout, stderr io.Writer) int {
 		}
 	})
 	if err != nil {
-		return fail(err)
+		return failNet(err)
 	}
 	// The new version runs this command again (same arguments), and only
 	// checks: see TakeUpdatedFrom above.

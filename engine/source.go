@@ -13,6 +13,19 @@ const (
 	EngineSynthetic EngineName = "synthetic"
 )
 
+// Words names the engine for donors, lower case: "the text engine
+// (llama.cpp)", "the image engine (stable-diffusion.cpp)"; any other
+// engine is "the <wire value> engine".
+func (n EngineName) Words() string {
+	switch n {
+	case EngineLlamaCpp:
+		return "the text engine (llama.cpp)"
+	case EngineSDCpp:
+		return "the image engine (stable-diffusion.cpp)"
+	}
+	return "the " + string(n) + " engine"
+}
+
 // FileRole says what a model file is for (kebab-case on the wire).
 type FileRole string
 

@@ -214,3 +214,15 @@ func TestTemplateKwargsTaskOverridesModel(t *testing.T) {
 		t.Fatalf("none: %v %v", got, err)
 	}
 }
+
+func TestEngineNameWords(t *testing.T) {
+	for n, want := range map[EngineName]string{
+		EngineLlamaCpp: "the text engine (llama.cpp)",
+		EngineSDCpp:    "the image engine (stable-diffusion.cpp)",
+		EngineONNX:     "the onnx engine",
+	} {
+		if got := n.Words(); got != want {
+			t.Errorf("%s.Words() = %q, want %q", n, got, want)
+		}
+	}
+}

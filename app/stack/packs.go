@@ -77,7 +77,12 @@ func (st *Stack) startPacks(ctx context.Context) {
 		err := od.Probe(pctx)
 		cancel()
 		if err != nil {
-			st.Log.Warn(fmt.Sprintf("%s engine is off, and no runtime pack can be fetched for it: %v", od.Name(), err), "op", "packs")
+			why := err.Error()
+			if w, ok := release.Explain(err); ok {
+				why = "the release feed cannot be reached: " + w
+				st.Log.Debug(fmt.Sprintf("no runtime pack for %s: %v", od.Name().Words(), err), "op", "packs")
+			}
+			st.Log.Warn(fmt.Sprintf("%s is off, and no runtime pack can be fetched for it: %s", od.Name().Words(), why), "op", "packs")
 			if ctx.Err() == nil {
 				kind := "image"
 				if od == st.textPack {
@@ -86,7 +91,7 @@ func (st *Stack) startPacks(ctx context.Context) {
 				off, offErr = append(off, kind), err
 			}
 		} else {
-			st.Log.Info(fmt.Sprintf("%s engine's runtime is not installed; it will be fetched from the release feed for the first job that needs it", od.Name()), "op", "packs")
+			st.Log.Info(fmt.Sprintf("%s is not installed; its runtime will be fetched from the release feed for the first job that needs it", od.Name().Words()), "op", "packs")
 		}
 	}
 	if len(off) > 0 {

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -234,6 +235,23 @@ func TestStackSaysWhenTheFeedCannotBeReached(t *testing.T) {
 			}
 			if !strings.Contains(n, "mage jobs stay off") || !strings.Contains(n, "the release feed cannot be reached: 127.0.0.1 refused the connection.") || strings.Contains(n, "dial tcp") {
 				t.Fatalf("notice %q", n)
+			}
+			// The log's warning names the engine in words, without
+			// Go's error (kept at debug level).
+			warned := false
+			for _, e := range st.Logger.Ring().Entries() {
+				if e.Op != "packs" || e.Level != slog.LevelWarn {
+					continue
+				}
+				warned = true
+				named := strings.HasPrefix(e.Message, "the image engine (stable-diffusion.cpp) is off") || strings.HasPrefix(e.Message, "the text engine (llama.cpp) is off")
+				if !named || !strings.Contains(e.Message, "127.0.0.1 refused the connection") ||
+					strings.Contains(e.Message, "dial tcp") || strings.Contains(e.Message, "sd-cpp") || strings.Contains(e.Message, "llama-cpp") {
+					t.Errorf("warning %q", e.Message)
+				}
+			}
+			if !warned {
+				t.Error("no packs warning in the log")
 			}
 			return
 		default:

@@ -373,13 +373,7 @@ func connectionLine(s studio.Snapshot) string {
 func heldLines(held []engine.Held) string {
 	var b strings.Builder
 	for _, h := range held {
-		what := "The " + string(h.Engine) + " engine"
-		switch h.Engine {
-		case engine.EngineLlamaCpp:
-			what = "The text engine (llama.cpp)"
-		case engine.EngineSDCpp:
-			what = "The image engine (stable-diffusion.cpp)"
-		}
+		what := titleCase(h.Engine.Words())
 		fmt.Fprintf(&b, "\n%s holds %s", what, formatBytes(h.Bytes))
 		if h.VRAMBytes > 0 {
 			fmt.Fprintf(&b, " (%s on the GPU)", formatBytes(h.VRAMBytes))

@@ -231,10 +231,16 @@ func (s *Service) runOnce(ctx context.Context, to string) {
 }
 
 func (s *Service) fail(err error, checked time.Time) {
+	line := FailureLine(err)
 	if !errors.Is(err, context.Canceled) {
-		s.cfg.Log.Warn(err.Error(), "op", "update")
+		// The donor's line at warning level; Go's error chain, where
+		// the line left it out, at debug level for whoever digs.
+		s.cfg.Log.Warn(line, "op", "update")
+		if _, ok := release.Explain(err); ok {
+			s.cfg.Log.Debug(err.Error(), "op", "update")
+		}
 	}
-	s.set(Status{State: StateFailed, Line: FailureLine(err), Checked: checked})
+	s.set(Status{State: StateFailed, Line: line, Checked: checked})
 }
 
 // FailureLine is a failed check or download in a donor's words for the

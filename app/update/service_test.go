@@ -180,7 +180,7 @@ func TestServiceCheckNowUnreachableFeed(t *testing.T) {
 		Gate:   func(context.Context, string) (func(), error) { t.Error("nothing to install"); return func() {}, nil },
 		Manual: true,
 		Clock:  studio.NewFakeClock(time.Now()),
-		Log:    slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logged}, nil)),
+		Log:    slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logged}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	log := &statusLog{ch: make(chan Status, 64)}
 	svc.OnStatus(log.add)
@@ -195,8 +195,21 @@ func TestServiceCheckNowUnreachableFeed(t *testing.T) {
 	}
 	logMu.Lock()
 	defer logMu.Unlock()
-	if !strings.Contains(logged.String(), "connection refused") {
-		t.Fatalf("the log lost the technical error: %s", logged.String())
+	// The warning is the donor's line; Go's error is there at debug level.
+	var warned, debugged bool
+	for _, line := range strings.Split(logged.String(), "\n") {
+		switch {
+		case strings.Contains(line, "level=WARN"):
+			warned = true
+			if !strings.Contains(line, "127.0.0.1 refused the connection") || strings.Contains(line, "dial tcp") {
+				t.Errorf("warning %s", line)
+			}
+		case strings.Contains(line, "level=DEBUG") && strings.Contains(line, "connection refused"):
+			debugged = true
+		}
+	}
+	if !warned || !debugged {
+		t.Fatalf("warned %v, Go's error at debug level %v: %s", warned, debugged, logged.String())
 	}
 	// Errors that are not about reaching a server keep their own words,
 	// with a capital first letter.
