@@ -89,14 +89,23 @@ type BudgetUse struct {
 	Models    int
 }
 
-// String says it in a donor's words: "12.30 of 20.00 GB used by downloaded
-// models".
+// String says it in a donor's words, each size in its own unit
+// (FormatSize): "38.3 MB of 20.00 GB used by 2 downloaded models".
 func (u BudgetUse) String() string {
-	used := strings.TrimSuffix(FormatGB(u.UsedBytes), " GB")
 	if u.BudgetBytes == 0 {
-		return fmt.Sprintf("%s GB used by %s (no budget set)", used, downloadedModels(u.Models))
+		return fmt.Sprintf("%s used by %s (no budget set)", FormatSize(u.UsedBytes), downloadedModels(u.Models))
 	}
-	return fmt.Sprintf("%s of %s used by %s", used, FormatGB(u.BudgetBytes), downloadedModels(u.Models))
+	return fmt.Sprintf("%s of %s used by %s", FormatSize(u.UsedBytes), FormatSize(u.BudgetBytes), downloadedModels(u.Models))
+}
+
+// Over is how far the downloaded models go past the budget; 0 when they
+// fit or there is no budget (a budget lowered below what is stored: the
+// next download that needs room deletes the oldest).
+func (u BudgetUse) Over() uint64 {
+	if u.BudgetBytes == 0 || u.UsedBytes <= u.BudgetBytes {
+		return 0
+	}
+	return u.UsedBytes - u.BudgetBytes
 }
 
 func downloadedModels(n int) string {

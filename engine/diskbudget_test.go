@@ -263,7 +263,7 @@ func TestDiskBudgetErrorText(t *testing.T) {
 		t.Fatalf("%q\nwant %q", got, want)
 	}
 	u := BudgetUse{BudgetBytes: gb(20), UsedBytes: gb(12.3), Models: 4}
-	if got, want := u.String(), "12.30 of 20.00 GB used by 4 downloaded models"; got != want {
+	if got, want := u.String(), "12.30 GB of 20.00 GB used by 4 downloaded models"; got != want {
 		t.Fatalf("%q, want %q", got, want)
 	}
 	if got, want := (BudgetUse{UsedBytes: gb(1), Models: 1}).String(), "1.00 GB used by 1 downloaded model (no budget set)"; got != want {

@@ -1127,6 +1127,21 @@ func FormatGB(b uint64) string {
 	return strconv.FormatFloat(float64(b)/float64(1<<30), 'f', 2, 64) + " GB"
 }
 
+// FormatSize writes a byte count for people in one unit that fits it:
+// "38.3 MB" (2^20 bytes, one decimal) under 1 GB, "12.30 GB" (FormatGB)
+// from 1 GB up; under 1 MB "512 B" or "4.0 KB".
+func FormatSize(b uint64) string {
+	switch {
+	case b >= 1<<30:
+		return FormatGB(b)
+	case b >= 1<<20:
+		return strconv.FormatFloat(float64(b)/float64(1<<20), 'f', 1, 64) + " MB"
+	case b >= 1<<10:
+		return strconv.FormatFloat(float64(b)/float64(1<<10), 'f', 1, 64) + " KB"
+	}
+	return strconv.FormatUint(b, 10) + " B"
+}
+
 // parseContentRange reads "bytes <start>-<end>/<total|*>"; total is -1 when
 // unknown.
 func parseContentRange(v string) (start, end, total int64, ok bool) {

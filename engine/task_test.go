@@ -226,3 +226,19 @@ func TestEngineNameWords(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatSize(t *testing.T) {
+	for b, want := range map[uint64]string{
+		0:                "0 B",
+		512:              "512 B",
+		4 << 10:          "4.0 KB",
+		38<<20 + 300<<10: "38.3 MB",
+		1<<30 - 1:        "1024.0 MB",
+		1 << 30:          "1.00 GB",
+		12<<30 + 307<<20: "12.30 GB",
+	} {
+		if got := FormatSize(b); got != want {
+			t.Errorf("FormatSize(%d) = %q, want %q", b, got, want)
+		}
+	}
+}

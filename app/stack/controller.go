@@ -83,8 +83,9 @@ func (c *Controller) Save(s settings.Settings) (string, error) {
 	}
 	if s.ModelsDiskBudgetBytes() != old.ModelsDiskBudgetBytes() && st.Runner != nil {
 		st.logDiskBudget()
-		if u, err := st.Runner.Store().BudgetUse(); err == nil && u.BudgetBytes > 0 && u.UsedBytes > u.BudgetBytes {
-			notes = append(notes, fmt.Sprintf("The models the worker downloaded take %s, more than the new disk budget: the ones used longest ago are deleted when the next download needs room.", engine.FormatGB(u.UsedBytes)))
+		if u, err := st.Runner.Store().BudgetUse(); err == nil && u.Over() > 0 {
+			notes = append(notes, fmt.Sprintf("The models the worker downloaded take %s, over the new disk budget by %s: the ones used longest ago are deleted when the next download needs room.",
+				engine.FormatSize(u.UsedBytes), engine.FormatSize(u.Over())))
 		}
 	}
 	if s.LlamaLibDir != old.LlamaLibDir || s.SDLibPath != old.SDLibPath {

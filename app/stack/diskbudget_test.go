@@ -42,7 +42,7 @@ func TestDiskBudgetFollowsTheSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(note, "take 0.00 GB, more than the new disk budget") {
+	if !strings.Contains(note, "take 2.0 MB, over the new disk budget by 1.0 MB") {
 		t.Errorf("note %q", note)
 	}
 	if u, _ := st.Models().BudgetUse(); u.BudgetBytes != 1<<20 {

@@ -23,7 +23,7 @@ func TestModelsPageShowsTheDiskBudget(t *testing.T) {
 	}
 	h.main.Show(PageModels)
 	mp := h.main.Models
-	want := "Disk budget: 12.50 of 20.00 GB used by 2 downloaded models. When a download needs room, the models used longest ago are deleted (never one in use or loaded); files you put in the models folder yourself are not counted and never deleted."
+	want := "Disk budget: 12.50 GB of 20.00 GB used by 2 downloaded models. When a download needs room, the models used longest ago are deleted (never one in use or loaded); files you put in the models folder yourself are not counted and never deleted."
 	if got := mp.budget.Text; got != want {
 		t.Errorf("budget line %q\nwant %q", got, want)
 	}
@@ -31,7 +31,24 @@ func TestModelsPageShowsTheDiskBudget(t *testing.T) {
 	if strings.Count(markup, "the disk budget never deletes it") != 1 {
 		t.Error("the donor's own folder (and it alone) should be marked as never deleted by the budget")
 	}
+	// A budget below what is stored: how far over, and what happens.
+	h.models.budget = 20 << 20
+	h.models.models = []engine.StoredModel{
+		{ID: "a", Dir: filepath.Join(h.models.root, "a"), Bytes: 38<<20 + 300<<10, Engine: "llama-cpp", Downloaded: true},
+	}
+	mp.Reload()
+	want = "Disk budget: 38.3 MB of 20.0 MB used by 1 downloaded model, over the budget by 18.3 MB: the models used longest ago go at the next download that needs room"
+	if got := mp.budget.Text; !strings.HasPrefix(got, want) {
+		t.Errorf("over the budget %q\nwant %q…", got, want)
+	}
+	if markup := test.RenderObjectToMarkup(mp.Content()); !strings.Contains(markup, "38.3 MB · llama-cpp") {
+		t.Errorf("the model's row does not say 38.3 MB: %s", markup)
+	}
 	h.models.budget = 0
+	h.models.models = []engine.StoredModel{
+		{ID: "a", Dir: filepath.Join(h.models.root, "a"), Bytes: 12 << 30, Engine: "llama-cpp", Downloaded: true},
+		{ID: "b", Dir: filepath.Join(h.models.root, "b"), Bytes: 1 << 29, Engine: "sd-cpp", Downloaded: true},
+	}
 	mp.Reload()
 	if got := mp.budget.Text; !strings.HasPrefix(got, "Disk budget: 12.50 GB used by 2 downloaded models (no budget set); set one on the Settings page") {
 		t.Errorf("without a budget: %q", got)

@@ -143,10 +143,10 @@ func (p *ModelsPage) show(l modelListing) {
 	case l.usageErr != nil:
 		usage = "Disk use unknown"
 	default:
-		usage = formatBytes(l.used) + " used by models"
+		usage = engine.FormatSize(l.used) + " used by models"
 	}
 	if l.freeErr == nil {
-		usage += " · " + formatBytes(l.free) + " free on this disk"
+		usage += " · " + engine.FormatSize(l.free) + " free on this disk"
 	}
 	p.usage.SetText(usage)
 	p.budget.SetText(budgetText(l.budget, l.budgetErr))
@@ -183,13 +183,18 @@ func leftOutText(left []engine.LeftOutModel) string {
 	return b.String()
 }
 
-// budgetText is the Models page's line on the models folder's disk budget.
+// budgetText is the Models page's line on the models folder's disk budget,
+// sizes in the page's one unit formatting (engine.FormatSize).
 func budgetText(u engine.BudgetUse, err error) string {
 	if err != nil {
 		return "Disk budget: use unknown"
 	}
 	if u.BudgetBytes == 0 {
 		return "Disk budget: " + u.String() + "; set one on the Settings page to have the models used longest ago deleted when a download needs room."
+	}
+	if over := u.Over(); over > 0 {
+		return "Disk budget: " + u.String() + ", over the budget by " + engine.FormatSize(over) +
+			": the models used longest ago go at the next download that needs room (never one in use or loaded); files you put in the models folder yourself are not counted and never deleted."
 	}
 	return "Disk budget: " + u.String() + ". When a download needs room, the models used longest ago are deleted (never one in use or loaded); files you put in the models folder yourself are not counted and never deleted."
 }
@@ -203,7 +208,7 @@ func (p *ModelsPage) modelRow(m engine.StoredModel, loaded bool) fyne.CanvasObje
 	name := widget.NewLabel(m.ID)
 	name.TextStyle.Bold = true
 	name.Truncation = fyne.TextTruncateEllipsis
-	facts := formatBytes(m.Bytes)
+	facts := engine.FormatSize(m.Bytes)
 	if m.Engine != "" {
 		facts += " · " + string(m.Engine)
 	}

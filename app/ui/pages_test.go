@@ -346,7 +346,7 @@ func TestModelsPageDeletesAfterConfirm(t *testing.T) {
 	if len(mp.Models()) != 2 {
 		t.Fatalf("listed %d models", len(mp.Models()))
 	}
-	if got := mp.usage.Text; got != "4.0 MB used by models · 100.0 GB free on this disk" {
+	if got := mp.usage.Text; got != "4.0 MB used by models · 100.00 GB free on this disk" {
 		t.Errorf("usage %q", got)
 	}
 	markup := test.RenderObjectToMarkup(mp.Content())
