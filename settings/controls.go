@@ -79,6 +79,25 @@ func controlsFieldLabel(f string) string {
 	return ""
 }
 
+// ValidateMaxGPUTemp checks the GPU temperature ceiling in °C: 0 (no
+// ceiling) up to maxGPUTempC; a *FieldError for FieldMaxGPUTemp otherwise.
+func ValidateMaxGPUTemp(v float64) error {
+	if math.IsNaN(v) || v < 0 || v > maxGPUTempC {
+		return &FieldError{FieldMaxGPUTemp, fmt.Sprintf("must be a temperature in °C up to %d (0 is no ceiling)", maxGPUTempC)}
+	}
+	return nil
+}
+
+// ValidateMaxGPUPower checks the GPU power ceiling in watts: 0 (no
+// ceiling) up to maxGPUPowerW; a *FieldError for FieldMaxGPUPower
+// otherwise.
+func ValidateMaxGPUPower(v float64) error {
+	if math.IsNaN(v) || v < 0 || v > maxGPUPowerW {
+		return &FieldError{FieldMaxGPUPower, fmt.Sprintf("must be a power in watts up to %d (0 is no ceiling)", maxGPUPowerW)}
+	}
+	return nil
+}
+
 func (s Settings) validateControls() error {
 	seconds := func(field string, v int, def time.Duration) error {
 		if v < 0 || v > maxControlSeconds {
@@ -98,11 +117,11 @@ func (s Settings) validateControls() error {
 	if err := ValidatePrograms(s.PausePrograms); err != nil {
 		return err
 	}
-	if v := s.MaxGPUTempC; math.IsNaN(v) || v < 0 || v > maxGPUTempC {
-		return &FieldError{FieldMaxGPUTemp, fmt.Sprintf("must be a temperature in °C up to %d (0 is no ceiling)", maxGPUTempC)}
+	if err := ValidateMaxGPUTemp(s.MaxGPUTempC); err != nil {
+		return err
 	}
-	if v := s.MaxGPUPowerW; math.IsNaN(v) || v < 0 || v > maxGPUPowerW {
-		return &FieldError{FieldMaxGPUPower, fmt.Sprintf("must be a power in watts up to %d (0 is no ceiling)", maxGPUPowerW)}
+	if err := ValidateMaxGPUPower(s.MaxGPUPowerW); err != nil {
+		return err
 	}
 	days := s.WorkHours.Days()
 	for d := range 7 {

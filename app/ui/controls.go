@@ -199,7 +199,9 @@ func newControlsForm(changed func()) *controlsForm {
 		return nil
 	}
 	f.maxTemp, f.tempErr = number("0 = no ceiling")
+	f.maxTemp.Validator = ceilingValidator("°C", settings.ValidateMaxGPUTemp)
 	f.maxPower, f.powerErr = number("0 = no ceiling")
+	f.maxPower.Validator = ceilingValidator("watts", settings.ValidateMaxGPUPower)
 	f.stopJob = widget.NewRadioGroup([]string{choiceFinish, choiceStop}, func(string) { changed() })
 	f.stopJob.Required = true
 	f.hoursOn = widget.NewCheck("Only during these hours (this computer's time)", func(bool) { changed() })
@@ -211,6 +213,29 @@ func newControlsForm(changed func()) *controlsForm {
 		}
 	}
 	return f
+}
+
+// ceilingValidator is the live check of a GPU ceiling field: the words
+// read gives a value that is not a number, and Save's own bound (check).
+func ceilingValidator(unit string, check func(float64) error) fyne.StringValidator {
+	return func(s string) error {
+		t := strings.TrimSpace(s)
+		if t == "" {
+			return nil
+		}
+		v, err := strconv.ParseFloat(t, 64)
+		if err != nil {
+			return errors.New(ceilingNotANumber(unit))
+		}
+		if err := check(v); err != nil {
+			return errors.New(reasonOf(err))
+		}
+		return nil
+	}
+}
+
+func ceilingNotANumber(unit string) string {
+	return "must be a number of " + unit + "; 0 or empty is no ceiling"
 }
 
 func (f *controlsForm) content() fyne.CanvasObject {
@@ -319,7 +344,7 @@ func (f *controlsForm) read(s *settings.Settings) []error {
 		}
 		v, err := strconv.ParseFloat(t, 64)
 		if err != nil {
-			errs = append(errs, &settings.FieldError{Field: field, Reason: "must be a number of " + unit + "; 0 or empty is no ceiling"})
+			errs = append(errs, &settings.FieldError{Field: field, Reason: ceilingNotANumber(unit)})
 			return
 		}
 		*dst = v

@@ -7,6 +7,7 @@ import (
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/test"
+	"fyne.io/fyne/v2/widget"
 
 	"github.com/minisgg/studio-worker/assets"
 	"github.com/minisgg/studio-worker/controls"
@@ -189,6 +190,27 @@ func TestInvalidControlsAreMarkedEachWithItsReason(t *testing.T) {
 	test.Type(c.maxTemp, "1")
 	if sp.FieldError(settings.FieldMaxGPUTemp) != "" {
 		t.Error("the temperature message stayed after an edit")
+	}
+	// The GPU ceilings are checked while typing too: a word, a value
+	// past Save's bound, and a good value or none.
+	c.maxTemp.SetText("hot")
+	if err := c.maxTemp.Validate(); err == nil || !strings.Contains(err.Error(), "number of °C") {
+		t.Errorf("hot: %v", err)
+	}
+	if err := c.maxPower.Validate(); err == nil || !strings.Contains(err.Error(), "up to 5000") {
+		t.Errorf("9000 W: %v", err)
+	}
+	for entry, good := range map[*widget.Entry][]string{c.maxTemp: {"", "0", "82.5"}, c.maxPower: {" ", "0", "350"}} {
+		for _, v := range good {
+			entry.SetText(v)
+			if err := entry.Validate(); err != nil {
+				t.Errorf("%q refused: %v", v, err)
+			}
+		}
+	}
+	c.maxTemp.SetText("-3")
+	if err := c.maxTemp.Validate(); err == nil || !strings.Contains(err.Error(), "up to") {
+		t.Errorf("-3 °C: %v", err)
 	}
 	// Work hours on with no hours at all.
 	sp.Load()
