@@ -1131,10 +1131,12 @@ func FormatGB(b uint64) string {
 // "38.3 MB" (2^20 bytes, one decimal) under 1 GB, "12.30 GB" (FormatGB)
 // from 1 GB up; under 1 MB "512 B" or "4.0 KB".
 func FormatSize(b uint64) string {
+	// A size that would round up to "1024.0" of a unit is said in the next.
+	const almost = 1023.95
 	switch {
-	case b >= 1<<30:
+	case float64(b)/float64(1<<20) >= almost:
 		return FormatGB(b)
-	case b >= 1<<20:
+	case float64(b)/float64(1<<10) >= almost:
 		return strconv.FormatFloat(float64(b)/float64(1<<20), 'f', 1, 64) + " MB"
 	case b >= 1<<10:
 		return strconv.FormatFloat(float64(b)/float64(1<<10), 'f', 1, 64) + " KB"
