@@ -98,20 +98,31 @@ func ValidateMaxGPUPower(v float64) error {
 	return nil
 }
 
+// ValidateControlSeconds checks one of the controls' waits in seconds
+// (field: FieldIdleAfter, FieldGPUBusy or FieldGPUFree): 0 (the default)
+// up to maxControlSeconds; a *FieldError for field otherwise.
+func ValidateControlSeconds(field string, v int) error {
+	def := controls.DefaultIdleAfter
+	switch field {
+	case FieldGPUBusy:
+		def = controls.DefaultBusyAfter
+	case FieldGPUFree:
+		def = controls.DefaultFreeAfter
+	}
+	if v < 0 || v > maxControlSeconds {
+		return &FieldError{field, fmt.Sprintf("must be between 1 and %d seconds (0 is the default, %d)", maxControlSeconds, int(def/time.Second))}
+	}
+	return nil
+}
+
 func (s Settings) validateControls() error {
-	seconds := func(field string, v int, def time.Duration) error {
-		if v < 0 || v > maxControlSeconds {
-			return &FieldError{field, fmt.Sprintf("must be between 1 and %d seconds (0 is the default, %d)", maxControlSeconds, int(def/time.Second))}
-		}
-		return nil
-	}
-	if err := seconds(FieldIdleAfter, s.IdleAfterSeconds, controls.DefaultIdleAfter); err != nil {
+	if err := ValidateControlSeconds(FieldIdleAfter, s.IdleAfterSeconds); err != nil {
 		return err
 	}
-	if err := seconds(FieldGPUBusy, s.GPUBusySeconds, controls.DefaultBusyAfter); err != nil {
+	if err := ValidateControlSeconds(FieldGPUBusy, s.GPUBusySeconds); err != nil {
 		return err
 	}
-	if err := seconds(FieldGPUFree, s.GPUFreeSeconds, controls.DefaultFreeAfter); err != nil {
+	if err := ValidateControlSeconds(FieldGPUFree, s.GPUFreeSeconds); err != nil {
 		return err
 	}
 	if err := ValidatePrograms(s.PausePrograms); err != nil {

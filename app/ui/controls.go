@@ -184,13 +184,16 @@ func newControlsForm(changed func()) *controlsForm {
 	}
 	f.onlyIdle = widget.NewCheck("Only when I'm away from this computer (no keyboard or mouse input)", func(bool) { changed() })
 	f.idleAfter, f.idleErr = number(fmt.Sprintf("%d", int(controls.DefaultIdleAfter/time.Second)))
+	f.idleAfter.Validator = secondsValidator(settings.FieldIdleAfter)
 	f.gpuBusy = widget.NewCheck("Pause while another program uses the GPU", func(bool) { changed() })
 	f.gpuNote = widget.NewLabel("")
 	f.gpuNote.Wrapping = fyne.TextWrapWord
 	f.gpuNote.Importance = widget.WarningImportance
 	f.gpuNote.Hide()
 	f.busyFor, f.busyErr = number(fmt.Sprintf("%d", int(controls.DefaultBusyAfter/time.Second)))
+	f.busyFor.Validator = secondsValidator(settings.FieldGPUBusy)
 	f.freeFor, f.freeErr = number(fmt.Sprintf("%d", int(controls.DefaultFreeAfter/time.Second)))
+	f.freeFor.Validator = secondsValidator(settings.FieldGPUFree)
 	f.programs, f.progErr = number("e.g. blender, steam, game.exe")
 	f.programs.Validator = func(s string) error {
 		if err := settings.ValidatePrograms(s); err != nil {
@@ -233,6 +236,27 @@ func ceilingValidator(unit string, check func(float64) error) fyne.StringValidat
 		return nil
 	}
 }
+
+// secondsValidator is the live check of one of the controls' waits: the
+// words read gives a value that is not a whole number, and Save's bound.
+func secondsValidator(field string) fyne.StringValidator {
+	return func(s string) error {
+		t := strings.TrimSpace(s)
+		if t == "" {
+			return nil
+		}
+		n, err := strconv.Atoi(t)
+		if err != nil {
+			return errors.New(secondsNotANumber)
+		}
+		if err := settings.ValidateControlSeconds(field, n); err != nil {
+			return errors.New(reasonOf(err))
+		}
+		return nil
+	}
+}
+
+const secondsNotANumber = "must be a whole number of seconds; leave it empty for the default"
 
 func ceilingNotANumber(unit string) string {
 	return "must be a number of " + unit + "; 0 or empty is no ceiling"
@@ -331,7 +355,7 @@ func (f *controlsForm) read(s *settings.Settings) []error {
 		}
 		n, err := strconv.Atoi(t)
 		if err != nil {
-			errs = append(errs, &settings.FieldError{Field: field, Reason: "must be a whole number of seconds; leave it empty for the default"})
+			errs = append(errs, &settings.FieldError{Field: field, Reason: secondsNotANumber})
 			return
 		}
 		*dst = n

@@ -212,6 +212,16 @@ func TestInvalidControlsAreMarkedEachWithItsReason(t *testing.T) {
 	if err := c.maxTemp.Validate(); err == nil || !strings.Contains(err.Error(), "up to") {
 		t.Errorf("-3 °C: %v", err)
 	}
+	// And the waits in seconds.
+	for text, want := range map[string]string{"soon": "whole number of seconds", "-1": "between 1 and 86400", "86401": "between 1 and 86400", "": "", "30": ""} {
+		for _, e := range []*widget.Entry{c.idleAfter, c.busyFor, c.freeFor} {
+			e.SetText(text)
+			err := e.Validate()
+			if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+				t.Errorf("%q: %v, want %q", text, err, want)
+			}
+		}
+	}
 	// Work hours on with no hours at all.
 	sp.Load()
 	test.Tap(c.hoursOn)
