@@ -40,7 +40,7 @@ import (
 //
 // Together, in `make gui-check GUI_IDLE=60`: 1.8 % of one core and 208 MiB
 // before, 0.28 % and 189 MiB with the first three (Dec 1, median of 6),
-// and 121 MiB with the trimming too (median of 4 against 190 MiB without
+// and 121 MiB with the trimming too (median of 5 against 190 MiB without
 // it in the same hour; 101 MiB after 5 minutes started minimised). What
 // stays is the Go heap, C's malloc heap and the code the app runs while
 // hidden: see README, Measured figures.
