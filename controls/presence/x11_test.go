@@ -150,7 +150,10 @@ func TestX11IdleTimeGrowsAndDropsOnInput(t *testing.T) {
 // when the X server goes away it says unknown, and when a server is back
 // on that display it answers again without being made anew.
 func TestX11ReconnectsAfterTheServerRestarts(t *testing.T) {
-	display, stop := xvfb(t, "")
+	// A display number far above those -displayfd hands out (the lowest
+	// free one): while this server is down, another test's Xvfb (make
+	// test runs packages side by side) must not take the number.
+	display, stop := xvfb(t, freeHighDisplay(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	p := NewX11(display, time.Nanosecond)
@@ -358,4 +361,17 @@ func TestX11ConcurrentCalls(t *testing.T) {
 	if chain.Source() != X11Source {
 		t.Fatalf("source %q", chain.Source())
 	}
+}
+
+// freeHighDisplay returns ":N" for an N in 30000–49999 with no X lock file.
+func freeHighDisplay(t *testing.T) string {
+	t.Helper()
+	for i := 0; i < 20000; i++ {
+		n := 30000 + (os.Getpid()+i)%20000
+		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); errors.Is(err, os.ErrNotExist) {
+			return fmt.Sprintf(":%d", n)
+		}
+	}
+	t.Fatal("no free X display number between 30000 and 49999")
+	return ""
 }
