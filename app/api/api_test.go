@@ -608,20 +608,22 @@ func (r untilCancelled) Run(ctx context.Context, job engine.Job, progress engine
 	return engine.Result{}, ctx.Err()
 }
 
-// A local job stopped by the donor's "Pause now" is answered for what it
-// is: 503, the OpenAI error shape, the code worker_paused and the words
-// "the donor paused this computer", with no Retry-After (a pause has no
-// known end). Before this it was a 500 server error.
-func TestPauseNowAnswersPausedNotServerError(t *testing.T) {
+// answer is what a chat request started by startUntilCancelled got.
+type answer struct {
+	resp *http.Response
+	err  error
+}
+
+// startUntilCancelled sends a chat request whose job runs until it is
+// cancelled, and returns once that job has started; the request's answer
+// arrives on got.
+func startUntilCancelled(t *testing.T) (*env, <-chan answer) {
+	t.Helper()
 	started := make(chan struct{})
 	e := newEnv(t, envOptions{runner: func(r studio.JobRunner) studio.JobRunner {
 		return untilCancelled{JobRunner: r, started: started}
 	}})
 	ctx := ctxT(t)
-	type answer struct {
-		resp *http.Response
-		err  error
-	}
 	got := make(chan answer, 1)
 	go func() {
 		var resp *http.Response
@@ -634,7 +636,16 @@ func TestPauseNowAnswersPausedNotServerError(t *testing.T) {
 	case a := <-got:
 		t.Fatalf("the request ended before its job started: %v", a.err)
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL()+"/pause?now=1", nil)
+	return e, got
+}
+
+// A local job stopped by the donor's "Pause now" is answered for what it
+// is: 503, the OpenAI error shape, the code worker_paused and the words
+// "the donor paused this computer", with no Retry-After (a pause has no
+// known end). Before this it was a 500 server error.
+func TestPauseNowAnswersPausedNotServerError(t *testing.T) {
+	e, got := startUntilCancelled(t)
+	req, _ := http.NewRequestWithContext(ctxT(t), http.MethodPost, e.srv.URL()+"/pause?now=1", nil)
 	req.Header.Set("Authorization", "Bearer "+e.srv.Token())
 	if code := do(t, req); code != http.StatusOK {
 		t.Fatalf("POST /pause?now=1: %d", code)
@@ -659,27 +670,7 @@ func TestPauseNowAnswersPausedNotServerError(t *testing.T) {
 // A local job that the worker's shutdown stops is answered 503 with
 // Retry-After, as a request that comes while the worker stops, not 500.
 func TestShutdownMidJobAnswersUnavailable(t *testing.T) {
-	started := make(chan struct{})
-	e := newEnv(t, envOptions{runner: func(r studio.JobRunner) studio.JobRunner {
-		return untilCancelled{JobRunner: r, started: started}
-	}})
-	ctx := ctxT(t)
-	type answer struct {
-		resp *http.Response
-		err  error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		var resp *http.Response
-		c := e.client(e.srv.Token(), option.WithResponseInto(&resp))
-		_, err := c.Chat.Completions.New(ctx, chatParams("hi", 4))
-		got <- answer{resp, err}
-	}()
-	select {
-	case <-started:
-	case a := <-got:
-		t.Fatalf("the request ended before its job started: %v", a.err)
-	}
+	e, got := startUntilCancelled(t)
 	now, cancel := context.WithCancel(context.Background())
 	cancel() // no grace: the running job is stopped at once
 	go func() { _ = e.worker.Shutdown(now) }()
