@@ -3,16 +3,14 @@
 package stack
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/minisgg/studio-worker/internal/xvfbtest"
 	"github.com/minisgg/studio-worker/studio"
 	"github.com/minisgg/studio-worker/studio/devstudio"
 )
@@ -21,30 +19,11 @@ import (
 // display; it skips, naming what is missing, without Xvfb.
 func xvfbDisplay(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("Xvfb")
-	if err != nil {
-		t.Skip("needs Xvfb (apt-get install xvfb): " + err.Error())
-	}
-	r, w, err := os.Pipe()
+	display, _, err := xvfbtest.Start(t, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-displayfd", "3", "-nolisten", "tcp", "-screen", "0", "64x64x24")
-	cmd.ExtraFiles = []*os.File{w}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	})
-	line, err := bufio.NewReader(r).ReadString('\n')
-	r.Close()
-	if err != nil {
-		t.Fatalf("Xvfb did not come up: %v", err)
-	}
-	return ":" + strings.TrimSpace(line)
+	return display
 }
 
 // The app's own wiring with the real X11 idle time: a worker on an X

@@ -3,7 +3,6 @@
 package presence
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,11 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/minisgg/studio-worker/controls"
+	"github.com/minisgg/studio-worker/internal/xvfbtest"
 )
 
 // xvfb starts an X server of the test's own and returns its display
@@ -34,41 +33,7 @@ func xvfb(t *testing.T, display string, extra ...string) (string, func()) {
 
 func startXvfb(t *testing.T, display string, extra ...string) (string, func(), error) {
 	t.Helper()
-	bin, err := exec.LookPath("Xvfb")
-	if err != nil {
-		t.Skip("needs Xvfb (apt-get install xvfb): " + err.Error())
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-displayfd", "3", "-nolisten", "tcp", "-screen", "0", "64x64x24"}
-	args = append(args, extra...)
-	if display != "" {
-		args = append([]string{display}, args...)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.ExtraFiles = []*os.File{w}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			_ = cmd.Wait()
-		}
-	}
-	t.Cleanup(stop)
-	line, err := bufio.NewReader(r).ReadString('\n')
-	r.Close()
-	if err != nil {
-		stop()
-		return "", nil, fmt.Errorf("Xvfb did not come up: %v", err)
-	}
-	return ":" + strings.TrimSpace(line), stop, nil
+	return xvfbtest.Start(t, display, extra...)
 }
 
 func xdotool(t *testing.T, display string, args ...string) {
